@@ -1,0 +1,313 @@
+//! The Raft state machine: term handling (Raft §5.1), role changes, timers and the dispatch of
+//! each message to its handler. Role-specific handlers live in `role/`.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::error::{Malformed, StepError, StorageError};
+use crate::log::RaftLog;
+use crate::membership::Membership;
+use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::progress::Progress;
+use crate::quorum::JointConfig;
+use crate::rng::Rng;
+use crate::storage::LogStore;
+use crate::types::{HardState, LogIndex, NodeId, Role, Term};
+
+/// The whole state of one Raft node, durable and volatile. Plain data: `Clone + Eq + Hash`
+/// when the store is, so that a model checker can copy and compare it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Raft<S> {
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    /// Raft Fig. 2 `currentTerm` (durable).
+    pub(crate) term: Term,
+    /// Raft Fig. 2 `votedFor` (durable). Invariant: a candidate or leader voted for itself.
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    /// The leader of `term`, once known. Invariant: `Some(id)` exactly when leader.
+    pub(crate) leader_id: Option<NodeId>,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) membership: Membership,
+    pub(crate) quorum: JointConfig,
+    /// Leader only: one entry per member, this node included (its `matched` is its own durable
+    /// index, Thesis §10.2.1). Empty in other roles.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Candidate and pre-candidate only: the answers received in this election.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Ticks since the last reset of the election timer (leader: since the last quorum check).
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    /// Drawn from `[min, max)` at every reset (Raft §5.2).
+    pub(crate) randomized_election_timeout: u32,
+    pub(crate) rng: Rng,
+    /// Leader only: bytes of entries proposed in this term and not yet handed out as committed.
+    pub(crate) uncommitted_bytes: u64,
+    /// Leader only: new entries or a new commit index wait to be sent; done in one pass when
+    /// the driver collects a `Ready`, so that many proposals travel in one message (batching).
+    pub(crate) bcast_pending: bool,
+    /// Messages that may be sent before this step's state is durable (leader's AppendEntries
+    /// and heartbeats, Thesis §10.2.1).
+    pub(crate) msgs: Vec<Message>,
+    /// Messages that may be sent only once this step's state is durable (every answer, every
+    /// vote request: Raft Fig. 2, "respond to RPCs only after updating stable storage").
+    pub(crate) msgs_after_persist: Vec<Message>,
+    /// Set after a storage failure; every later call fails with it.
+    pub(crate) halted: Option<StorageError>,
+}
+
+impl<S: LogStore> Raft<S> {
+    pub(crate) fn new(
+        config: Config,
+        store: S,
+        applied: LogIndex,
+    ) -> Result<Raft<S>, StorageError> {
+        let init = store.initial_state()?;
+        let hs = init.hard_state;
+        let mut rng = Rng::new(config.rng_seed);
+        let timeout =
+            rng.in_range(config.election_timeout_ticks_min, config.election_timeout_ticks_max);
+        let last = store.last_index();
+        if hs.commit > last {
+            return Err(StorageError::Other(format!(
+                "hard state commit {} beyond the last stored index {last}",
+                hs.commit
+            )));
+        }
+        let applied = applied.min(hs.commit).max(store.first_index().prev());
+        Ok(Raft {
+            id: config.id,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader_id: None,
+            log: RaftLog::new(store, hs.commit.max(applied), applied),
+            quorum: init.membership.quorum(),
+            membership: init.membership,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: timeout,
+            rng,
+            uncommitted_bytes: 0,
+            bcast_pending: false,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            halted: None,
+            config,
+        })
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
+    }
+
+    /// Whether this node may campaign: only voters (Thesis §4.2.1, learners never do).
+    pub(crate) fn promotable(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    /// Queues a message to be sent once this step's state is durable.
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.msgs_after_persist.push(Message { from: self.id, to, term, body });
+    }
+
+    // ---- timers -------------------------------------------------------------------------
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self.rng.in_range(
+            self.config.election_timeout_ticks_min,
+            self.config.election_timeout_ticks_max,
+        );
+    }
+
+    pub(crate) fn tick(&mut self) -> Result<(), StorageError> {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => {
+                self.election_elapsed += 1;
+                if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+                    // Raft §5.2: "If a follower receives no communication over a period of
+                    // time called the election timeout, then it ... begins an election."
+                    self.campaign()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Thesis §6.2 / §9.6, leader stickiness: while a follower hears from a leader it ignores
+    /// votes, so a server that was partitioned away (or removed) cannot depose a live leader.
+    pub(crate) fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader_id.is_some()
+            && self.election_elapsed < self.config.election_timeout_ticks_min
+    }
+
+    // ---- role changes -------------------------------------------------------------------
+
+    /// Becomes a follower in `term`. A higher term clears the vote (Raft Fig. 2, "Rules for
+    /// Servers": "If RPC request or response contains term T > currentTerm: set currentTerm =
+    /// T, convert to follower").
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.term, "terms never go back");
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.reset_role_state();
+    }
+
+    pub(crate) fn reset_role_state(&mut self) {
+        self.progress.clear();
+        self.votes.clear();
+        self.uncommitted_bytes = 0;
+        self.bcast_pending = false;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timer();
+    }
+
+    // ---- dispatch ----------------------------------------------------------------------
+
+    /// Validates and processes one message.
+    pub(crate) fn step(&mut self, m: Message) -> Result<(), StepError> {
+        self.validate(&m)?;
+        if m.term > self.term {
+            if let MessageBody::VoteRequest { .. } = m.body {
+                if self.in_leader_lease() {
+                    // Leader stickiness: neither the term nor the vote changes.
+                    return Ok(());
+                }
+            }
+            match m.body {
+                // A pre-vote asks about a future term: answering changes nothing here.
+                MessageBody::VoteRequest { pre_vote: true, .. } => {}
+                // A granted pre-vote echoes the term the pre-candidate asked about.
+                MessageBody::VoteResponse { pre_vote: true, granted: true } => {}
+                _ => {
+                    let leader = m.is_from_leader().then_some(m.from);
+                    self.become_follower(m.term, leader);
+                }
+            }
+        } else if m.term < self.term {
+            return self.handle_stale_term(m).map_err(StepError::Halted);
+        }
+        self.dispatch(m).map_err(|e| match e {
+            Dispatch::Storage(e) => {
+                self.halted = Some(e.clone());
+                StepError::Halted(e)
+            }
+            Dispatch::Malformed(from, reason) => StepError::Malformed { from, reason },
+        })
+    }
+
+    /// Raft Fig. 2: a request with a stale term is refused. A stale leader is told the new
+    /// term so it steps down (needed with check-quorum and pre-vote, which otherwise leave it
+    /// unaware); a stale pre-candidate is told so it stops asking. Anything else is dropped.
+    fn handle_stale_term(&mut self, m: Message) -> Result<(), StorageError> {
+        match m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                let body = MessageBody::AppendResponse { outcome: AppendOutcome::StaleTerm };
+                self.send_after_persist(m.from, self.term, body);
+            }
+            MessageBody::VoteRequest { pre_vote, .. } => {
+                let body = MessageBody::VoteResponse { pre_vote, granted: false };
+                self.send_after_persist(m.from, self.term, body);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, m: Message) -> Result<(), Dispatch> {
+        match m.body {
+            MessageBody::VoteRequest { pre_vote, last_log } => {
+                self.handle_vote_request(m.from, m.term, pre_vote, last_log)?
+            }
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(m.from, m.term, pre_vote, granted)?
+            }
+            MessageBody::AppendEntries { prev_log, entries, leader_commit } => {
+                self.handle_append_entries(m.from, prev_log, &entries, leader_commit)?
+            }
+            MessageBody::Heartbeat { commit } => self.handle_heartbeat(m.from, commit)?,
+            MessageBody::AppendResponse { outcome } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(m.from, outcome)?
+                }
+            }
+            MessageBody::HeartbeatResponse => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(m.from)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Structural checks, before any state changes (ARCHITECTURE.md, design rule 4).
+    fn validate(&self, m: &Message) -> Result<(), StepError> {
+        let bad = |reason| Err(StepError::Malformed { from: m.from, reason });
+        if m.to != self.id {
+            return Err(StepError::WrongRecipient { to: m.to, me: self.id });
+        }
+        if m.from == self.id {
+            return bad(Malformed::FromSelf);
+        }
+        if !self.membership.contains(m.from) {
+            return Err(StepError::UnknownSender { from: m.from });
+        }
+        let is_request = matches!(
+            m.body,
+            MessageBody::VoteRequest { .. }
+                | MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+        );
+        if is_request && m.term == Term::ZERO {
+            return bad(Malformed::ZeroTerm);
+        }
+        if let MessageBody::AppendEntries { prev_log, entries, .. } = &m.body {
+            let mut previous = prev_log.term;
+            let mut expected = prev_log.index.next();
+            if previous > m.term {
+                return bad(Malformed::EntryTermOutOfOrder {
+                    previous,
+                    found: previous,
+                    message_term: m.term,
+                });
+            }
+            for e in entries {
+                if e.index != expected {
+                    return bad(Malformed::NonContiguousEntries { expected, found: e.index });
+                }
+                if e.term < previous || e.term > m.term {
+                    return bad(Malformed::EntryTermOutOfOrder {
+                        previous,
+                        found: e.term,
+                        message_term: m.term,
+                    });
+                }
+                previous = e.term;
+                expected = expected.next();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Internal failure of a handler: a storage error (halts the node) or a malformed message.
+#[derive(Debug)]
+pub(crate) enum Dispatch {
+    Storage(StorageError),
+    Malformed(NodeId, Malformed),
+}
+
+impl From<StorageError> for Dispatch {
+    fn from(e: StorageError) -> Self {
+        Dispatch::Storage(e)
+    }
+}

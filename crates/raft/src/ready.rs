@@ -1,0 +1,90 @@
+//! The core's output: what to persist, what to send, what to apply, and the order the driver
+//! must do it in.
+
+use crate::message::Message;
+use crate::types::{Entry, EntryId, HardState, LogIndex, NodeId, Role};
+
+/// Volatile facts about the node, reported when they change. Never persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SoftState {
+    /// The role now.
+    pub role: Role,
+    /// The leader this node knows of in its current term.
+    pub leader: Option<NodeId>,
+}
+
+/// One batch of work for the driver. **The contract**, step by step:
+///
+/// 1. `messages` may be sent at once, even before step 2 completes. They are the leader's
+///    AppendEntries and heartbeats: Thesis §10.2.1 lets the leader write its own log in
+///    parallel with replication, because it counts itself toward commitment only once
+///    [`crate::Node::advance`] reports its write durable.
+/// 2. Write `entries` to the log, first discarding any stored entry at or after
+///    `entries[0].index` (a follower's conflicting suffix, Raft §5.3), and write `hard_state`
+///    if present. If `must_sync` is set, make both durable (fsync) before step 3.
+/// 3. Send `persisted_messages`: every answer to an RPC and every vote request. Raft Fig. 2:
+///    persistent state is "updated on stable storage before responding to RPCs".
+/// 4. Apply `committed_entries` to the state machine in order, each exactly once. They are
+///    committed, and durable here once step 2 has completed.
+/// 5. Call [`crate::Node::advance`] with [`Ready::ack`].
+///
+/// A driver may start collecting the next `Ready` before it finishes this one, as long as it
+/// performs the steps of successive `Ready`s in order (writes in order, applies in order).
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Role or leader changed since the last `Ready`.
+    pub soft_state: Option<SoftState>,
+    /// Term, vote or commit changed since the last `Ready`.
+    pub hard_state: Option<HardState>,
+    /// Entries to append (step 2).
+    pub entries: Vec<Entry>,
+    /// Whether step 2 must be synced before step 3: set when entries, term or vote change.
+    /// A change of the commit hint alone need not be synced.
+    pub must_sync: bool,
+    /// Messages that may be sent before persisting (step 1).
+    pub messages: Vec<Message>,
+    /// Messages to send only after persisting (step 3).
+    pub persisted_messages: Vec<Message>,
+    /// Entries to apply (step 4).
+    pub committed_entries: Vec<Entry>,
+    pub(crate) ack: Ack,
+}
+
+impl Ready {
+    /// The acknowledgement to pass to [`crate::Node::advance`] once the `Ready` is done.
+    /// Take it before moving the fields out.
+    pub fn ack(&self) -> Ack {
+        self.ack
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+    }
+}
+
+/// What a completed [`Ready`] made true: its entries are durable, its committed entries
+/// applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ack {
+    pub(crate) persisted: Option<EntryId>,
+    pub(crate) applied: Option<LogIndex>,
+}
+
+impl Ack {
+    /// An acknowledgement of durability alone, for drivers that persist and apply on
+    /// different threads: `id` is the last entry now durable.
+    pub fn persisted(id: EntryId) -> Ack {
+        Ack { persisted: Some(id), applied: None }
+    }
+
+    /// An acknowledgement of application alone: entries through `index` are applied.
+    pub fn applied(index: LogIndex) -> Ack {
+        Ack { persisted: None, applied: Some(index) }
+    }
+}

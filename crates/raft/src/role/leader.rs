@@ -1,0 +1,279 @@
+//! The leader: appending proposals, replicating with flow control, committing
+//! (Raft §5.3, §5.4.2; Thesis §6.2, §10.2).
+
+use bytes::Bytes;
+
+use crate::error::{Malformed, ProposeError, StorageError};
+use crate::message::{AppendOutcome, Message, MessageBody, RejectHint};
+use crate::progress::{Progress, ProgressState};
+use crate::raft::{Dispatch, Raft};
+use crate::storage::LogStore;
+use crate::types::{Entry, EntryId, EntryKind, NodeId, Role};
+
+impl<S: LogStore> Raft<S> {
+    /// Raft Fig. 2, "Volatile state on leaders (reinitialized after election)": nextIndex is
+    /// the leader's last index + 1, matchIndex 0. Then the no-op of Raft §8, so that entries
+    /// of earlier terms get committed (Raft §5.4.2) and reads can be served (Thesis §6.4).
+    pub(crate) fn become_leader(&mut self) -> Result<(), StorageError> {
+        debug_assert_eq!(self.vote, Some(self.id), "a leader voted for itself");
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.reset_role_state();
+        let next = self.log.last_index().next();
+        let members: Vec<NodeId> = self.membership.members().collect();
+        for id in members {
+            let mut pr =
+                Progress::new(next, self.config.inflight_msgs_max, self.config.inflight_bytes_max);
+            pr.recent_active = true;
+            if id == self.id {
+                pr.matched = self.log.persisted_index();
+                pr.state = ProgressState::Replicate;
+            }
+            self.progress.insert(id, pr);
+        }
+        let noop =
+            Entry { term: self.term, index: next, kind: EntryKind::Noop, data: Bytes::new() };
+        self.log.append_own(noop);
+        self.bcast_pending = true;
+        // A single-voter cluster commits as soon as its own write is durable.
+        self.maybe_commit_leader();
+        Ok(())
+    }
+
+    /// Appends a client command (Raft §5.3: "The leader appends the command to its log as a
+    /// new entry"). It is sent with the next `Ready`, batched with its neighbours.
+    pub(crate) fn propose(&mut self, data: Bytes) -> Result<EntryId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
+        }
+        let entry = Entry::new(self.term, self.log.last_index().next(), data);
+        let size = entry.size_bytes();
+        // Backpressure, but never against an idle pipeline: one proposal is always admitted,
+        // however large, or it could never be committed.
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.config.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Backpressure {
+                uncommitted_bytes: self.uncommitted_bytes,
+                limit_bytes: self.config.uncommitted_bytes_max,
+            });
+        }
+        self.uncommitted_bytes += size;
+        let id = entry.id();
+        self.log.append_own(entry);
+        self.bcast_pending = true;
+        Ok(id)
+    }
+
+    pub(crate) fn tick_leader(&mut self) -> Result<(), StorageError> {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_timeout_ticks_min {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_active() {
+                // Thesis §6.2: "a leader steps down if an election timeout elapses without a
+                // successful round of heartbeats to a majority of its cluster".
+                self.become_follower(self.term, None);
+                return Ok(());
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    /// Whether a quorum was heard from since the last check; starts the next period.
+    fn quorum_active(&mut self) -> bool {
+        let me = self.id;
+        let active = self
+            .quorum
+            .vote_result(|id| self.progress.get(&id).map(|p| p.recent_active || id == me))
+            == crate::quorum::VoteResult::Won;
+        for (id, pr) in self.progress.iter_mut() {
+            pr.recent_active = *id == me;
+        }
+        active
+    }
+
+    fn bcast_heartbeat(&mut self) {
+        let committed = self.log.committed();
+        for (&to, pr) in &self.progress {
+            if to == self.id {
+                continue;
+            }
+            // Only what the follower is known to share with us: it adopts it unchecked.
+            let commit = pr.matched.min(committed);
+            self.msgs.push(Message {
+                from: self.id,
+                to,
+                term: self.term,
+                body: MessageBody::Heartbeat { commit },
+            });
+        }
+    }
+
+    /// Sends whatever each follower lacks: new entries, or a commit index it has not seen.
+    /// Called once per `Ready`, so proposals made since the last one share messages.
+    pub(crate) fn flush_appends(&mut self) -> Result<(), StorageError> {
+        if !std::mem::take(&mut self.bcast_pending) || self.role != Role::Leader {
+            return Ok(());
+        }
+        let ids: Vec<NodeId> = self.progress.keys().copied().filter(|id| *id != self.id).collect();
+        for to in ids {
+            self.maybe_send_append(to, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends AppendEntries to `to` while there is something to send and flow control allows.
+    /// With `even_if_empty`, sends one empty probe when there is nothing new. Returns whether
+    /// anything was sent.
+    pub(crate) fn maybe_send_append(
+        &mut self,
+        to: NodeId,
+        even_if_empty: bool,
+    ) -> Result<bool, StorageError> {
+        let last = self.log.last_index();
+        let committed = self.log.committed();
+        let mut sent = false;
+        loop {
+            let Some(pr) = self.progress.get(&to) else { return Ok(sent) };
+            if pr.is_paused() {
+                return Ok(sent);
+            }
+            let has_entries = pr.next <= last;
+            let commit_news = pr.commit_sent < committed;
+            let want_empty = even_if_empty && !sent;
+            if !(has_entries || commit_news || want_empty) {
+                return Ok(sent);
+            }
+            let prev_index = pr.next.prev();
+            // The log is never compacted below a follower's next index until snapshots exist
+            // (Raft §7); a failure here is a storage failure.
+            let prev_term = self.log.term(prev_index)?;
+            let mut entries = Vec::new();
+            if has_entries {
+                self.log.entries(
+                    pr.next,
+                    last.next(),
+                    self.config.append_bytes_max,
+                    &mut entries,
+                )?;
+            }
+            let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+            let pr = self.progress.get_mut(&to).expect("progress checked above");
+            if let Some(e) = entries.last() {
+                pr.sent_entries(e.index, bytes);
+            } else if pr.state == ProgressState::Probe {
+                pr.probe_sent = true;
+            }
+            pr.commit_sent = pr.commit_sent.max(committed);
+            let prev_log = EntryId::new(prev_term, prev_index);
+            let n = entries.len();
+            self.msgs.push(Message {
+                from: self.id,
+                to,
+                term: self.term,
+                body: MessageBody::AppendEntries { prev_log, entries, leader_commit: committed },
+            });
+            sent = true;
+            if n == 0 {
+                return Ok(true);
+            }
+        }
+    }
+
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        outcome: AppendOutcome,
+    ) -> Result<(), Dispatch> {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else { return Ok(()) };
+        pr.recent_active = true;
+        match outcome {
+            AppendOutcome::Success { match_index } => {
+                if match_index > last {
+                    return Err(Dispatch::Malformed(
+                        from,
+                        Malformed::AckBeyondLog { index: match_index, last },
+                    ));
+                }
+                if pr.maybe_update(match_index) {
+                    match pr.state {
+                        // Thesis §10.2: the logs now agree, so pipeline from here on.
+                        ProgressState::Probe => pr.become_replicate(),
+                        ProgressState::Replicate => pr.inflights.free_to(match_index),
+                    }
+                    if self.maybe_commit_leader() {
+                        self.bcast_pending = true;
+                    }
+                }
+                self.bcast_pending = true;
+            }
+            AppendOutcome::Reject { rejected_prev, hint } => {
+                let hinted = match hint {
+                    RejectHint::LogTooShort { last_index } => last_index.next(),
+                    RejectHint::ConflictingTerm { conflict_term, first_index_of_term } => {
+                        // Raft §5.3 optimization: skip the follower's whole conflicting term,
+                        // or, if we hold that term too, resume just after our last entry of it.
+                        let (index, term) =
+                            self.log.find_conflict_by_term(rejected_prev, conflict_term)?;
+                        if term == conflict_term {
+                            index.next()
+                        } else {
+                            first_index_of_term
+                        }
+                    }
+                };
+                let pr = self.progress.get_mut(&from).expect("progress looked up above");
+                if pr.maybe_decr_to(rejected_prev, hinted) {
+                    self.maybe_send_append(from, true)?;
+                }
+            }
+            // A higher term was handled by `step`; an equal one cannot be stale.
+            AppendOutcome::StaleTerm => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId) -> Result<(), Dispatch> {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else { return Ok(()) };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        if pr.matched < last {
+            // A lost AppendEntries would otherwise never be noticed: free a window slot and
+            // send a (possibly empty) append whose consistency check reveals the gap.
+            if pr.state == ProgressState::Replicate && pr.inflights.full() {
+                pr.inflights.free_first_one();
+            }
+            self.maybe_send_append(from, true)?;
+        }
+        Ok(())
+    }
+
+    /// Raft §5.4.2 and Fig. 8: "Raft never commits log entries from previous terms by counting
+    /// replicas. Only log entries from the leader's current term are committed by counting
+    /// replicas; once an entry from the current term has been committed in this way, then all
+    /// prior entries are committed indirectly."
+    pub(crate) fn maybe_commit_leader(&mut self) -> bool {
+        let index = self.quorum.committed_index(|id| self.progress.get(&id).map(|p| p.matched));
+        self.log.maybe_commit(index, self.term)
+    }
+
+    /// The driver made our own log durable through `id`: only now does the leader count its
+    /// own copy (Thesis §10.2.1).
+    pub(crate) fn on_own_persisted(&mut self, id: EntryId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&self.id) {
+            if pr.maybe_update(id.index) && self.maybe_commit_leader() {
+                self.bcast_pending = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! A small in-memory cluster in one thread, for tests, examples and benchmarks: each node's
+//! `Ready` is executed at once in the documented order (persist to its [`MemStorage`], send,
+//! apply, advance), and messages wait in one queue until delivered, dropped or duplicated by
+//! the test. Deterministic: no clock, no threads, no randomness beyond the nodes' seeds.
+//!
+//! The simulator (`crates/sim`) drives the production driver instead; this harness is for
+//! focused tests where every message matters.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::config::Config;
+use crate::error::{ProposeError, StepError};
+use crate::membership::Membership;
+use crate::message::Message;
+use crate::node::Node;
+use crate::storage::{LogStore, MemStorage};
+use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId, Role, Term};
+
+/// An in-memory cluster with a controllable network.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    nodes: BTreeMap<NodeId, Node<MemStorage>>,
+    configs: BTreeMap<NodeId, Config>,
+    queue: VecDeque<Message>,
+    /// Directed links that drop every message.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    down: BTreeSet<NodeId>,
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    leaders: BTreeMap<Term, NodeId>,
+    violations: Vec<String>,
+    step_errors: Vec<(NodeId, StepError)>,
+}
+
+impl Cluster {
+    /// `n` voters with ids `1..=n` and default configuration; `seed` varies their election
+    /// jitter.
+    pub fn new(n: u64, seed: u64) -> Cluster {
+        Cluster::with_config(n, |id| Config {
+            rng_seed: seed.wrapping_mul(1_000_003).wrapping_add(id.0),
+            ..Config::new(id)
+        })
+    }
+
+    /// `n` voters with ids `1..=n`, each configured by `config`.
+    ///
+    /// # Panics
+    /// If a configuration is invalid: a broken test.
+    pub fn with_config(n: u64, config: impl Fn(NodeId) -> Config) -> Cluster {
+        let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let membership =
+            Membership::new(ids.iter().copied(), []).expect("1..=n is a valid membership");
+        let mut c = Cluster {
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            violations: Vec::new(),
+            step_errors: Vec::new(),
+        };
+        for id in ids {
+            let cfg = config(id);
+            let node = Node::new(cfg.clone(), MemStorage::new(membership.clone()))
+                .unwrap_or_else(|e| panic!("test cluster node {id}: {e}"));
+            c.nodes.insert(id, node);
+            c.configs.insert(id, cfg);
+            c.applied.insert(id, Vec::new());
+        }
+        c
+    }
+
+    /// Node ids in order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The node `id`.
+    ///
+    /// # Panics
+    /// If there is no such node: a broken test.
+    pub fn node(&self, id: NodeId) -> &Node<MemStorage> {
+        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in the test cluster"))
+    }
+
+    /// The node `id`, mutably (its outputs are collected by [`Cluster::process`]).
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node<MemStorage> {
+        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id} in the test cluster"))
+    }
+
+    /// Entries node `id` applied, no-ops included, in order.
+    pub fn applied(&self, id: NodeId) -> &[Entry] {
+        &self.applied[&id]
+    }
+
+    /// The commands node `id` applied, as strings, no-ops left out.
+    pub fn applied_data(&self, id: NodeId) -> Vec<String> {
+        self.applied[&id]
+            .iter()
+            .filter(|e| e.kind == EntryKind::Normal)
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+
+    /// Messages waiting for delivery.
+    pub fn queued(&self) -> &VecDeque<Message> {
+        &self.queue
+    }
+
+    /// Errors nodes returned from `step`, in order.
+    pub fn step_errors(&self) -> &[(NodeId, StepError)] {
+        &self.step_errors
+    }
+
+    /// Safety violations seen so far (two leaders in one term, diverging applied entries).
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Whether `id` is down.
+    pub fn is_down(&self, id: NodeId) -> bool {
+        self.down.contains(&id)
+    }
+
+    /// The leader with the highest term among running nodes, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| !self.down.contains(id) && n.status().role == Role::Leader)
+            .max_by_key(|(_, n)| n.status().term)
+            .map(|(id, _)| *id)
+    }
+
+    /// Runs `id`'s Ready loop until it has nothing more to do: persist, send, apply, advance.
+    pub fn process(&mut self, id: NodeId) {
+        if self.down.contains(&id) {
+            return;
+        }
+        let node = self.nodes.get_mut(&id).expect("processed node exists");
+        while node.has_ready() {
+            let rd = node.ready().unwrap_or_else(|e| panic!("MemStorage never fails: {e}"));
+            let ack = rd.ack();
+            self.queue.extend(rd.messages);
+            node.store_mut().append(&rd.entries);
+            if let Some(hs) = rd.hard_state {
+                node.store_mut().set_hard_state(hs);
+            }
+            self.queue.extend(rd.persisted_messages);
+            self.applied.get_mut(&id).expect("applied list exists").extend(rd.committed_entries);
+            node.advance(ack);
+        }
+        let st = node.status();
+        if st.role == Role::Leader {
+            match self.leaders.insert(st.term, id) {
+                Some(other) if other != id => self
+                    .violations
+                    .push(format!("Election Safety: {other} and {id} both led term {}", st.term)),
+                _ => {}
+            }
+        }
+        self.check_applied_prefixes(id);
+    }
+
+    /// State Machine Safety (Raft §5.4.3): what `id` applied agrees, index by index, with
+    /// what every other node applied.
+    fn check_applied_prefixes(&mut self, id: NodeId) {
+        let mine = &self.applied[&id];
+        for (other, theirs) in &self.applied {
+            let n = mine.len().min(theirs.len());
+            if let Some(i) = (0..n).find(|i| mine[*i] != theirs[*i]) {
+                let msg = format!(
+                    "State Machine Safety: {id} applied {:?}, {other} applied {:?}",
+                    mine[i], theirs[i]
+                );
+                if !self.violations.contains(&msg) {
+                    self.violations.push(msg);
+                }
+            }
+        }
+    }
+
+    /// Ticks `id` once and processes its output.
+    pub fn tick(&mut self, id: NodeId) {
+        if self.down.contains(&id) {
+            return;
+        }
+        self.node_mut(id).tick().unwrap_or_else(|e| panic!("MemStorage never fails: {e}"));
+        self.process(id);
+    }
+
+    /// Ticks every running node once.
+    pub fn tick_all(&mut self) {
+        for id in self.ids() {
+            self.tick(id);
+        }
+    }
+
+    /// Makes `id` campaign now and processes its output (messages stay queued).
+    pub fn campaign(&mut self, id: NodeId) {
+        self.node_mut(id).campaign().unwrap_or_else(|e| panic!("MemStorage never fails: {e}"));
+        self.process(id);
+    }
+
+    /// Node 1 campaigns and every message is delivered; returns the leader.
+    ///
+    /// # Panics
+    /// If no leader results: the test's setup is broken.
+    pub fn elect(&mut self) -> NodeId {
+        self.campaign(NodeId(1));
+        self.deliver_all();
+        self.leader().expect("an election in a healthy cluster elects a leader")
+    }
+
+    /// Proposes on `id` and processes its output.
+    pub fn propose(&mut self, id: NodeId, data: &str) -> Result<EntryId, ProposeError> {
+        let r = self.node_mut(id).propose(data.to_owned());
+        self.process(id);
+        r
+    }
+
+    /// Delivers the oldest queued message (or drops it on a cut link or a down node).
+    /// Returns it and whether it was delivered.
+    pub fn deliver_one(&mut self) -> Option<(Message, bool)> {
+        let m = self.queue.pop_front()?;
+        Some(self.deliver(m))
+    }
+
+    /// Delivers the queued message at position `i` (out of order), if any.
+    pub fn deliver_at(&mut self, i: usize) -> Option<(Message, bool)> {
+        let m = self.queue.remove(i)?;
+        Some(self.deliver(m))
+    }
+
+    /// Drops the queued message at position `i`, if any.
+    pub fn drop_at(&mut self, i: usize) -> Option<Message> {
+        self.queue.remove(i)
+    }
+
+    /// Queues a copy of the message at position `i`.
+    pub fn duplicate_at(&mut self, i: usize) {
+        if let Some(m) = self.queue.get(i).cloned() {
+            self.queue.push_back(m);
+        }
+    }
+
+    /// Queues a message as if a node had sent it (for hostile-input tests).
+    pub fn inject(&mut self, m: Message) {
+        self.queue.push_back(m);
+    }
+
+    fn deliver(&mut self, m: Message) -> (Message, bool) {
+        let (from, to) = (m.from, m.to);
+        if self.cut.contains(&(from, to)) || self.down.contains(&to) || self.down.contains(&from) {
+            return (m, false);
+        }
+        let Some(node) = self.nodes.get_mut(&to) else { return (m, false) };
+        if let Err(e) = node.step(m.clone()) {
+            self.step_errors.push((to, e));
+        }
+        self.process(to);
+        (m, true)
+    }
+
+    /// Delivers messages until none is left, up to a bound that catches livelock; returns
+    /// them in delivery order with whether each was delivered.
+    ///
+    /// # Panics
+    /// After a million messages: a livelock in the core or the test.
+    pub fn deliver_all(&mut self) -> Vec<(Message, bool)> {
+        let mut out = Vec::new();
+        while let Some(d) = self.deliver_one() {
+            out.push(d);
+            assert!(out.len() < 1_000_000, "deliver_all did not quiesce");
+        }
+        out
+    }
+
+    /// Cuts both directions between every pair of nodes in different groups.
+    pub fn partition(&mut self, groups: &[&[u64]]) {
+        for (i, a) in groups.iter().enumerate() {
+            for b in &groups[i + 1..] {
+                for x in a.iter() {
+                    for y in b.iter() {
+                        self.cut.insert((NodeId(*x), NodeId(*y)));
+                        self.cut.insert((NodeId(*y), NodeId(*x)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts `id` off from every other node, both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        for other in self.ids() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    /// Cuts the directed link `from -> to`.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Stops `id`: it receives nothing and its volatile state is lost. Everything the harness
+    /// persisted (the whole log and hard state: it syncs every Ready) survives.
+    pub fn crash(&mut self, id: NodeId) {
+        self.down.insert(id);
+    }
+
+    /// Restarts a crashed node from its storage, with a fresh state machine that re-applies
+    /// the log from the start.
+    ///
+    /// # Panics
+    /// If the stored state cannot be read: a broken test.
+    pub fn restart(&mut self, id: NodeId) {
+        self.down.remove(&id);
+        let store = self.node(id).store().clone();
+        let node = Node::new(self.configs[&id].clone(), store)
+            .unwrap_or_else(|e| panic!("restart of {id}: {e}"));
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+        self.process(id);
+    }
+
+    /// The terms of `id`'s log, index 1 first, stable and unstable alike.
+    pub fn log_terms(&self, id: NodeId) -> Vec<u64> {
+        let node = self.node(id);
+        let store = node.store();
+        let last = node.status().last_index;
+        (1..=last.0).map(|i| store.term(LogIndex(i)).map(|t| t.0).unwrap_or(u64::MAX)).collect()
+    }
+
+    /// Log Matching (Raft §5.3) over all pairs of nodes: wherever two logs hold an entry with
+    /// the same index and term, they agree on every entry up to it.
+    pub fn check_log_matching(&self) -> Result<(), String> {
+        let logs: Vec<(NodeId, &[Entry])> =
+            self.nodes.iter().map(|(id, n)| (*id, n.store().all_entries())).collect();
+        for (i, (a, la)) in logs.iter().enumerate() {
+            for (b, lb) in &logs[i + 1..] {
+                let n = la.len().min(lb.len());
+                if let Some(k) = (0..n).rev().find(|k| la[*k].term == lb[*k].term) {
+                    if la[..=k] != lb[..=k] {
+                        return Err(format!(
+                            "Log Matching: {a} and {b} share {} but differ before",
+                            la[k].id()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
