@@ -13,7 +13,11 @@ use flotilla_raft::testkit::Cluster;
 use flotilla_raft::{Config, NodeId};
 
 #[derive(Parser, Debug)]
-#[command(name = "flotilla", version, about = "Flotilla: Raft consensus and a replicated key-value store")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Flotilla: Raft consensus and a replicated key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,8 @@ fn dev(tick_ms: u64, duration_secs: Option<u64>, proposals_per_sec: u64) -> Exit
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    let mut cluster = Cluster::with_config(3, |id| Config { rng_seed: seed ^ id.0, ..Config::new(id) });
+    let mut cluster =
+        Cluster::with_config(3, |id| Config { rng_seed: seed ^ id.0, ..Config::new(id) });
     println!("flotilla dev: 3 nodes in one process (in-memory network), tick {tick_ms} ms");
     println!("Ctrl-C to stop.");
     let tick = Duration::from_millis(tick_ms);

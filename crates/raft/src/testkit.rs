@@ -27,6 +27,11 @@ pub struct Cluster {
     down: BTreeSet<NodeId>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
     leaders: BTreeMap<Term, NodeId>,
+    /// Each current leader's last entry when last seen, for Leader Append-Only.
+    leader_last: BTreeMap<NodeId, (Term, EntryId)>,
+    /// The sequence of entries applied anywhere, which every node's applied sequence must
+    /// follow (State Machine Safety).
+    agreed: Vec<EntryId>,
     violations: Vec<String>,
     step_errors: Vec<(NodeId, StepError)>,
 }
@@ -57,6 +62,8 @@ impl Cluster {
             down: BTreeSet::new(),
             applied: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            leader_last: BTreeMap::new(),
+            agreed: Vec::new(),
             violations: Vec::new(),
             step_errors: Vec::new(),
         };
@@ -147,36 +154,66 @@ impl Cluster {
                 node.store_mut().set_hard_state(hs);
             }
             self.queue.extend(rd.persisted_messages);
-            self.applied.get_mut(&id).expect("applied list exists").extend(rd.committed_entries);
+            let applied = self.applied.get_mut(&id).expect("applied list exists");
+            for e in rd.committed_entries {
+                // State Machine Safety (Raft §5.4.3): no two nodes apply different entries at
+                // one index; each applies every index once, in order.
+                let pos = applied.len();
+                if e.index.0 != pos as u64 + 1 {
+                    self.violations.push(format!("{id} applied {} after {pos} entries", e.index));
+                }
+                match self.agreed.get(pos) {
+                    Some(want) if *want != e.id() => self.violations.push(format!(
+                        "State Machine Safety: {id} applied {} where {want} was applied",
+                        e.id()
+                    )),
+                    Some(_) => {}
+                    None => self.agreed.push(e.id()),
+                }
+                applied.push(e);
+            }
             node.advance(ack);
         }
-        let st = node.status();
-        if st.role == Role::Leader {
-            match self.leaders.insert(st.term, id) {
-                Some(other) if other != id => self
-                    .violations
-                    .push(format!("Election Safety: {other} and {id} both led term {}", st.term)),
-                _ => {}
-            }
-        }
-        self.check_applied_prefixes(id);
+        self.check_leader(id);
     }
 
-    /// State Machine Safety (Raft §5.4.3): what `id` applied agrees, index by index, with
-    /// what every other node applied.
-    fn check_applied_prefixes(&mut self, id: NodeId) {
-        let mine = &self.applied[&id];
-        for (other, theirs) in &self.applied {
-            let n = mine.len().min(theirs.len());
-            if let Some(i) = (0..n).find(|i| mine[*i] != theirs[*i]) {
-                let msg = format!(
-                    "State Machine Safety: {id} applied {:?}, {other} applied {:?}",
-                    mine[i], theirs[i]
-                );
-                if !self.violations.contains(&msg) {
-                    self.violations.push(msg);
+    /// Election Safety, Leader Append-Only and Leader Completeness (Raft Fig. 3) for `id`.
+    fn check_leader(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        let st = node.status();
+        if st.role != Role::Leader {
+            self.leader_last.remove(&id);
+            return;
+        }
+        // The harness writes every Ready at once, so the store holds the whole log.
+        let entry_at =
+            |index: LogIndex| node.store().term(index).ok().map(|t| EntryId::new(t, index));
+        match self.leaders.insert(st.term, id) {
+            Some(other) if other != id => self
+                .violations
+                .push(format!("Election Safety: {other} and {id} both led term {}", st.term)),
+            Some(_) => {}
+            None => {
+                // Newly elected: every entry applied anywhere so far was committed before this
+                // election, so it must be in this leader's log (Leader Completeness, §5.4).
+                if let Some(want) = self.agreed.iter().find(|w| entry_at(w.index) != Some(**w)) {
+                    self.violations.push(format!(
+                        "Leader Completeness: leader {id} of term {} lacks committed {want}",
+                        st.term
+                    ));
                 }
             }
+        }
+        // Leader Append-Only: the last entry seen while leading this term is still there.
+        if let Some((term, seen)) = self.leader_last.get(&id) {
+            if *term == st.term && entry_at(seen.index) != Some(*seen) {
+                self.violations.push(format!(
+                    "Leader Append-Only: leader {id} of term {term} lost its entry {seen}"
+                ));
+            }
+        }
+        if let Some(last) = entry_at(st.last_index) {
+            self.leader_last.insert(id, (st.term, last));
         }
     }
 
@@ -328,6 +365,7 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("restart of {id}: {e}"));
         self.nodes.insert(id, node);
         self.applied.insert(id, Vec::new());
+        self.leader_last.remove(&id);
         self.process(id);
     }
 
