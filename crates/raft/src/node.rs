@@ -253,6 +253,11 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// The commit index: cheaper than [`Node::status`] on a hot path.
+    pub fn commit_index(&self) -> LogIndex {
+        self.raft.log.committed()
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.raft.id

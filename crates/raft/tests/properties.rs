@@ -523,3 +523,64 @@ fn malformed_messages_are_refused_with_typed_reasons() {
         }
     );
 }
+
+/// Raft §5.2, Election Safety: "at most one leader can be elected in a given term". Two
+/// candidates of five nodes campaign in the same term; whatever order the votes arrive in,
+/// at most one of them wins.
+#[test]
+fn election_safety_at_most_one_leader_per_term() {
+    for seed in 0..300 {
+        let mut c = Cluster::with_config(5, |id| Config {
+            pre_vote: false,
+            ..cluster_config(id, seed, false, false)
+        });
+        c.campaign(NodeId(1));
+        c.campaign(NodeId(2));
+        let mut rng = Rng::new(seed);
+        while !c.queued().is_empty() {
+            let i = rng.in_range(0, c.queued().len() as u32) as usize;
+            c.deliver_at(i);
+        }
+        let leaders: Vec<NodeId> =
+            c.ids().into_iter().filter(|i| c.node(*i).status().role == Role::Leader).collect();
+        assert!(leaders.len() <= 1, "seed {seed}: leaders {leaders:?} in term 1");
+        assert!(c.violations().is_empty(), "seed {seed}: {:?}", c.violations());
+    }
+}
+
+/// Raft §5.3, Leader Append-Only: "a leader never overwrites or deletes entries in its log".
+/// An AppendEntries claiming the leader's own term, with conflicting entries, is refused and
+/// the leader's log is untouched.
+#[test]
+fn leader_append_only_leader_never_overwrites_its_log() {
+    use flotilla_raft::{Malformed, StepError};
+    let mut n = node_with(cfg(1), &[1, 2, 3], 1, &[1, 1]);
+    make_leader(&mut n, &[1, 2, 3]);
+    n.propose("mine").unwrap();
+    drain(&mut n);
+    let before = log_terms(&n);
+    let forged = append(2, 1, 2, (1, 1), &[2, 2, 2, 2], 4);
+    assert_eq!(
+        n.step(forged),
+        Err(StepError::Malformed {
+            from: NodeId(2),
+            reason: Malformed::SecondLeader { term: Term(2) }
+        })
+    );
+    // Rejections and stale acknowledgements never shorten the leader's log either.
+    let reject = msg(
+        3,
+        1,
+        2,
+        MessageBody::AppendResponse {
+            outcome: AppendOutcome::Reject {
+                rejected_prev: LogIndex(4),
+                hint: RejectHint::LogTooShort { last_index: LogIndex(0) },
+            },
+        },
+    );
+    n.step(reject).unwrap();
+    drain(&mut n);
+    assert_eq!(log_terms(&n), before);
+    assert_eq!(n.status().role, Role::Leader);
+}
