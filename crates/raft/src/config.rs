@@ -53,6 +53,66 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seed of the node's private RNG: the only source of election jitter.
     pub rng_seed: u64,
+    /// Test only (feature `planted-bugs`): a known bug to plant, so that tests can prove the
+    /// simulator finds it.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Known bugs the simulator must be able to find (feature `planted-bugs`, test only).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// Votes are granted without the up-to-date check of Raft §5.4.1.
+    VoteWithoutLogCheck,
+    /// The leader commits entries of earlier terms by counting replicas (Raft Fig. 8).
+    CommitPriorTermByCounting,
+    /// A follower truncates its log after the entries of every AppendEntries, even a stale
+    /// one whose entries all match.
+    TruncateOnStaleAppend,
+    /// Vote answers are sent before the vote is durable.
+    VoteBeforeDurable,
+    /// Some committed entries are handed out for application twice.
+    ApplyTwice,
+}
+
+#[cfg(feature = "planted-bugs")]
+impl PlantedBug {
+    /// Every planted bug.
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::VoteWithoutLogCheck,
+        PlantedBug::CommitPriorTermByCounting,
+        PlantedBug::TruncateOnStaleAppend,
+        PlantedBug::VoteBeforeDurable,
+        PlantedBug::ApplyTwice,
+    ];
+
+    /// The variant's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PlantedBug::VoteWithoutLogCheck => "VoteWithoutLogCheck",
+            PlantedBug::CommitPriorTermByCounting => "CommitPriorTermByCounting",
+            PlantedBug::TruncateOnStaleAppend => "TruncateOnStaleAppend",
+            PlantedBug::VoteBeforeDurable => "VoteBeforeDurable",
+            PlantedBug::ApplyTwice => "ApplyTwice",
+        }
+    }
+}
+
+impl Config {
+    /// Whether `bug` is planted (always false without the `planted-bugs` feature).
+    #[inline]
+    #[allow(unused_variables)]
+    pub(crate) fn has_bug(&self, bug: &'static str) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug.is_some_and(|b| b.name() == bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
 }
 
 impl Config {
@@ -71,6 +131,8 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             rng_seed: id.0,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub mod testkit;
 mod types;
 
 pub use config::Config;
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
 pub use error::{ConfigError, Malformed, ProposeError, StepError, StorageError};
 pub use membership::Membership;
 pub use message::{AppendOutcome, Message, MessageBody, RejectHint};

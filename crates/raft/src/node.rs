@@ -205,6 +205,11 @@ impl<S: LogStore> Node<S> {
         }
         if let Some(last) = self.raft.log_last_committed_handed(&rd) {
             rd.ack.applied = Some(last);
+            if self.raft.config.has_bug("ApplyTwice") && last.0 % 7 == 0 {
+                // Planted bug: the last committed entry is handed out twice.
+                let again = rd.committed_entries.last().cloned();
+                rd.committed_entries.extend(again);
+            }
         }
         self.debug_check("ready");
         Ok(rd)

@@ -88,7 +88,8 @@ impl<S: LogStore> Raft<S> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_log)?;
+        let granted = can_vote
+            && (self.config.has_bug("VoteWithoutLogCheck") || self.log.is_up_to_date(last_log)?);
         if granted && !pre_vote {
             self.vote = Some(from);
             // Raft §5.2: granting a vote resets the election timer.
@@ -96,7 +97,17 @@ impl<S: LogStore> Raft<S> {
         }
         // A granted pre-vote echoes the term asked about; a refusal carries ours.
         let reply_term = if granted && pre_vote { term } else { self.term };
-        self.send_after_persist(from, reply_term, MessageBody::VoteResponse { pre_vote, granted });
+        let body = MessageBody::VoteResponse { pre_vote, granted };
+        if self.config.has_bug("VoteBeforeDurable") {
+            self.msgs.push(crate::message::Message {
+                from: self.id,
+                to: from,
+                term: reply_term,
+                body,
+            });
+            return Ok(());
+        }
+        self.send_after_persist(from, reply_term, body);
         Ok(())
     }
 

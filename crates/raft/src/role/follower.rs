@@ -47,6 +47,13 @@ impl<S: LogStore> Raft<S> {
             self.send_after_persist(from, term, reply(outcome));
             return Ok(());
         }
+        if self.config.has_bug("TruncateOnStaleAppend")
+            && !entries.is_empty()
+            && self.log.match_term(prev_log)?
+        {
+            // Planted bug: replace the suffix even when every entry matches.
+            self.log.unstable_mut().truncate_and_append(entries);
+        }
         match self.log.maybe_append(prev_log, leader_commit, entries) {
             Ok(match_index) => {
                 // Sent after persistence: the leader counts this follower's copy toward

@@ -261,6 +261,10 @@ impl<S: LogStore> Raft<S> {
     /// prior entries are committed indirectly."
     pub(crate) fn maybe_commit_leader(&mut self) -> bool {
         let index = self.quorum.committed_index(|id| self.progress.get(&id).map(|p| p.matched));
+        if self.config.has_bug("CommitPriorTermByCounting") && index > self.log.committed() {
+            self.log.commit_to(index);
+            return true;
+        }
         self.log.maybe_commit(index, self.term)
     }
 

@@ -1,0 +1,41 @@
+//! No acknowledged write lost (RAFT.md, "What a server must never do": "Lose an acknowledged
+//! write when a minority of servers fail, or when any server crashes and loses data that it
+//! never reported durable"). An entry acknowledged to a client was committed, so every later
+//! leader must hold it (checked when a leader appears) and the final log must hold it.
+
+use flotilla_raft::{EntryId, NodeId};
+
+use super::{violation, Violation};
+
+/// Every entry acknowledged to a client.
+#[derive(Debug, Default)]
+pub struct Durability {
+    acked: Vec<EntryId>,
+}
+
+impl Durability {
+    /// A client was told `entry` succeeded.
+    pub fn on_ack(&mut self, entry: EntryId) {
+        self.acked.push(entry);
+    }
+
+    /// Checks a log (a leader's, or the final one) for every acknowledged entry.
+    pub fn check(
+        &self,
+        id: NodeId,
+        entry_at: impl Fn(u64) -> Option<EntryId>,
+    ) -> Result<(), Violation> {
+        match self.acked.iter().find(|a| entry_at(a.index.0) != Some(**a)) {
+            Some(lost) => Err(violation(
+                "No acknowledged write lost",
+                format!("acknowledged entry {lost} is not in {id}'s log"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// How many writes were acknowledged.
+    pub fn count(&self) -> usize {
+        self.acked.len()
+    }
+}

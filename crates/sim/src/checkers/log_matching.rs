@@ -1,0 +1,31 @@
+//! Log Matching (Raft §5.3, Fig. 3): "if two logs contain an entry with the same index and
+//! term, then the logs are identical in all entries up through the given index".
+
+use flotilla_raft::{Entry, NodeId};
+
+use super::{violation, Violation};
+
+/// Checks every pair of logs.
+pub fn check(logs: &[(NodeId, &[Entry])]) -> Result<(), Violation> {
+    for (i, (a, la)) in logs.iter().enumerate() {
+        for (b, lb) in &logs[i + 1..] {
+            let n = la.len().min(lb.len());
+            // The highest index where both hold the same term: everything below must agree.
+            if let Some(k) = (0..n).rev().find(|k| la[*k].term == lb[*k].term) {
+                if let Some(d) = (0..=k).find(|j| la[*j] != lb[*j]) {
+                    return Err(violation(
+                        "Log Matching",
+                        format!(
+                            "{a} and {b} share {} but differ at index {}: {:?} vs {:?}",
+                            la[k].id(),
+                            d + 1,
+                            la[d],
+                            lb[d]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
