@@ -79,6 +79,31 @@ impl MemStorage {
         }
     }
 
+    /// A store recovered from elsewhere (a WAL): `prefix` is the last entry compacted away
+    /// (0/0 if none) and `entries` follow it contiguously.
+    pub fn from_parts(
+        hard_state: HardState,
+        membership: Membership,
+        prefix: crate::types::EntryId,
+        entries: Vec<Entry>,
+    ) -> Result<MemStorage, StorageError> {
+        for (i, e) in entries.iter().enumerate() {
+            if e.index != prefix.index.plus(i as u64 + 1) {
+                return Err(StorageError::Other(format!(
+                    "recovered entries not contiguous: {} at position {i} after {}",
+                    e.index, prefix.index
+                )));
+            }
+        }
+        Ok(MemStorage {
+            hard_state,
+            membership,
+            prefix_index: prefix.index,
+            prefix_term: prefix.term,
+            entries,
+        })
+    }
+
     /// Writes `entries`, first discarding every entry at or after `entries[0].index`: the
     /// semantics of [`crate::Ready::entries`].
     ///

@@ -1,0 +1,124 @@
+//! The file system seen by storage: a small trait with the real implementation ([`RealFs`])
+//! and a simulated one ([`crate::SimFs`]) that loses unsynced data on crash and injects faults.
+//! Storage code never touches `std::fs` directly, so the simulator can run it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An open file: appends at the end, reads whole, syncs.
+pub trait FsFile: Send {
+    /// Appends `buf` at the end of the file.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Cuts the file to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The operations storage needs.
+pub trait FileSystem: Send + Sync + 'static {
+    /// The file type.
+    type File: FsFile;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates (or empties) a file for appending.
+    fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file for appending.
+    fn open_append(&self, path: &Path) -> io::Result<Self::File>;
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The file names (not paths) in a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Renames a file, replacing any file at `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes a directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+/// A real file opened for appending.
+#[derive(Debug)]
+pub struct RealFile {
+    file: std::fs::File,
+}
+
+impl FsFile for RealFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+impl FileSystem for RealFs {
+    type File = RealFile;
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<RealFile> {
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+        Ok(RealFile { file })
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<RealFile> {
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok(RealFile { file })
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            if let Some(n) = e?.file_name().to_str() {
+                names.push(n.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// `dir/name`.
+pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

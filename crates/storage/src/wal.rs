@@ -1,0 +1,495 @@
+//! The segmented write-ahead log: entries, hard state, membership and compaction marks as
+//! checksummed records in numbered segment files (format: `docs/wal-format.md`).
+//!
+//! Writes are buffered by [`Wal::append_entries`] and friends and made durable by
+//! [`Wal::sync`]: one write and one `fdatasync` for everything buffered. Recovery
+//! ([`Wal::open`]) replays every segment; a torn record at the very end of the last segment
+//! (never acknowledged: it was being written when the machine stopped) is cut off and
+//! reported; any other damage stops the open with the file and offset.
+//!
+//! After any IO error the log refuses further writes (fail-stop): after a failed `fsync` the
+//! kernel may have dropped the dirty pages, so nothing written since the last good sync can be
+//! trusted, and continuing could acknowledge lost data.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use flotilla_raft::{Entry, HardState, LogIndex, Membership, Term};
+
+use crate::codec::{self, RecordType};
+use crate::error::WalError;
+use crate::fs::{join, FileSystem, FsFile};
+
+/// The first bytes of every segment.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"FLOTWAL1";
+
+/// What to do with a damaged record at the end of the last segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Cut off a torn record at the very end of the last segment (it was never synced, so
+    /// never acknowledged) and carry on. Damage anywhere else is an error.
+    #[default]
+    TolerateTornTail,
+    /// Any damaged record is an error.
+    AbsoluteConsistency,
+}
+
+/// WAL options.
+#[derive(Clone, Copy, Debug)]
+pub struct WalOptions {
+    /// A new segment is started once the current one reaches this size. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Recovery policy.
+    pub recovery: RecoveryMode,
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions { segment_bytes: 64 << 20, recovery: RecoveryMode::TolerateTornTail }
+    }
+}
+
+/// The state a WAL replays to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last hard state written.
+    pub hard_state: HardState,
+    /// The last membership written.
+    pub membership: Membership,
+    /// Index and term of the last entry covered by a snapshot (0/0 if none).
+    pub compacted: (LogIndex, Term),
+    /// The entries after `compacted`, contiguous.
+    pub entries: Vec<Entry>,
+    /// Where a torn tail was cut off, if one was.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+#[derive(Clone, Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    /// Highest entry index written into this segment (0: none).
+    max_index: LogIndex,
+}
+
+/// A segmented write-ahead log over a [`FileSystem`].
+pub struct Wal<F: FileSystem> {
+    fs: F,
+    dir: PathBuf,
+    opts: WalOptions,
+    segments: Vec<Segment>,
+    file: F::File,
+    file_len: u64,
+    buf: Vec<u8>,
+    /// Highest entry index in `buf`.
+    buf_max_index: LogIndex,
+    /// State as of everything written, repeated at the head of each new segment.
+    hard_state: HardState,
+    membership: Membership,
+    compacted: (LogIndex, Term),
+    failed: Option<String>,
+}
+
+impl<F: FileSystem> std::fmt::Debug for Wal<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("file_len", &self.file_len)
+            .field("buffered", &self.buf.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".wal")?;
+    (stem.len() == 20).then(|| stem.parse().ok())?
+}
+
+impl<F: FileSystem> Wal<F> {
+    /// Creates a new, empty log in `dir` for a cluster starting with `membership`.
+    pub fn create(
+        fs: F,
+        dir: &Path,
+        membership: Membership,
+        opts: WalOptions,
+    ) -> Result<Wal<F>, WalError> {
+        fs.create_dir_all(dir).map_err(|e| WalError::io("create directory", dir, e))?;
+        let existing = fs.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+        if existing.iter().any(|n| parse_segment_name(n).is_some()) {
+            return Err(WalError::AlreadyExists(dir.to_path_buf()));
+        }
+        let path = join(dir, &segment_name(0));
+        let file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        let mut wal = Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            opts,
+            segments: vec![Segment { seq: 0, path, max_index: LogIndex::ZERO }],
+            file,
+            file_len: 0,
+            buf: Vec::new(),
+            buf_max_index: LogIndex::ZERO,
+            hard_state: HardState::default(),
+            membership,
+            compacted: (LogIndex::ZERO, Term::ZERO),
+            failed: None,
+        };
+        wal.buf.extend_from_slice(SEGMENT_MAGIC);
+        wal.put_state_records();
+        wal.sync()?;
+        wal.fs.sync_dir(dir).map_err(|e| WalError::io("sync directory", dir, e))?;
+        Ok(wal)
+    }
+
+    /// Opens the log in `dir` and replays it.
+    pub fn open(fs: F, dir: &Path, opts: WalOptions) -> Result<(Wal<F>, Recovered), WalError> {
+        let names = match fs.list(dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(WalError::NotFound(dir.to_path_buf()))
+            }
+            Err(e) => return Err(WalError::io("list", dir, e)),
+        };
+        let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        seqs.sort_unstable();
+        if seqs.is_empty() {
+            return Err(WalError::NotFound(dir.to_path_buf()));
+        }
+        for w in seqs.windows(2) {
+            if w[1] != w[0] + 1 {
+                return Err(WalError::MissingSegment {
+                    dir: dir.to_path_buf(),
+                    missing: join(dir, &segment_name(w[0] + 1)),
+                });
+            }
+        }
+        // Pass 1: read and verify every record of every segment.
+        let mut parsed: Vec<(
+            u64,
+            PathBuf,
+            Bytes,
+            Vec<(RecordType, std::ops::Range<usize>, usize)>,
+        )> = Vec::new();
+        let mut torn_tail = None;
+        let last_seq = *seqs.last().expect("non-empty");
+        for seq in &seqs {
+            let path = join(dir, &segment_name(*seq));
+            let data = Bytes::from(fs.read(&path).map_err(|e| WalError::io("read", &path, e))?);
+            let tolerant = *seq == last_seq && opts.recovery == RecoveryMode::TolerateTornTail;
+            let mut records = Vec::new();
+            if data.len() < SEGMENT_MAGIC.len() || &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+                if tolerant
+                    && SEGMENT_MAGIC.starts_with(&data[..data.len().min(SEGMENT_MAGIC.len())])
+                {
+                    // A segment whose creation was interrupted: nothing in it was synced.
+                    torn_tail = Some((path.clone(), 0));
+                    parsed.push((*seq, path, data, records));
+                    continue;
+                }
+                return Err(WalError::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: "bad segment magic".into(),
+                });
+            }
+            let mut at = SEGMENT_MAGIC.len();
+            while at < data.len() {
+                match codec::get_record(&data, at) {
+                    Ok((kind, range, next)) => {
+                        records.push((kind, range, at));
+                        at = next;
+                    }
+                    Err(bad) => {
+                        let valid_after =
+                            (at + 1..data.len()).any(|o| codec::get_record(&data, o).is_ok());
+                        if tolerant && !valid_after {
+                            tracing::warn!(
+                                file = %path.display(),
+                                offset = at,
+                                bytes = data.len() - at,
+                                problem = ?bad,
+                                "cutting off a torn record at the end of the log (it was never synced)"
+                            );
+                            torn_tail = Some((path.clone(), at as u64));
+                            break;
+                        }
+                        return Err(WalError::Corrupt {
+                            file: path.clone(),
+                            offset: at as u64,
+                            reason: format!(
+                                "{bad:?}{}",
+                                if valid_after { " before valid records" } else { "" }
+                            ),
+                        });
+                    }
+                }
+            }
+            parsed.push((*seq, path, data, records));
+        }
+        // The newest compaction mark anywhere tells where the log starts: older segments may
+        // have been purged, so the first remaining one may begin with compacted entries.
+        let mut compacted = (LogIndex::ZERO, Term::ZERO);
+        for (_, path, data, records) in &parsed {
+            for (kind, range, at) in records {
+                if *kind == RecordType::Compacted {
+                    let c = codec::decode_compacted(&data[range.clone()]).map_err(|m| {
+                        WalError::Corrupt {
+                            file: path.clone(),
+                            offset: *at as u64,
+                            reason: m.0.to_string(),
+                        }
+                    })?;
+                    compacted = compacted.max((c.0, c.1));
+                }
+            }
+        }
+        // Pass 2: replay in order.
+        let mut hard_state = HardState::default();
+        let mut membership: Option<Membership> = None;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut segments = Vec::new();
+        for (seq, path, data, records) in parsed {
+            let mut max_index = LogIndex::ZERO;
+            for (kind, range, at) in records {
+                let corrupt = |reason: String| WalError::Corrupt {
+                    file: path.clone(),
+                    offset: at as u64,
+                    reason,
+                };
+                match kind {
+                    RecordType::Entries => {
+                        let batch = codec::decode_entries(&data, range)
+                            .map_err(|m| corrupt(m.0.to_string()))?;
+                        if let Some(last) = batch.last() {
+                            max_index = max_index.max(last.index);
+                        }
+                        replay_entries(&mut entries, compacted, batch).map_err(corrupt)?;
+                    }
+                    RecordType::HardState => {
+                        hard_state = codec::decode_hard_state(&data[range])
+                            .map_err(|m| corrupt(m.0.to_string()))?;
+                    }
+                    RecordType::Membership => {
+                        membership = Some(
+                            codec::decode_membership(&data[range])
+                                .map_err(|m| corrupt(m.0.to_string()))?,
+                        );
+                    }
+                    RecordType::Compacted => {}
+                }
+            }
+            segments.push(Segment { seq, path, max_index });
+        }
+        let membership = membership.ok_or_else(|| WalError::Corrupt {
+            file: segments[0].path.clone(),
+            offset: 0,
+            reason: "no membership record".into(),
+        })?;
+        let active = segments.last().expect("at least one segment").clone();
+        let mut file =
+            fs.open_append(&active.path).map_err(|e| WalError::io("open", &active.path, e))?;
+        let mut file_len = file.len().map_err(|e| WalError::io("stat", &active.path, e))?;
+        let mut buf = Vec::new();
+        if let Some((p, offset)) = &torn_tail {
+            file.truncate(*offset).map_err(|e| WalError::io("truncate", p, e))?;
+            file.sync_data().map_err(|e| WalError::io("fsync", p, e))?;
+            file_len = *offset;
+            if *offset == 0 {
+                buf.extend_from_slice(SEGMENT_MAGIC);
+            }
+        }
+        let wal = Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            opts,
+            segments,
+            file,
+            file_len,
+            buf,
+            buf_max_index: LogIndex::ZERO,
+            hard_state,
+            membership: membership.clone(),
+            compacted,
+            failed: None,
+        };
+        Ok((wal, Recovered { hard_state, membership, compacted, entries, torn_tail }))
+    }
+
+    fn check_failed(&self) -> Result<(), WalError> {
+        match &self.failed {
+            Some(e) => Err(WalError::Failed(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn put_state_records(&mut self) {
+        let mut p = Vec::new();
+        codec::encode_membership(&mut p, &self.membership);
+        codec::put_record(&mut self.buf, RecordType::Membership, &p);
+        p.clear();
+        codec::encode_hard_state(&mut p, &self.hard_state);
+        codec::put_record(&mut self.buf, RecordType::HardState, &p);
+        if self.compacted.0 > LogIndex::ZERO {
+            p.clear();
+            codec::encode_compacted(&mut p, self.compacted.0, self.compacted.1);
+            codec::put_record(&mut self.buf, RecordType::Compacted, &p);
+        }
+    }
+
+    /// Buffers entries. Replay discards any entry at or after `entries[0].index` first, which
+    /// makes the truncation of a conflicting suffix (Raft §5.3) durable with the new entries.
+    pub fn append_entries(&mut self, entries: &[Entry]) {
+        if let Some(last) = entries.last() {
+            let mut p =
+                Vec::with_capacity(16 + entries.iter().map(|e| 21 + e.data.len()).sum::<usize>());
+            codec::encode_entries(&mut p, entries);
+            codec::put_record(&mut self.buf, RecordType::Entries, &p);
+            self.buf_max_index = self.buf_max_index.max(last.index);
+        }
+    }
+
+    /// Buffers a hard state.
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        let mut p = Vec::with_capacity(24);
+        codec::encode_hard_state(&mut p, &hs);
+        codec::put_record(&mut self.buf, RecordType::HardState, &p);
+        self.hard_state = hs;
+    }
+
+    /// Buffers a membership.
+    pub fn set_membership(&mut self, m: Membership) {
+        let mut p = Vec::new();
+        codec::encode_membership(&mut p, &m);
+        codec::put_record(&mut self.buf, RecordType::Membership, &p);
+        self.membership = m;
+    }
+
+    /// Buffers a compaction mark: entries through `index` are covered by a snapshot.
+    pub fn mark_compacted(&mut self, index: LogIndex, term: Term) {
+        let mut p = Vec::with_capacity(16);
+        codec::encode_compacted(&mut p, index, term);
+        codec::put_record(&mut self.buf, RecordType::Compacted, &p);
+        self.compacted = self.compacted.max((index, term));
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes everything buffered in one write and makes it durable with one `fdatasync`,
+    /// starting a new segment first if the current one is full.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_failed()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.file_len > 0 && self.file_len + self.buf.len() as u64 > self.opts.segment_bytes {
+            self.roll()?;
+        }
+        let path = self.segments.last().expect("an active segment").path.clone();
+        let r = self
+            .file
+            .append(&self.buf)
+            .map_err(|e| WalError::io("write", &path, e))
+            .and_then(|_| self.file.sync_data().map_err(|e| WalError::io("fsync", &path, e)));
+        if let Err(e) = r {
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        self.file_len += self.buf.len() as u64;
+        let seg = self.segments.last_mut().expect("an active segment");
+        seg.max_index = seg.max_index.max(self.buf_max_index);
+        self.buf.clear();
+        self.buf_max_index = LogIndex::ZERO;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next, which begins with the current state.
+    fn roll(&mut self) -> Result<(), WalError> {
+        let seq = self.segments.last().expect("an active segment").seq + 1;
+        let path = join(&self.dir, &segment_name(seq));
+        let r = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e));
+        let file = match r {
+            Ok(f) => f,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        // The new segment starts with the current state (so that older segments can be
+        // purged), then the buffered records, which repeat the latest of it.
+        let pending = std::mem::take(&mut self.buf);
+        self.buf.extend_from_slice(SEGMENT_MAGIC);
+        self.put_state_records();
+        self.buf.extend_from_slice(&pending);
+        self.file = file;
+        self.file_len = 0;
+        self.segments.push(Segment { seq, path, max_index: LogIndex::ZERO });
+        // The new file's name must be durable before anything in it is acknowledged.
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            let e = WalError::io("sync directory", &self.dir, e);
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes sealed segments whose entries are all at or below `index` (already covered by
+    /// a snapshot, and marked so with [`Wal::mark_compacted`] and synced). Returns how many
+    /// were removed. The active segment is never removed.
+    pub fn purge(&mut self, index: LogIndex) -> Result<usize, WalError> {
+        // The compaction mark must be durable before the entries it covers disappear.
+        self.sync()?;
+        let mut removed = 0;
+        while self.segments.len() > 1
+            && self.segments[0].max_index <= index
+            && self.compacted.0 >= index
+        {
+            let seg = self.segments.remove(0);
+            self.fs.remove(&seg.path).map_err(|e| WalError::io("remove", &seg.path, e))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| WalError::io("sync directory", &self.dir, e))?;
+        }
+        Ok(removed)
+    }
+
+    /// Segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|s| s.path.clone()).collect()
+    }
+}
+
+/// Replays one Entries record onto `entries` (which start after `compacted`).
+fn replay_entries(
+    entries: &mut Vec<Entry>,
+    compacted: (LogIndex, Term),
+    batch: Vec<Entry>,
+) -> Result<(), String> {
+    let Some(first) = batch.first() else { return Ok(()) };
+    let next = entries.last().map_or(compacted.0.next(), |e| e.index.next());
+    if first.index > next {
+        return Err(format!(
+            "entries start at {} but the log ends at {}",
+            first.index,
+            next.prev()
+        ));
+    }
+    let skip = batch.iter().take_while(|e| e.index <= compacted.0).count();
+    let batch = &batch[skip..];
+    let Some(first) = batch.first() else { return Ok(()) };
+    let keep = (first.index.0 - compacted.0 .0 - 1) as usize;
+    entries.truncate(keep);
+    entries.extend_from_slice(batch);
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Crash and damage on the simulated file system: what was synced survives, a torn tail is cut
+//! off and reported, damage anywhere else stops the open with the file and offset, and fsync
+//! errors and a full disk come back as errors without losing anything acknowledged.
+
+use std::path::{Path, PathBuf};
+
+use flotilla_raft::{Entry, HardState, LogIndex, Membership, NodeId, Term};
+use flotilla_storage::{RecoveryMode, SimFs, Wal, WalError, WalOptions};
+
+fn members() -> Membership {
+    Membership::new([NodeId(1), NodeId(2), NodeId(3)], []).unwrap()
+}
+
+fn ents(first: u64, n: u64, term: u64) -> Vec<Entry> {
+    (first..first + n).map(|i| Entry::new(Term(term), LogIndex(i), format!("entry-{i}"))).collect()
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/node/wal")
+}
+
+fn opts(recovery: RecoveryMode) -> WalOptions {
+    WalOptions { segment_bytes: 64 << 20, recovery }
+}
+
+/// A WAL with `n` entries in one record each, synced. Returns the fs and the segment path.
+fn wal_with(n: u64) -> (SimFs, PathBuf) {
+    let fs = SimFs::new();
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).unwrap();
+    for i in 1..=n {
+        wal.append_entries(&ents(i, 1, 1));
+        wal.sync().unwrap();
+    }
+    let seg = wal.segment_paths()[0].clone();
+    (fs, seg)
+}
+
+fn indices(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index.0).collect()
+}
+
+#[test]
+fn synced_data_survives_a_crash_and_unsynced_data_does_not() {
+    let fs = SimFs::new();
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).unwrap();
+    wal.append_entries(&ents(1, 3, 1));
+    wal.set_hard_state(HardState { term: Term(1), vote: Some(NodeId(2)), commit: LogIndex(2) });
+    wal.sync().unwrap();
+    wal.append_entries(&ents(4, 2, 1));
+    // Buffered, never synced: lost.
+    drop(wal);
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), WalOptions::default()).unwrap();
+    assert_eq!(indices(&rec.entries), [1, 2, 3]);
+    assert_eq!(rec.hard_state.vote, Some(NodeId(2)));
+    assert_eq!(rec.membership, members());
+    assert_eq!(rec.torn_tail, None);
+}
+
+#[test]
+fn truncation_of_a_conflicting_suffix_is_durable() {
+    let fs = SimFs::new();
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).unwrap();
+    wal.append_entries(&ents(1, 5, 1));
+    wal.sync().unwrap();
+    wal.append_entries(&ents(3, 1, 2));
+    wal.sync().unwrap();
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), WalOptions::default()).unwrap();
+    let terms: Vec<u64> = rec.entries.iter().map(|e| e.term.0).collect();
+    assert_eq!(terms, [1, 1, 2], "entries 4 and 5 of term 1 stay deleted after a restart");
+}
+
+/// Every cut of the last record, at every byte, is a torn tail: cut off, reported, and
+/// everything before it intact. With absolute consistency each is an error instead.
+#[test]
+fn truncation_at_every_byte_of_the_last_record() {
+    let (fs, seg) = wal_with(4);
+    let full = fs.file_len(&seg).unwrap();
+    let (fs3, _) = wal_with(3);
+    let before_last = fs3.file_len(&seg).unwrap();
+    for cut in before_last..full {
+        let (fs, seg) = wal_with(4);
+        fs.truncate_durably(&seg, cut).unwrap();
+        fs.crash(None);
+        let (mut wal, rec) = Wal::open(fs.clone(), &dir(), opts(RecoveryMode::TolerateTornTail))
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(indices(&rec.entries), [1, 2, 3], "cut at {cut}");
+        let want = (cut > before_last).then(|| (seg.clone(), before_last as u64));
+        assert_eq!(rec.torn_tail, want, "cut at {cut}");
+        // The log is usable: new appends after the cut survive the next restart.
+        wal.append_entries(&ents(4, 1, 2));
+        wal.sync().unwrap();
+        fs.crash(None);
+        let (_, rec) = Wal::open(fs.clone(), &dir(), WalOptions::default()).unwrap();
+        assert_eq!(indices(&rec.entries), [1, 2, 3, 4], "cut at {cut}, after appending");
+        assert_eq!(rec.entries[3].term, Term(2));
+
+        if cut > before_last {
+            let (fs, seg) = wal_with(4);
+            fs.truncate_durably(&seg, cut).unwrap();
+            match Wal::open(fs, &dir(), opts(RecoveryMode::AbsoluteConsistency)) {
+                Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, before_last as u64),
+                other => panic!("cut at {cut} under absolute consistency: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A bit flip anywhere is detected: before the last record it stops the open with the file
+/// and offset; in the last record it is indistinguishable from a torn write and is reported
+/// as one (absolute consistency refuses it). Never are altered contents accepted.
+#[test]
+fn bit_flips_anywhere_are_detected() {
+    let (fs, seg) = wal_with(4);
+    let len = fs.file_len(&seg).unwrap();
+    let (fs3, _) = wal_with(3);
+    let last_record = fs3.file_len(&seg).unwrap();
+    let pristine = Wal::open(fs, &dir(), WalOptions::default()).unwrap().1.entries;
+    for byte in 0..len {
+        for bit in [0u8, 3, 7] {
+            for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::AbsoluteConsistency] {
+                let (fs, seg) = wal_with(4);
+                fs.flip_bit(&seg, byte, bit).unwrap();
+                match Wal::open(fs, &dir(), opts(mode)) {
+                    Err(WalError::Corrupt { file, .. }) => assert_eq!(file, seg),
+                    Err(e) => panic!("flip {byte}.{bit}: unexpected error {e}"),
+                    Ok((_, rec)) => {
+                        assert_eq!(
+                            mode,
+                            RecoveryMode::TolerateTornTail,
+                            "flip {byte}.{bit} accepted under absolute consistency"
+                        );
+                        assert!(
+                            byte >= last_record,
+                            "flip {byte}.{bit} before the last record was not an error"
+                        );
+                        assert_eq!(
+                            rec.torn_tail,
+                            Some((seg.clone(), last_record as u64)),
+                            "flip {byte}.{bit}"
+                        );
+                        assert_eq!(rec.entries, pristine[..3], "flip {byte}.{bit}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fsync_failure_is_an_error_and_the_log_stops() {
+    let (fs, _) = wal_with(3);
+    let (mut wal, _) = Wal::open(fs.clone(), &dir(), WalOptions::default()).unwrap();
+    fs.fail_next_syncs(1);
+    wal.append_entries(&ents(4, 1, 1));
+    assert!(matches!(wal.sync(), Err(WalError::Io { op: "fsync", .. })));
+    // Fail-stop: nothing more is written, even though the disk would work again.
+    wal.append_entries(&ents(5, 1, 1));
+    assert!(matches!(wal.sync(), Err(WalError::Failed(_))));
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), WalOptions::default()).unwrap();
+    assert_eq!(&indices(&rec.entries)[..3], [1, 2, 3], "everything acknowledged survives");
+}
+
+#[test]
+fn full_disk_is_an_error_and_nothing_acknowledged_is_lost() {
+    let (fs, _) = wal_with(3);
+    let (mut wal, _) = Wal::open(fs.clone(), &dir(), WalOptions::default()).unwrap();
+    fs.set_space_left(Some(10));
+    wal.append_entries(&ents(4, 1, 1));
+    let err = wal.sync().unwrap_err();
+    assert!(err.is_storage_full(), "{err}");
+    fs.set_space_left(None);
+    fs.crash(Some(1));
+    let (_, rec) = Wal::open(fs, &dir(), WalOptions::default()).unwrap();
+    assert_eq!(indices(&rec.entries), [1, 2, 3]);
+}
+
+/// Torn crashes at random points of a long run: every synced entry survives every crash.
+#[test]
+fn torn_crashes_never_lose_synced_entries() {
+    for seed in 0..200u64 {
+        let fs = SimFs::new();
+        let o = WalOptions { segment_bytes: 2_000, ..WalOptions::default() };
+        let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+        let mut synced = 0;
+        let mut rng = flotilla_raft::Rng::new(seed);
+        let mut next = 1;
+        for _ in 0..rng.in_range(1, 60) {
+            let n = u64::from(rng.in_range(1, 5));
+            wal.append_entries(&ents(next, n, 1));
+            next += n;
+            if rng.in_range(0, 3) > 0 {
+                wal.sync().unwrap();
+                synced = next - 1;
+            }
+        }
+        drop(wal);
+        fs.crash(Some(seed));
+        let (_, rec) = Wal::open(fs, &dir(), o).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let got = indices(&rec.entries);
+        assert!(
+            got.len() as u64 >= synced,
+            "seed {seed}: {} entries recovered, {synced} synced",
+            got.len()
+        );
+        assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>(), "seed {seed}: contiguous");
+    }
+}
+
+#[test]
+fn segments_roll_over_and_replay_in_order() {
+    let fs = SimFs::new();
+    let o = WalOptions { segment_bytes: 1_000, ..WalOptions::default() };
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+    for i in 1..=200 {
+        wal.append_entries(&ents(i, 1, 1 + i / 50));
+        if i % 10 == 0 {
+            wal.set_hard_state(HardState {
+                term: Term(1 + i / 50),
+                vote: None,
+                commit: LogIndex(i - 5),
+            });
+        }
+        wal.sync().unwrap();
+    }
+    let segments = wal.segment_paths().len();
+    assert!(segments > 5, "rolled over: {segments} segments");
+    drop(wal);
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), o).unwrap();
+    assert_eq!(indices(&rec.entries), (1..=200).collect::<Vec<_>>());
+    assert_eq!(rec.hard_state.commit, LogIndex(195));
+}
+
+#[test]
+fn a_missing_segment_stops_the_open_and_names_it() {
+    let fs = SimFs::new();
+    let o = WalOptions { segment_bytes: 500, ..WalOptions::default() };
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+    for i in 1..=100 {
+        wal.append_entries(&ents(i, 1, 1));
+        wal.sync().unwrap();
+    }
+    let paths = wal.segment_paths();
+    drop(wal);
+    use flotilla_storage::FileSystem;
+    fs.remove(&paths[2]).unwrap();
+    match Wal::open(fs, &dir(), o) {
+        Err(WalError::MissingSegment { missing, .. }) => assert_eq!(missing, paths[2]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn purge_removes_segments_below_the_compaction_index() {
+    let fs = SimFs::new();
+    let o = WalOptions { segment_bytes: 500, ..WalOptions::default() };
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+    for i in 1..=100 {
+        wal.append_entries(&ents(i, 1, 1));
+        wal.sync().unwrap();
+    }
+    let before = wal.segment_paths().len();
+    wal.mark_compacted(LogIndex(60), Term(1));
+    wal.sync().unwrap();
+    let removed = wal.purge(LogIndex(60)).unwrap();
+    assert!(removed > 0 && removed < before, "removed {removed} of {before}");
+    drop(wal);
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), o).unwrap();
+    assert_eq!(rec.compacted, (LogIndex(60), Term(1)));
+    assert_eq!(indices(&rec.entries), (61..=100).collect::<Vec<_>>());
+    assert_eq!(
+        rec.membership,
+        members(),
+        "state records at the head of each segment survive the purge"
+    );
+}
+
+#[test]
+fn an_interrupted_segment_creation_is_a_torn_tail() {
+    let fs = SimFs::new();
+    let o = WalOptions { segment_bytes: 300, ..WalOptions::default() };
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+    for i in 1..=20 {
+        wal.append_entries(&ents(i, 1, 1));
+        wal.sync().unwrap();
+    }
+    let last = wal.segment_paths().last().cloned().unwrap();
+    drop(wal);
+    fs.truncate_durably(&last, 5).unwrap();
+    let (mut wal, rec) = Wal::open(fs.clone(), &dir(), o).unwrap();
+    assert_eq!(rec.torn_tail, Some((last.clone(), 0)));
+    let n = rec.entries.len() as u64;
+    wal.append_entries(&ents(n + 1, 1, 1));
+    wal.sync().unwrap();
+    let (_, rec) = Wal::open(fs, &dir(), o).unwrap();
+    assert_eq!(rec.entries.len() as u64, n + 1);
+}
+
+#[test]
+fn create_refuses_an_existing_wal_and_open_refuses_none() {
+    let (fs, _) = wal_with(1);
+    assert!(matches!(
+        Wal::create(fs.clone(), &dir(), members(), WalOptions::default()),
+        Err(WalError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        Wal::open(fs, Path::new("/elsewhere"), WalOptions::default()),
+        Err(WalError::NotFound(_))
+    ));
+}

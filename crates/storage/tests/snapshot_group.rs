@@ -1,0 +1,134 @@
+//! Snapshot files and group commit.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use flotilla_raft::{LogIndex, Membership, NodeId, Term};
+use flotilla_storage::{
+    FileSystem, GroupWal, SimFs, SnapshotMeta, SnapshotStore, WalError, WalOptions,
+};
+
+fn meta(index: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        index: LogIndex(index),
+        term: Term(2),
+        membership: Membership::new([NodeId(1), NodeId(2)], []).unwrap(),
+    }
+}
+
+#[test]
+fn snapshots_round_trip_and_only_the_newest_are_kept() {
+    let fs = SimFs::new();
+    let dir = Path::new("/snap");
+    let store = SnapshotStore::new(fs.clone(), dir, 2).unwrap();
+    assert_eq!(store.load_latest().unwrap(), None);
+    for i in [10u64, 20, 30] {
+        store.save(&meta(i), format!("state at {i}").as_bytes()).unwrap();
+    }
+    assert_eq!(store.list().unwrap().len(), 2, "the newest two are kept");
+    let (m, data) = store.load_latest().unwrap().unwrap();
+    assert_eq!((m, &data[..]), (meta(30), &b"state at 30"[..]));
+    // Everything is durable: a crash right after keeps it.
+    fs.crash(None);
+    let store = SnapshotStore::new(fs, dir, 2).unwrap();
+    assert_eq!(store.load_latest().unwrap().unwrap().0, meta(30));
+}
+
+#[test]
+fn a_damaged_snapshot_is_an_error_naming_the_file() {
+    let fs = SimFs::new();
+    let dir = Path::new("/snap");
+    let store = SnapshotStore::new(fs.clone(), dir, 3).unwrap();
+    let path = store.save(&meta(10), &[7u8; 1000]).unwrap();
+    let len = fs.file_len(&path).unwrap();
+    for byte in (0..len).step_by(37) {
+        let fs2 = SimFs::new();
+        let store2 = SnapshotStore::new(fs2.clone(), dir, 3).unwrap();
+        let p = store2.save(&meta(10), &[7u8; 1000]).unwrap();
+        fs2.flip_bit(&p, byte, 1).unwrap();
+        match store2.load_latest() {
+            Err(WalError::Corrupt { file, .. }) => assert_eq!(file, p),
+            other => panic!("flip at {byte}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_snapshot() {
+    let fs = SimFs::new();
+    let dir = Path::new("/snap");
+    let store = SnapshotStore::new(fs.clone(), dir, 3).unwrap();
+    store.save(&meta(10), b"old").unwrap();
+    // A save that dies after writing its temporary file, before the rename.
+    let tmp = dir.join("00000000000000000020-00000000000000000002.snap.tmp");
+    let mut f = fs.create(&tmp).unwrap();
+    use flotilla_storage::FsFile;
+    f.append(b"half a snapshot").unwrap();
+    fs.crash(Some(3));
+    let store = SnapshotStore::new(fs.clone(), dir, 3).unwrap();
+    assert_eq!(&store.load_latest().unwrap().unwrap().1[..], b"old");
+    // The next save cleans the leftover up.
+    store.save(&meta(30), b"new").unwrap();
+    assert!(!fs.list(dir).unwrap().iter().any(|n| n.ends_with(".tmp")));
+}
+
+/// Concurrent appenders each get a distinct index, every index is durable when returned, and
+/// appends share syncs (group commit).
+#[test]
+fn group_commit_batches_concurrent_appends() {
+    let fs = SimFs::new();
+    let dir = Path::new("/wal");
+    let members = Membership::new([NodeId(1)], []).unwrap();
+    let wal = GroupWal::create(fs.clone(), dir, members, Term(1), WalOptions::default()).unwrap();
+    let per_thread = 200;
+    let threads = 8;
+    let indices = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (wal, indices) = (&wal, &indices);
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let idx = wal.append(format!("t{t}i{i}").into()).unwrap();
+                    assert!(wal.durable_index() >= idx, "returned only once durable");
+                    indices.lock().unwrap().push(idx.0);
+                }
+            });
+        }
+    });
+    let mut got = indices.into_inner().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, (1..=(threads * per_thread) as u64).collect::<Vec<_>>());
+    let batches = wal.batches();
+    assert!(
+        batches < (threads * per_thread) as u64,
+        "{batches} syncs for {} appends",
+        threads * per_thread
+    );
+    fs.crash(None);
+    let (_, rec) = GroupWal::open(fs, dir, Term(1), WalOptions::default()).unwrap();
+    assert_eq!(rec.entries.len(), threads * per_thread);
+}
+
+/// A sync failure reaches every waiting appender as an error, and later appends fail too.
+#[test]
+fn group_commit_reports_fsync_failure_to_everyone() {
+    let fs = SimFs::new();
+    let dir = Path::new("/wal");
+    let members = Membership::new([NodeId(1)], []).unwrap();
+    let wal = GroupWal::create(fs.clone(), dir, members, Term(1), WalOptions::default()).unwrap();
+    wal.append("ok".into()).unwrap();
+    fs.fail_next_syncs(1);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                if wal.append("x".into()).is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert!(failed.load(Ordering::Relaxed));
+    assert!(wal.append("after".into()).is_err(), "fail-stop");
+    assert_eq!(wal.durable_index(), LogIndex(1));
+}
