@@ -7,8 +7,8 @@
 //! disk sees one sync per batch. No lock is held across IO except the one owned by the single
 //! flusher, which guards only the file.
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use flotilla_raft::{Entry, LogIndex, Membership, Term};
@@ -41,9 +41,7 @@ pub struct GroupWal<F: FileSystem> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks except on broken invariants, which abort the
-    // process in practice; recovering the guard keeps other appenders' errors typed.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 impl<F: FileSystem> GroupWal<F> {
@@ -104,7 +102,7 @@ impl<F: FileSystem> GroupWal<F> {
             }
             if q.flushing {
                 let cv = &self.durable_changed[(my_gen % 2) as usize];
-                q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                cv.wait(&mut q);
                 continue;
             }
             // Become the flusher. Keep flushing while appenders queue more: the ones just
@@ -131,7 +129,9 @@ impl<F: FileSystem> GroupWal<F> {
             }
             if q.failed.is_some() {
                 // Everyone still waiting learns of the failure.
-                self.durable_changed.iter().for_each(Condvar::notify_all);
+                for cv in &self.durable_changed {
+                    cv.notify_all();
+                }
             }
             q.flushing = false;
         }

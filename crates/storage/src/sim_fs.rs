@@ -128,18 +128,36 @@ impl SimFs {
 
 impl FsFile for SimFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let end = self.len()?;
+        self.write_at(end, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let mut s = lock(&self.state);
+        let offset = offset as usize;
+        let len = s.files.get(&self.id).map_or(0, |f| f.data.len());
+        let grow = (offset + buf.len()).saturating_sub(len);
         if let Some(left) = s.space_left {
-            if (buf.len() as u64) > left {
+            if grow as u64 > left {
                 return Err(io::Error::new(
                     io::ErrorKind::StorageFull,
                     "no space left on device (simulated)",
                 ));
             }
-            s.space_left = Some(left - buf.len() as u64);
+            s.space_left = Some(left - grow as u64);
         }
         let f = s.files.get_mut(&self.id).ok_or_else(|| io::Error::other("file removed"))?;
-        f.data.extend_from_slice(buf);
+        if f.data.len() < offset + buf.len() {
+            f.data.resize(offset + buf.len(), 0);
+        }
+        f.data[offset..offset + buf.len()].copy_from_slice(buf);
+        f.dirty_from = f.dirty_from.min(offset);
+        Ok(())
+    }
+
+    fn allocate(&mut self, _len: u64) -> io::Result<()> {
+        // Preallocated space reads as zeros, which storage treats exactly like the end of the
+        // file; not storing the zeros keeps simulated disks small.
         Ok(())
     }
 

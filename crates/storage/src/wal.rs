@@ -41,11 +41,18 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Recovery policy.
     pub recovery: RecoveryMode,
+    /// Allocate each segment's full size when it is created (as etcd does), so that appends
+    /// change no file size and each `fdatasync` has no metadata to journal. Default true.
+    pub preallocate: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> WalOptions {
-        WalOptions { segment_bytes: 64 << 20, recovery: RecoveryMode::TolerateTornTail }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            recovery: RecoveryMode::TolerateTornTail,
+            preallocate: true,
+        }
     }
 }
 
@@ -125,7 +132,10 @@ impl<F: FileSystem> Wal<F> {
             return Err(WalError::AlreadyExists(dir.to_path_buf()));
         }
         let path = join(dir, &segment_name(0));
-        let file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        let mut file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        if opts.preallocate {
+            file.allocate(opts.segment_bytes).map_err(|e| WalError::io("allocate", &path, e))?;
+        }
         let mut wal = Wal {
             fs,
             dir: dir.to_path_buf(),
@@ -177,6 +187,10 @@ impl<F: FileSystem> Wal<F> {
             Vec<(RecordType, std::ops::Range<usize>, usize)>,
         )> = Vec::new();
         let mut torn_tail = None;
+        // Where each segment's records end (the logical length: preallocated zeros follow).
+        let mut ends: Vec<usize> = Vec::new();
+        // End of the non-zero bytes of a torn tail, which are zeroed before writing resumes.
+        let mut torn_end = 0;
         let last_seq = *seqs.last().expect("non-empty");
         for seq in &seqs {
             let path = join(dir, &segment_name(*seq));
@@ -184,11 +198,12 @@ impl<F: FileSystem> Wal<F> {
             let tolerant = *seq == last_seq && opts.recovery == RecoveryMode::TolerateTornTail;
             let mut records = Vec::new();
             if data.len() < SEGMENT_MAGIC.len() || &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-                if tolerant
-                    && SEGMENT_MAGIC.starts_with(&data[..data.len().min(SEGMENT_MAGIC.len())])
-                {
+                let k = data.iter().zip(SEGMENT_MAGIC).take_while(|(a, b)| a == b).count();
+                if tolerant && data[k..].iter().all(|b| *b == 0) {
                     // A segment whose creation was interrupted: nothing in it was synced.
                     torn_tail = Some((path.clone(), 0));
+                    torn_end = data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+                    ends.push(0);
                     parsed.push((*seq, path, data, records));
                     continue;
                 }
@@ -205,6 +220,10 @@ impl<F: FileSystem> Wal<F> {
                         records.push((kind, range, at));
                         at = next;
                     }
+                    Err(_) if data[at..].iter().all(|b| *b == 0) => {
+                        // Preallocated space never written: the clean end of the segment.
+                        break;
+                    }
                     Err(bad) => {
                         let valid_after =
                             (at + 1..data.len()).any(|o| codec::get_record(&data, o).is_ok());
@@ -217,6 +236,7 @@ impl<F: FileSystem> Wal<F> {
                                 "cutting off a torn record at the end of the log (it was never synced)"
                             );
                             torn_tail = Some((path.clone(), at as u64));
+                            torn_end = data.iter().rposition(|b| *b != 0).map_or(at, |p| p + 1);
                             break;
                         }
                         return Err(WalError::Corrupt {
@@ -230,6 +250,7 @@ impl<F: FileSystem> Wal<F> {
                     }
                 }
             }
+            ends.push(at.min(data.len()));
             parsed.push((*seq, path, data, records));
         }
         // The newest compaction mark anywhere tells where the log starts: older segments may
@@ -294,10 +315,13 @@ impl<F: FileSystem> Wal<F> {
         let active = segments.last().expect("at least one segment").clone();
         let mut file =
             fs.open_append(&active.path).map_err(|e| WalError::io("open", &active.path, e))?;
-        let mut file_len = file.len().map_err(|e| WalError::io("stat", &active.path, e))?;
+        let mut file_len = *ends.last().expect("one end per segment") as u64;
         let mut buf = Vec::new();
         if let Some((p, offset)) = &torn_tail {
-            file.truncate(*offset).map_err(|e| WalError::io("truncate", p, e))?;
+            // Zero the torn bytes (rather than truncate, which would give back preallocated
+            // space), so that no remnant of them can ever parse as a record.
+            let zeros = vec![0u8; torn_end.saturating_sub(*offset as usize)];
+            file.write_at(*offset, &zeros).map_err(|e| WalError::io("write", p, e))?;
             file.sync_data().map_err(|e| WalError::io("fsync", p, e))?;
             file_len = *offset;
             if *offset == 0 {
@@ -396,7 +420,7 @@ impl<F: FileSystem> Wal<F> {
         let path = self.segments.last().expect("an active segment").path.clone();
         let r = self
             .file
-            .append(&self.buf)
+            .write_at(self.file_len, &self.buf)
             .map_err(|e| WalError::io("write", &path, e))
             .and_then(|_| self.file.sync_data().map_err(|e| WalError::io("fsync", &path, e)));
         if let Err(e) = r {
@@ -415,7 +439,16 @@ impl<F: FileSystem> Wal<F> {
     fn roll(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().expect("an active segment").seq + 1;
         let path = join(&self.dir, &segment_name(seq));
-        let r = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e));
+        let preallocate = self.opts.preallocate;
+        let segment_bytes = self.opts.segment_bytes;
+        let r = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e)).and_then(
+            |mut f| {
+                if preallocate {
+                    f.allocate(segment_bytes).map_err(|e| WalError::io("allocate", &path, e))?;
+                }
+                Ok(f)
+            },
+        );
         let file = match r {
             Ok(f) => f,
             Err(e) => {

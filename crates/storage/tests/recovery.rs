@@ -20,7 +20,7 @@ fn dir() -> PathBuf {
 }
 
 fn opts(recovery: RecoveryMode) -> WalOptions {
-    WalOptions { segment_bytes: 64 << 20, recovery }
+    WalOptions { recovery, ..WalOptions::default() }
 }
 
 /// A WAL with `n` entries in one record each, synced. Returns the fs and the segment path.
@@ -311,4 +311,35 @@ fn create_refuses_an_existing_wal_and_open_refuses_none() {
         Wal::open(fs, Path::new("/elsewhere"), WalOptions::default()),
         Err(WalError::NotFound(_))
     ));
+}
+
+/// Preallocated space (zeros after the last record) is the clean end of a segment, and a torn
+/// record followed by zeros is a torn tail whose bytes are zeroed before writing resumes.
+#[test]
+fn zeros_after_the_records_are_the_clean_end() {
+    use flotilla_storage::{FileSystem, FsFile};
+    let (fs, seg) = wal_with(3);
+    let len = fs.file_len(&seg).unwrap();
+    let mut f = fs.open_append(&seg).unwrap();
+    f.write_at(len as u64, &[0u8; 4096]).unwrap();
+    f.sync_data().unwrap();
+    let (_, rec) = Wal::open(fs.clone(), &dir(), opts(RecoveryMode::AbsoluteConsistency)).unwrap();
+    assert_eq!((indices(&rec.entries), rec.torn_tail), (vec![1, 2, 3], None));
+
+    // A torn record, then zeros: cut at the record, and its bytes zeroed.
+    let (fs, seg) = wal_with(4);
+    let (fs3, _) = wal_with(3);
+    let before_last = fs3.file_len(&seg).unwrap();
+    let full = fs.file_len(&seg).unwrap();
+    fs.truncate_durably(&seg, full - 3).unwrap();
+    let mut f = fs.open_append(&seg).unwrap();
+    f.write_at((full - 3) as u64, &[0u8; 1000]).unwrap();
+    f.sync_data().unwrap();
+    let (mut wal, rec) = Wal::open(fs.clone(), &dir(), WalOptions::default()).unwrap();
+    assert_eq!(rec.torn_tail, Some((seg.clone(), before_last as u64)));
+    assert!(fs.read(&seg).unwrap()[before_last..].iter().all(|b| *b == 0), "torn bytes zeroed");
+    wal.append_entries(&ents(4, 2, 2));
+    wal.sync().unwrap();
+    let (_, rec) = Wal::open(fs, &dir(), opts(RecoveryMode::AbsoluteConsistency)).unwrap();
+    assert_eq!(indices(&rec.entries), [1, 2, 3, 4, 5]);
 }
