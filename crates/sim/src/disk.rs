@@ -1,6 +1,7 @@
-//! A simulated disk: what the node wrote is visible to it at once, but survives a crash only
-//! once synced. Until the storage issue brings the real WAL over a simulated file system, the
-//! durable image is a [`MemStorage`] and a write is a list of entries and a hard state.
+//! The checkers' record of what each server has made durable: every write, and the point of
+//! every sync. The server itself stores its log in the real WAL (`flotilla-storage`) over a
+//! simulated file system; this record is the independent account the commit-rule checker
+//! counts durable copies in, reset to what the WAL recovered after each restart.
 
 use flotilla_raft::{Entry, HardState, MemStorage};
 
@@ -43,9 +44,10 @@ impl Disk {
         Some(flotilla_raft::EntryId::new(t, LogIndex(index)))
     }
 
-    /// A crash: unsynced writes are lost; returns the durable image to restart from.
-    pub fn crash(&mut self) -> MemStorage {
+    /// A restart: the durable state is what the WAL recovered (a torn crash may have kept
+    /// some writes that were never synced).
+    pub fn reset(&mut self, recovered: MemStorage) {
         self.pending.clear();
-        self.durable.clone()
+        self.durable = recovered;
     }
 }

@@ -1,11 +1,14 @@
-//! A simulated server: the Raft node, its disk, its state machine, and the driver loop that
-//! executes each `Ready` in the documented order (send early messages; write; sync; send the
-//! rest; apply; advance). The real Driver (issue 7's runtime) replaces this loop; the
-//! simulator is built so that it can.
+//! A simulated server: the Raft node over the real WAL-backed log (`flotilla_storage::DiskLog`)
+//! on its own simulated file system, its state machine, and the driver loop that executes each
+//! `Ready` in the documented order (send early messages; write; sync; send the rest; apply;
+//! advance). The real Driver (issue 7's runtime) replaces this loop; the simulator is built so
+//! that it can.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use flotilla_raft::{Ack, Config, Entry, EntryId, MemStorage, Message, Node, NodeId};
+use flotilla_raft::{Ack, Config, Entry, EntryId, LogStore, MemStorage, Membership, Message, Node, NodeId};
+use flotilla_storage::{DiskLog, SimFs, WalError, WalOptions};
 
 use crate::disk::Disk;
 use crate::kv::Kv;
@@ -32,6 +35,17 @@ pub struct Proposal {
     pub attempt: u64,
 }
 
+/// Small segments, so that runs cross segment boundaries and crash during rollover.
+const WAL_OPTIONS: WalOptions = WalOptions {
+    segment_bytes: 64 << 10,
+    recovery: flotilla_storage::RecoveryMode::TolerateTornTail,
+    preallocate: true,
+};
+
+fn wal_dir() -> PathBuf {
+    Path::new("/flotilla/wal").to_path_buf()
+}
+
 /// One simulated server.
 #[derive(Debug)]
 pub struct Host {
@@ -40,8 +54,10 @@ pub struct Host {
     /// Its configuration.
     pub config: Config,
     /// The running node; `None` while crashed.
-    pub node: Option<Node<MemStorage>>,
-    /// Its disk.
+    pub node: Option<Node<DiskLog<SimFs>>>,
+    /// Its file system.
+    pub fs: SimFs,
+    /// The checkers' account of what it made durable.
     pub disk: Disk,
     /// A `Ready` waiting for its sync.
     pub inflight: Option<InFlight>,
@@ -51,53 +67,63 @@ pub struct Host {
     pub kv: Kv,
     /// Client proposals made here, by log index.
     pub proposals: BTreeMap<u64, Proposal>,
-    /// The durable image to restart from, while crashed.
-    pub image: Option<MemStorage>,
     /// The last vote this host wrote, to notice new votes.
     pub last_vote: Option<(flotilla_raft::Term, NodeId)>,
 }
 
 impl Host {
     /// A running host over a fresh disk.
-    pub fn new(config: Config, store: MemStorage) -> Host {
-        let node = Node::new(config.clone(), store.clone())
+    ///
+    /// # Panics
+    /// If the new WAL or node cannot be created: the simulation is misconfigured.
+    pub fn new(config: Config, membership: Membership) -> Host {
+        let fs = SimFs::new();
+        let log = DiskLog::create(fs.clone(), &wal_dir(), membership.clone(), WAL_OPTIONS)
+            .unwrap_or_else(|e| panic!("simulated node {}: cannot create its WAL: {e}", config.id));
+        let node = Node::new(config.clone(), log)
             .unwrap_or_else(|e| panic!("simulated node {} cannot start: {e}", config.id));
         Host {
             id: config.id,
             config,
             node: Some(node),
-            disk: Disk::new(store),
+            fs,
+            disk: Disk::new(MemStorage::new(membership)),
             inflight: None,
             incarnation: 0,
             kv: Kv::default(),
             proposals: BTreeMap::new(),
-            image: None,
             last_vote: None,
         }
     }
 
-    /// Crash: everything volatile and everything not synced is lost.
-    pub fn crash(&mut self) {
+    /// Crash: everything volatile is lost, and the disk keeps only what was synced, plus, with
+    /// `torn_seed`, a torn prefix of what was being written.
+    pub fn crash(&mut self, torn_seed: Option<u64>) {
         self.node = None;
         self.inflight = None;
         self.incarnation += 1;
         self.kv = Kv::default();
         self.proposals.clear();
-        self.image = Some(self.disk.crash());
+        self.fs.crash(torn_seed);
     }
 
-    /// Restart from the durable image; the state machine re-applies the log.
-    pub fn restart(&mut self) {
-        if let Some(image) = self.image.take() {
-            let node = Node::new(self.config.clone(), image)
-                .unwrap_or_else(|e| panic!("simulated node {} cannot restart: {e}", self.id));
-            self.node = Some(node);
+    /// Restart: recover the WAL and start the node; the state machine re-applies the log.
+    pub fn restart(&mut self) -> Result<(), WalError> {
+        if self.node.is_some() {
+            return Ok(());
         }
+        let (log, rec) = DiskLog::open(self.fs.clone(), &wal_dir(), WAL_OPTIONS)?;
+        let prefix = EntryId::new(rec.compacted.1, rec.compacted.0);
+        let recovered = MemStorage::from_parts(rec.hard_state, rec.membership, prefix, rec.entries)
+            .map_err(|e| WalError::Failed(e.to_string()))?;
+        self.disk.reset(recovered);
+        let node = Node::new(self.config.clone(), log).map_err(|e| WalError::Failed(e.to_string()))?;
+        self.node = Some(node);
+        Ok(())
     }
 
     /// The entry at `index` in this host's log (written, synced or not).
     pub fn entry_at(&self, index: u64) -> Option<EntryId> {
-        use flotilla_raft::LogStore;
         let node = self.node.as_ref()?;
         let t = node.store().term(flotilla_raft::LogIndex(index)).ok()?;
         Some(EntryId::new(t, flotilla_raft::LogIndex(index)))

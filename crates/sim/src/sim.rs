@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 
 use flotilla_lincheck::{Operation, Outcome};
 use flotilla_raft::{
-    Config, EntryId, EntryKind, MemStorage, Membership, Message, NodeId, ProposeError, Rng, Role,
+    Config, EntryId, EntryKind, Membership, Message, NodeId, ProposeError, Rng, Role,
 };
 
 use crate::checkers::{
@@ -176,7 +176,7 @@ impl World {
                     planted_bug: cfg.bug,
                     ..Config::new(*id)
                 };
-                Host::new(config, MemStorage::new(membership.clone()))
+                Host::new(config, membership.clone())
             })
             .collect();
         let clients = (0..cfg.clients).map(|c| Client::new(c, c % cfg.nodes)).collect();
@@ -304,7 +304,14 @@ impl World {
                 if self.hosts[i].incarnation != incarnation {
                     return;
                 }
-                self.hosts[i].disk.sync();
+                let host = &mut self.hosts[i];
+                if let Some(node) = host.node.as_mut() {
+                    if let Err(e) = node.store_mut().sync() {
+                        let detail = format!("node {}: sync failed: {e}", host.id);
+                        return self.fail(violation("Storage", detail));
+                    }
+                }
+                host.disk.sync();
                 if let Some(inflight) = self.hosts[i].inflight.take() {
                     self.complete(i, inflight);
                 }
@@ -314,14 +321,19 @@ impl World {
                 if self.hosts[i].node.is_some() {
                     self.log(|| format!("crash n{}", i + 1));
                     self.stats.crashes += 1;
-                    self.hosts[i].crash();
+                    // Half the crashes tear the write in progress.
+                    let torn = (self.rng.in_range(0, 2) == 0).then(|| self.rng.next_u64());
+                    self.hosts[i].crash(torn);
                     self.checks.append_only.forget(self.hosts[i].id);
                 }
             }
             Event::Restart(i) => {
                 if self.hosts[i].node.is_none() {
                     self.log(|| format!("restart n{}", i + 1));
-                    self.hosts[i].restart();
+                    if let Err(e) = self.hosts[i].restart() {
+                        let detail = format!("node {} cannot recover its WAL: {e}", i + 1);
+                        return self.fail(violation("Storage", detail));
+                    }
                     self.pump(i);
                 }
             }
@@ -380,10 +392,7 @@ impl World {
             };
             let ack = rd.ack();
             // 1. The leader's appends and heartbeats may leave before the write.
-            node.store_mut().append(&rd.entries);
-            if let Some(hs) = rd.hard_state {
-                node.store_mut().set_hard_state(hs);
-            }
+            node.store_mut().write(&rd.entries, rd.hard_state);
             host.disk.write(rd.entries, rd.hard_state);
             let inflight = InFlight {
                 persisted_messages: rd.persisted_messages,
@@ -766,7 +775,7 @@ impl World {
         let logs: Vec<(NodeId, &[flotilla_raft::Entry])> = self
             .hosts
             .iter()
-            .filter_map(|h| Some((h.id, h.node.as_ref()?.store().all_entries())))
+            .filter_map(|h| Some((h.id, h.node.as_ref()?.store().entries_in_memory())))
             .collect();
         if let Err(v) = log_matching::check(&logs) {
             return self.fail(v);
