@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use flotilla_raft::{Ack, Config, Entry, EntryId, LogStore, MemStorage, Membership, Message, Node, NodeId};
+use flotilla_raft::{
+    Ack, Config, Entry, EntryId, LogStore, MemStorage, Membership, Message, Node, NodeId,
+};
 use flotilla_storage::{DiskLog, SimFs, WalError, WalOptions};
 
 use crate::disk::Disk;
@@ -117,7 +119,8 @@ impl Host {
         let recovered = MemStorage::from_parts(rec.hard_state, rec.membership, prefix, rec.entries)
             .map_err(|e| WalError::Failed(e.to_string()))?;
         self.disk.reset(recovered);
-        let node = Node::new(self.config.clone(), log).map_err(|e| WalError::Failed(e.to_string()))?;
+        let node =
+            Node::new(self.config.clone(), log).map_err(|e| WalError::Failed(e.to_string()))?;
         self.node = Some(node);
         Ok(())
     }
