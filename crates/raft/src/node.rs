@@ -203,7 +203,7 @@ impl<S: LogStore> Node<S> {
             Ok(entries) => rd.committed_entries = entries,
             Err(e) => return Err(self.halt(e)),
         }
-        if let Some(last) = self.raft.log_last_committed_handed(&rd) {
+        if let Some(last) = self.raft.on_committed_handed_out(&rd) {
             rd.ack.applied = Some(last);
             if self.raft.config.has_bug("ApplyTwice") && last.0 % 7 == 0 {
                 // Planted bug: the last committed entry is handed out twice.
@@ -317,7 +317,7 @@ impl<S: LogStore> Node<S> {
 
 impl<S: LogStore> Raft<S> {
     /// Bookkeeping when committed entries are handed out: they leave the uncommitted budget.
-    fn log_last_committed_handed(&mut self, rd: &Ready) -> Option<LogIndex> {
+    fn on_committed_handed_out(&mut self, rd: &Ready) -> Option<LogIndex> {
         let last = rd.committed_entries.last()?.index;
         if self.role == Role::Leader {
             let bytes: u64 = rd
