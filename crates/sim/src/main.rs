@@ -169,9 +169,9 @@ fn print_summary(r: &Report) {
     let s = &r.stats;
     println!(
         "seed {}: {} nodes, {} clients, pre_vote={} check_quorum={}, drop={}ppm dup={}ppm; \
-         {} events, {:.1} s simulated, {} ops ok, {} unknown, max term {}, {} crashes, {} partitions",
+         {} events, {:.1} s simulated, {} ops ok, {} unknown, max term {}, {} crashes, {} partitions, {} disk faults",
         c.seed, c.nodes, c.clients, c.pre_vote, c.check_quorum, c.net.drop_ppm, c.net.dup_ppm,
-        s.events, s.sim_us as f64 / 1e6, s.ops_ok, s.ops_unknown, s.max_term, s.crashes, s.partitions
+        s.events, s.sim_us as f64 / 1e6, s.ops_ok, s.ops_unknown, s.max_term, s.crashes, s.partitions, s.disk_faults
     );
     match &r.violation {
         None => println!("all properties held"),

@@ -98,6 +98,8 @@ pub struct Stats {
     pub crashes: u64,
     /// Partitions injected.
     pub partitions: u64,
+    /// Storage errors (failed fsync, full disk) that stopped a server.
+    pub disk_faults: u64,
     /// Messages dropped by the network.
     pub dropped: u64,
 }
@@ -307,8 +309,14 @@ impl World {
                 let host = &mut self.hosts[i];
                 if let Some(node) = host.node.as_mut() {
                     if let Err(e) = node.store_mut().sync() {
-                        let detail = format!("node {}: sync failed: {e}", host.id);
-                        return self.fail(violation("Storage", detail));
+                        // A storage error stops the node rather than risk safety (ARCHITECTURE.md,
+                        // design rule 5); an operator restarts it later, with space freed.
+                        self.stats.disk_faults += 1;
+                        self.log(|| format!("n{} storage error, node stops: {e}", i + 1));
+                        self.handle(Event::Crash(i));
+                        let after = u64::from(self.rng.in_range(200_000, 2_000_000));
+                        self.schedule(after, Event::Restart(i));
+                        return;
                     }
                 }
                 host.disk.sync();
@@ -330,6 +338,8 @@ impl World {
             Event::Restart(i) => {
                 if self.hosts[i].node.is_none() {
                     self.log(|| format!("restart n{}", i + 1));
+                    // The operator fixed the disk (failing syncs, full disk) before restarting.
+                    self.hosts[i].fs.clear_faults();
                     if let Err(e) = self.hosts[i].restart() {
                         let detail = format!("node {} cannot recover its WAL: {e}", i + 1);
                         return self.fail(violation("Storage", detail));
@@ -590,7 +600,7 @@ impl World {
                 let down = u64::from(self.rng.in_range(100_000, 3_000_000));
                 self.schedule(down, Event::Restart(i));
             }
-            30..=54 => {
+            30..=51 => {
                 let mut shuffled = ids.clone();
                 self.shuffle(&mut shuffled);
                 let k = self.rng.in_range(1, n as u32) as usize;
@@ -598,6 +608,18 @@ impl World {
                 self.net.split(&shuffled[..k], &shuffled[k..]);
                 self.stats.partitions += 1;
                 self.log(|| format!("partition {:?} | {:?}", &shuffled[..k], &shuffled[k..]));
+            }
+            52..=54 => {
+                // A disk fault on one server: its next fsync fails, or its disk fills up.
+                let i = self.rng.in_range(0, n as u32) as usize;
+                if self.rng.in_range(0, 2) == 0 {
+                    self.hosts[i].fs.fail_next_syncs(1);
+                    self.log(|| format!("n{}: next fsync will fail", i + 1));
+                } else {
+                    let left = u64::from(self.rng.in_range(0, 4096));
+                    self.hosts[i].fs.set_space_left(Some(left));
+                    self.log(|| format!("n{}: disk full after {left} more bytes", i + 1));
+                }
             }
             55..=64 => {
                 // One-way: a node can send but not receive, or the reverse.

@@ -28,13 +28,15 @@ fn a_sweep_of_seeds_holds_every_property() {
 }
 
 /// Runs do exercise faults: across a few seeds there are crashes, partitions, lost messages,
-/// several terms and operations with unknown outcomes.
+/// storage errors, several terms and operations with unknown outcomes.
 #[test]
 fn runs_exercise_faults() {
-    let (mut crashes, mut partitions, mut dropped, mut max_term, mut unknown) = (0, 0, 0, 0, 0);
+    let (mut crashes, mut partitions, mut dropped, mut max_term, mut unknown, mut disk) =
+        (0, 0, 0, 0, 0, 0);
     for seed in 1..=8 {
         let s = run(SimConfig { fault_us: 5_000_000, ..SimConfig::from_seed(seed) }).stats;
         crashes += s.crashes;
+        disk += s.disk_faults;
         partitions += s.partitions;
         dropped += s.dropped;
         max_term = max_term.max(s.max_term);
@@ -45,6 +47,7 @@ fn runs_exercise_faults() {
         "{crashes} {partitions} {dropped} {unknown}"
     );
     assert!(max_term >= 5, "leaders changed: max term {max_term}");
+    assert!(disk > 0, "storage errors stopped servers");
 }
 
 /// A leader that answers reads locally, without the log or a leadership check, serves stale

@@ -88,6 +88,13 @@ impl SimFs {
         lock(&self.state).failing_syncs = n;
     }
 
+    /// Removes every injected fault (as an operator replacing a disk or freeing space would).
+    pub fn clear_faults(&self) {
+        let mut s = lock(&self.state);
+        s.failing_syncs = 0;
+        s.space_left = None;
+    }
+
     /// Appends fail with `StorageFull` once `bytes` more have been written (`None`: no limit).
     pub fn set_space_left(&self, bytes: Option<u64>) {
         lock(&self.state).space_left = bytes;

@@ -90,10 +90,13 @@ pub struct Wal<F: FileSystem> {
     buf: Vec<u8>,
     /// Highest entry index in `buf`.
     buf_max_index: LogIndex,
-    /// State as of everything written, repeated at the head of each new segment.
+    /// The latest state, including buffered records.
     hard_state: HardState,
     membership: Membership,
     compacted: (LogIndex, Term),
+    /// The state as of everything written to the files, repeated at the head of each new
+    /// segment so that older segments can be purged.
+    written: (HardState, Membership, (LogIndex, Term)),
     failed: Option<String>,
 }
 
@@ -146,8 +149,9 @@ impl<F: FileSystem> Wal<F> {
             buf: Vec::new(),
             buf_max_index: LogIndex::ZERO,
             hard_state: HardState::default(),
-            membership,
+            membership: membership.clone(),
             compacted: (LogIndex::ZERO, Term::ZERO),
+            written: (HardState::default(), membership, (LogIndex::ZERO, Term::ZERO)),
             failed: None,
         };
         wal.buf.extend_from_slice(SEGMENT_MAGIC);
@@ -340,6 +344,7 @@ impl<F: FileSystem> Wal<F> {
             hard_state,
             membership: membership.clone(),
             compacted,
+            written: (hard_state, membership.clone(), compacted),
             failed: None,
         };
         Ok((wal, Recovered { hard_state, membership, compacted, entries, torn_tail }))
@@ -352,16 +357,21 @@ impl<F: FileSystem> Wal<F> {
         }
     }
 
+    /// Buffers the state as of everything already written to the files (not the latest,
+    /// buffered state: a torn write could keep a segment's head and lose the buffered records
+    /// after it, and a hard state whose commit index names entries that never reached the disk
+    /// would be a lie).
     fn put_state_records(&mut self) {
+        let (hs, membership, compacted) = &self.written;
         let mut p = Vec::new();
-        codec::encode_membership(&mut p, &self.membership);
+        codec::encode_membership(&mut p, membership);
         codec::put_record(&mut self.buf, RecordType::Membership, &p);
         p.clear();
-        codec::encode_hard_state(&mut p, &self.hard_state);
+        codec::encode_hard_state(&mut p, hs);
         codec::put_record(&mut self.buf, RecordType::HardState, &p);
-        if self.compacted.0 > LogIndex::ZERO {
+        if compacted.0 > LogIndex::ZERO {
             p.clear();
-            codec::encode_compacted(&mut p, self.compacted.0, self.compacted.1);
+            codec::encode_compacted(&mut p, compacted.0, compacted.1);
             codec::put_record(&mut self.buf, RecordType::Compacted, &p);
         }
     }
@@ -428,6 +438,7 @@ impl<F: FileSystem> Wal<F> {
             return Err(e);
         }
         self.file_len += self.buf.len() as u64;
+        self.written = (self.hard_state, self.membership.clone(), self.compacted);
         let seg = self.segments.last_mut().expect("an active segment");
         seg.max_index = seg.max_index.max(self.buf_max_index);
         self.buf.clear();
@@ -456,8 +467,8 @@ impl<F: FileSystem> Wal<F> {
                 return Err(e);
             }
         };
-        // The new segment starts with the current state (so that older segments can be
-        // purged), then the buffered records, which repeat the latest of it.
+        // The new segment starts with the state as of what is already written (so that older
+        // segments can be purged), then the buffered records.
         let pending = std::mem::take(&mut self.buf);
         self.buf.extend_from_slice(SEGMENT_MAGIC);
         self.put_state_records();

@@ -343,3 +343,33 @@ fn zeros_after_the_records_are_the_clean_end() {
     let (_, rec) = Wal::open(fs, &dir(), opts(RecoveryMode::AbsoluteConsistency)).unwrap();
     assert_eq!(indices(&rec.entries), [1, 2, 3, 4, 5]);
 }
+
+/// Found by the simulator (seed 164): a new segment used to start with the *latest* hard
+/// state, whose commit index named entries still in the buffer behind it; a torn write that
+/// kept the segment's head but not those entries recovered a commit index beyond the log. The
+/// head now carries the state as of what was already written.
+#[test]
+fn a_new_segment_never_claims_a_commit_beyond_the_entries_before_it() {
+    for seed in 0..200u64 {
+        let fs = SimFs::new();
+        let o = WalOptions { segment_bytes: 400, ..WalOptions::default() };
+        let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+        wal.append_entries(&ents(1, 5, 1));
+        wal.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(5) });
+        wal.sync().unwrap();
+        // A batch big enough to start a new segment, with a commit index covering it.
+        wal.append_entries(&ents(6, 25, 1));
+        wal.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(30) });
+        fs.fail_next_syncs(1);
+        assert!(wal.sync().is_err());
+        drop(wal);
+        fs.crash(Some(seed));
+        let (_, rec) = Wal::open(fs, &dir(), o).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let last = rec.entries.last().map_or(0, |e| e.index.0);
+        assert!(
+            rec.hard_state.commit.0 <= last,
+            "seed {seed}: commit {} beyond last {last}",
+            rec.hard_state.commit
+        );
+    }
+}
