@@ -600,7 +600,7 @@ impl World {
                 let down = u64::from(self.rng.in_range(100_000, 3_000_000));
                 self.schedule(down, Event::Restart(i));
             }
-            30..=51 => {
+            30..=46 => {
                 let mut shuffled = ids.clone();
                 self.shuffle(&mut shuffled);
                 let k = self.rng.in_range(1, n as u32) as usize;
@@ -609,7 +609,7 @@ impl World {
                 self.stats.partitions += 1;
                 self.log(|| format!("partition {:?} | {:?}", &shuffled[..k], &shuffled[k..]));
             }
-            52..=54 => {
+            47..=54 => {
                 // A disk fault on one server: its next fsync fails, or its disk fills up.
                 let i = self.rng.in_range(0, n as u32) as usize;
                 if self.rng.in_range(0, 2) == 0 {
