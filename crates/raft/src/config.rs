@@ -51,12 +51,29 @@ pub struct Config {
     /// Leader steps down when it has not heard from a quorum for an election timeout, and
     /// followers ignore votes while they hear from a leader (Thesis §6.2, §9.6). Default true.
     pub check_quorum: bool,
+    /// How [`crate::Node::read_index`] confirms leadership. Default [`ReadMode::Safe`].
+    pub read_mode: ReadMode,
+    /// Read-index requests waiting at once, at most. Default 4096.
+    pub pending_reads_max: usize,
     /// Seed of the node's private RNG: the only source of election jitter.
     pub rng_seed: u64,
     /// Test only (feature `planted-bugs`): a known bug to plant, so that tests can prove the
     /// simulator finds it.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
+}
+
+/// How a leader confirms it is still the leader before serving a read (Thesis §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadMode {
+    /// ReadIndex: a round of heartbeats acknowledged by a quorum confirms leadership. Safe
+    /// whatever the clocks do.
+    Safe,
+    /// Lease: the leader answers at once, relying on check-quorum to have deposed it within
+    /// an election timeout if it lost its quorum, and on clocks drifting less than the margin
+    /// between that timeout and the followers' (Thesis §6.4.1). Faster; requires
+    /// `check_quorum`.
+    LeaseBased,
 }
 
 /// Known bugs the simulator must be able to find (feature `planted-bugs`, test only).
@@ -130,6 +147,8 @@ impl Config {
             apply_bytes_max: 64 << 20,
             pre_vote: true,
             check_quorum: true,
+            read_mode: ReadMode::Safe,
+            pending_reads_max: 4096,
             rng_seed: id.0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -169,6 +188,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { field });
             }
+        }
+        if self.pending_reads_max == 0 {
+            return Err(ConfigError::ZeroLimit { field: "pending_reads_max" });
+        }
+        if self.read_mode == ReadMode::LeaseBased && !self.check_quorum {
+            return Err(ConfigError::LeaseReadWithoutCheckQuorum);
         }
         if self.inflight_bytes_max < self.append_bytes_max {
             return Err(ConfigError::InflightBytesBelowMessage {

@@ -51,6 +51,9 @@ pub enum ConfigError {
         /// The configured message size.
         append_bytes_max: u64,
     },
+    /// Lease reads rely on check-quorum to step a partitioned leader down (Thesis §6.4.1).
+    #[error("read_mode LeaseBased requires check_quorum")]
+    LeaseReadWithoutCheckQuorum,
     /// The initial membership has no voter, or names node 0.
     #[error("invalid membership: {0}")]
     Membership(&'static str),
@@ -72,6 +75,50 @@ pub enum ProposeError {
         uncommitted_bytes: u64,
         /// The configured limit.
         limit_bytes: u64,
+    },
+    /// A leadership transfer is under way (Thesis §3.10: the leader "stops accepting new
+    /// client requests"); retry at the new leader.
+    #[error("leadership is being transferred to {to}")]
+    TransferInProgress {
+        /// The transfer's target.
+        to: NodeId,
+    },
+    /// The node stopped after a storage failure.
+    #[error("node halted after a storage error: {0}")]
+    Halted(StorageError),
+}
+
+/// Why a read-index request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ReadError {
+    /// No leader is known to forward the request to.
+    #[error("no leader known")]
+    NoLeader,
+    /// Too many reads are waiting already.
+    #[error("too many pending reads ({limit})")]
+    TooManyPending {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The node stopped after a storage failure.
+    #[error("node halted after a storage error: {0}")]
+    Halted(StorageError),
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum TransferError {
+    /// Only the leader transfers leadership.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is not a voter of the cluster.
+    #[error("{id} is not a voter")]
+    NotAVoter {
+        /// The requested target.
+        id: NodeId,
     },
     /// The node stopped after a storage failure.
     #[error("node halted after a storage error: {0}")]

@@ -72,6 +72,8 @@ impl<S: LogStore> Raft<S> {
             }
         }
         if self.role != Role::Leader {
+            ensure!(self.read_only.len() == 0, "only a leader holds read-index rounds");
+            ensure!(self.lead_transferee.is_none(), "only a leader transfers leadership");
             ensure!(self.progress.is_empty(), "only a leader tracks progress");
             ensure!(!self.bcast_pending, "only a leader broadcasts");
         }

@@ -41,6 +41,7 @@ mod node;
 mod progress;
 pub mod quorum;
 mod raft;
+mod read_only;
 mod ready;
 mod rng;
 mod role;
@@ -48,14 +49,17 @@ mod storage;
 pub mod testkit;
 mod types;
 
-pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use error::{ConfigError, Malformed, ProposeError, StepError, StorageError};
+pub use config::{Config, ReadMode};
+pub use error::{
+    ConfigError, Malformed, ProposeError, ReadError, StepError, StorageError, TransferError,
+};
 pub use membership::Membership;
 pub use message::{AppendOutcome, Message, MessageBody, RejectHint};
 pub use node::{InitError, Node, PeerProgress, Status};
 pub use progress::ProgressState;
+pub use read_only::ReadState;
 pub use ready::{Ack, Ready, SoftState};
 pub use rng::Rng;
 pub use storage::{InitialState, LogStore, MemStorage};

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::types::{Entry, EntryId, LogIndex, NodeId, Term};
 
 /// One message between two Raft nodes.
@@ -31,6 +33,9 @@ pub enum MessageBody {
         pre_vote: bool,
         /// The candidate's last log entry, for the up-to-date check (Raft §5.4.1).
         last_log: EntryId,
+        /// Sent by the target of a leadership transfer (Thesis §3.10): the current leader
+        /// asked for this election, so leader stickiness does not apply.
+        transfer: bool,
     },
     /// The answer to a [`MessageBody::VoteRequest`].
     VoteResponse {
@@ -59,9 +64,31 @@ pub enum MessageBody {
     Heartbeat {
         /// Commit index the follower may adopt.
         commit: LogIndex,
+        /// The newest read-index round this heartbeat confirms leadership for (0: none).
+        read_seq: u64,
     },
-    /// The answer to a [`MessageBody::Heartbeat`]: proof of life for check-quorum.
-    HeartbeatResponse,
+    /// The answer to a [`MessageBody::Heartbeat`]: proof of life for check-quorum, and an
+    /// acknowledgement of leadership for read-index rounds up to `read_seq` (Thesis §6.4).
+    HeartbeatResponse {
+        /// Echoes the heartbeat's `read_seq`.
+        read_seq: u64,
+    },
+    /// Leadership transfer (Thesis §3.10): the leader tells its caught-up target to start an
+    /// election at once.
+    TimeoutNow,
+    /// A follower asks the leader for a read index on behalf of a client (Thesis §6.4.1).
+    ReadIndexRequest {
+        /// Opaque request context, returned with the answer.
+        ctx: Bytes,
+    },
+    /// The leader's answer to a [`MessageBody::ReadIndexRequest`]: `None` if it could not
+    /// serve it (it is not, or no longer, the leader).
+    ReadIndexResponse {
+        /// The request context.
+        ctx: Bytes,
+        /// The read index: the reader may serve the read once it has applied this index.
+        index: Option<LogIndex>,
+    },
 }
 
 /// A follower's answer to AppendEntries.
@@ -121,7 +148,10 @@ impl Message {
             MessageBody::AppendEntries { .. } => "App",
             MessageBody::AppendResponse { .. } => "AppResp",
             MessageBody::Heartbeat { .. } => "Heartbeat",
-            MessageBody::HeartbeatResponse => "HeartbeatResp",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndexRequest { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
         }
     }
 }
@@ -131,7 +161,9 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} {} term={}", self.from.0, self.to.0, self.kind(), self.term.0)?;
         match &self.body {
-            MessageBody::VoteRequest { last_log, .. } => write!(f, " last={last_log}"),
+            MessageBody::VoteRequest { last_log, transfer, .. } => {
+                write!(f, " last={last_log}{}", if *transfer { " transfer" } else { "" })
+            }
             MessageBody::VoteResponse { granted, .. } => {
                 write!(f, " {}", if *granted { "granted" } else { "rejected" })
             }
@@ -157,8 +189,22 @@ impl fmt::Debug for Message {
                 }
                 AppendOutcome::StaleTerm => write!(f, " stale-term"),
             },
-            MessageBody::Heartbeat { commit } => write!(f, " commit={}", commit.0),
-            MessageBody::HeartbeatResponse => Ok(()),
+            MessageBody::Heartbeat { commit, read_seq } => {
+                write!(f, " commit={}", commit.0)?;
+                if *read_seq > 0 {
+                    write!(f, " read={read_seq}")?;
+                }
+                Ok(())
+            }
+            MessageBody::HeartbeatResponse { read_seq } if *read_seq > 0 => {
+                write!(f, " read={read_seq}")
+            }
+            MessageBody::HeartbeatResponse { .. } | MessageBody::TimeoutNow => Ok(()),
+            MessageBody::ReadIndexRequest { ctx } => write!(f, " ctx={ctx:?}"),
+            MessageBody::ReadIndexResponse { ctx, index } => match index {
+                Some(i) => write!(f, " ctx={ctx:?} index={}", i.0),
+                None => write!(f, " ctx={ctx:?} refused"),
+            },
         }
     }
 }

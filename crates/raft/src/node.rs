@@ -82,6 +82,8 @@ pub struct Status {
     pub persisted: LogIndex,
     /// Leader only: what it knows of each member, itself included.
     pub progress: Vec<PeerProgress>,
+    /// Leader only: the target of a leadership transfer in progress.
+    pub transferee: Option<NodeId>,
 }
 
 /// What a leader knows of one member (Raft Fig. 2, "Volatile state on leaders").
@@ -159,6 +161,37 @@ impl<S: LogStore> Node<S> {
         r
     }
 
+    /// Asks for a linearizable read without writing to the log (Thesis §6.4). On the leader,
+    /// once a heartbeat round confirms its leadership, a [`crate::ReadState`] with `ctx`
+    /// appears in a [`Ready`]; on a follower the request is forwarded to the leader (Thesis
+    /// §6.4.1) and the answer appears the same way. Serve the read once the state machine has
+    /// applied the returned index. With [`crate::ReadMode::LeaseBased`] the leader answers
+    /// without the heartbeat round. If leadership is lost first, `ctx` appears in
+    /// [`Ready::aborted_reads`].
+    ///
+    /// Serializable reads (possibly stale, never waiting) need no call: read the local state
+    /// machine.
+    pub fn read_index(&mut self, ctx: impl Into<Bytes>) -> Result<(), crate::error::ReadError> {
+        if let Some(e) = &self.raft.halted {
+            return Err(crate::error::ReadError::Halted(e.clone()));
+        }
+        let r = self.raft.read_index(ctx.into());
+        self.debug_check("read_index");
+        r
+    }
+
+    /// Transfers leadership to `target` (Thesis §3.10): proposals are refused while the
+    /// target is brought up to date, then it is told to campaign at once. Abandoned if the
+    /// target has not taken over within an election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), crate::error::TransferError> {
+        if let Some(e) = &self.raft.halted {
+            return Err(crate::error::TransferError::Halted(e.clone()));
+        }
+        let r = self.raft.transfer_leader(target);
+        self.debug_check("transfer_leader");
+        r
+    }
+
     /// Whether [`Node::ready`] has work.
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;
@@ -169,7 +202,9 @@ impl<S: LogStore> Node<S> {
                 || !r.log.unstable().to_persist().is_empty()
                 || r.hard_state() != self.prev_hard
                 || SoftState { role: r.role, leader: r.leader_id } != self.prev_soft
-                || r.log.has_next_committed())
+                || r.log.has_next_committed()
+                || !r.read_states.is_empty()
+                || !r.aborted_reads.is_empty())
     }
 
     /// Collects the work to do; see [`Ready`] for the order it must be done in.
@@ -197,6 +232,8 @@ impl<S: LogStore> Node<S> {
             rd.ack.persisted = Some(last.id());
             r.log.unstable_mut().handed_out_to(last.index);
         }
+        rd.read_states = std::mem::take(&mut r.read_states);
+        rd.aborted_reads = std::mem::take(&mut r.aborted_reads);
         rd.messages = std::mem::take(&mut r.msgs);
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_persist);
         match r.log.next_committed(r.config.apply_bytes_max) {
@@ -255,6 +292,7 @@ impl<S: LogStore> Node<S> {
                     inflight_msgs: p.inflight_msgs(),
                 })
                 .collect(),
+            transferee: r.lead_transferee,
         }
     }
 

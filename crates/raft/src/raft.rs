@@ -54,6 +54,16 @@ pub(crate) struct Raft<S> {
     pub(crate) msgs_after_persist: Vec<Message>,
     /// Set after a storage failure; every later call fails with it.
     pub(crate) halted: Option<StorageError>,
+    /// Leader only: read-index rounds in progress (Thesis §6.4).
+    pub(crate) read_only: crate::read_only::ReadOnly,
+    /// Reads ready to serve, for the next `Ready`.
+    pub(crate) read_states: Vec<crate::read_only::ReadState>,
+    /// Reads that failed (leadership lost, or refused by the leader), for the next `Ready`.
+    pub(crate) aborted_reads: Vec<bytes::Bytes>,
+    /// Leader only: the target of a leadership transfer in progress (Thesis §3.10).
+    pub(crate) lead_transferee: Option<NodeId>,
+    /// Ticks since the transfer started; it is abandoned after an election timeout.
+    pub(crate) transfer_elapsed: u32,
 }
 
 impl<S: LogStore> Raft<S> {
@@ -95,6 +105,11 @@ impl<S: LogStore> Raft<S> {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             halted: None,
+            read_only: Default::default(),
+            read_states: Vec::new(),
+            aborted_reads: Vec::new(),
+            lead_transferee: None,
+            transfer_elapsed: 0,
             config,
         })
     }
@@ -163,6 +178,9 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(crate) fn reset_role_state(&mut self) {
+        self.abort_reads();
+        self.lead_transferee = None;
+        self.transfer_elapsed = 0;
         self.progress.clear();
         self.votes.clear();
         self.uncommitted_bytes = 0;
@@ -177,7 +195,7 @@ impl<S: LogStore> Raft<S> {
     pub(crate) fn step(&mut self, m: Message) -> Result<(), StepError> {
         self.validate(&m)?;
         if m.term > self.term {
-            if let MessageBody::VoteRequest { .. } = m.body {
+            if let MessageBody::VoteRequest { transfer: false, .. } = m.body {
                 if self.in_leader_lease() {
                     // Leader stickiness: neither the term nor the vote changes.
                     return Ok(());
@@ -225,7 +243,7 @@ impl<S: LogStore> Raft<S> {
 
     fn dispatch(&mut self, m: Message) -> Result<(), Dispatch> {
         match m.body {
-            MessageBody::VoteRequest { pre_vote, last_log } => {
+            MessageBody::VoteRequest { pre_vote, last_log, .. } => {
                 self.handle_vote_request(m.from, m.term, pre_vote, last_log)?
             }
             MessageBody::VoteResponse { pre_vote, granted } => {
@@ -234,16 +252,24 @@ impl<S: LogStore> Raft<S> {
             MessageBody::AppendEntries { prev_log, entries, leader_commit } => {
                 self.handle_append_entries(m.from, prev_log, &entries, leader_commit)?
             }
-            MessageBody::Heartbeat { commit } => self.handle_heartbeat(m.from, commit)?,
+            MessageBody::Heartbeat { commit, read_seq } => {
+                self.handle_heartbeat(m.from, commit, read_seq)?
+            }
             MessageBody::AppendResponse { outcome } => {
                 if self.role == Role::Leader {
                     self.handle_append_response(m.from, outcome)?
                 }
             }
-            MessageBody::HeartbeatResponse => {
+            MessageBody::HeartbeatResponse { read_seq } => {
                 if self.role == Role::Leader {
-                    self.handle_heartbeat_response(m.from)?
+                    self.handle_heartbeat_response(m.from)?;
+                    self.on_read_ack(m.from, read_seq);
                 }
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(m.from)?,
+            MessageBody::ReadIndexRequest { ctx } => self.handle_read_index_request(m.from, ctx),
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                self.handle_read_index_response(ctx, index)
             }
         }
         Ok(())

@@ -47,6 +47,12 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     /// Entries to apply (step 4).
     pub committed_entries: Vec<Entry>,
+    /// Reads confirmed by ReadIndex (Thesis §6.4): serve each once the state machine has
+    /// applied its index (after step 4 of this or a later `Ready`).
+    pub read_states: Vec<crate::read_only::ReadState>,
+    /// Contexts of reads that failed (this node lost leadership, or the leader refused a
+    /// forwarded read): tell the clients to retry.
+    pub aborted_reads: Vec<bytes::Bytes>,
     pub(crate) ack: Ack,
 }
 
@@ -65,6 +71,8 @@ impl Ready {
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.aborted_reads.is_empty()
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Cluster {
     agreed: Vec<EntryId>,
     violations: Vec<String>,
     step_errors: Vec<(NodeId, StepError)>,
+    /// Reads each node's Readies confirmed: (context, read index, applied index then).
+    reads: BTreeMap<NodeId, Vec<(String, LogIndex, LogIndex)>>,
+    aborted_reads: BTreeMap<NodeId, Vec<String>>,
 }
 
 impl Cluster {
@@ -66,6 +69,8 @@ impl Cluster {
             agreed: Vec::new(),
             violations: Vec::new(),
             step_errors: Vec::new(),
+            reads: BTreeMap::new(),
+            aborted_reads: BTreeMap::new(),
         };
         for id in ids {
             let cfg = config(id);
@@ -172,6 +177,17 @@ impl Cluster {
                 }
                 applied.push(e);
             }
+            let applied_to = applied.last().map_or(LogIndex::ZERO, |e| e.index);
+            for r in rd.read_states {
+                let ctx = String::from_utf8_lossy(&r.ctx).into_owned();
+                self.reads.entry(id).or_default().push((ctx, r.index, applied_to));
+            }
+            for ctx in rd.aborted_reads {
+                self.aborted_reads
+                    .entry(id)
+                    .or_default()
+                    .push(String::from_utf8_lossy(&ctx).into_owned());
+            }
             node.advance(ack);
         }
         self.check_leader(id);
@@ -252,6 +268,34 @@ impl Cluster {
     /// Proposes on `id` and processes its output.
     pub fn propose(&mut self, id: NodeId, data: &str) -> Result<EntryId, ProposeError> {
         let r = self.node_mut(id).propose(data.to_owned());
+        self.process(id);
+        r
+    }
+
+    /// Requests a read index on `id` with context `ctx` and processes its output.
+    pub fn read_index(&mut self, id: NodeId, ctx: &str) -> Result<(), crate::error::ReadError> {
+        let r = self.node_mut(id).read_index(ctx.to_owned());
+        self.process(id);
+        r
+    }
+
+    /// Reads confirmed on `id`: (context, read index, index applied when it was confirmed).
+    pub fn reads(&self, id: NodeId) -> &[(String, LogIndex, LogIndex)] {
+        self.reads.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Contexts of reads that failed on `id`.
+    pub fn aborted_reads(&self, id: NodeId) -> &[String] {
+        self.aborted_reads.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Asks leader `id` to transfer leadership to `target`, and processes its output.
+    pub fn transfer_leader(
+        &mut self,
+        id: NodeId,
+        target: NodeId,
+    ) -> Result<(), crate::error::TransferError> {
+        let r = self.node_mut(id).transfer_leader(target);
         self.process(id);
         r
     }

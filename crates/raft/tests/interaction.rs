@@ -18,6 +18,8 @@
 //! - `propose ID DATA`: a proposal and its result (the messages stay queued)
 //! - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
 //! - `status`: one line per node; `log ID`: that node's entries
+//! - `transfer FROM TO`: leadership transfer; `read ID CTX`: a read-index request;
+//!   `reads ID`: the reads served and failed on that node
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -121,6 +123,26 @@ impl Script {
                 let refs: Vec<&[u64]> = groups.iter().map(Vec::as_slice).collect();
                 self.c().partition(&refs);
                 out.push_str("ok");
+            }
+            "transfer" => match self.c().transfer_leader(id(args[0]), id(args[1])) {
+                Ok(()) => out.push_str("ok"),
+                Err(e) => out.push_str(&format!("error: {e}")),
+            },
+            "read" => match self.c().read_index(id(args[0]), args[1]) {
+                Ok(()) => out.push_str("ok"),
+                Err(e) => out.push_str(&format!("error: {e}")),
+            },
+            "reads" => {
+                let c = self.c();
+                let served: Vec<String> = c
+                    .reads(id(args[0]))
+                    .iter()
+                    .map(|(ctx, index, applied)| {
+                        format!("{ctx}@{} (applied {})", index.0, applied.0)
+                    })
+                    .collect();
+                let failed = c.aborted_reads(id(args[0])).join(", ");
+                out.push_str(&format!("served: [{}] failed: [{failed}]", served.join(", ")));
             }
             "isolate" => {
                 self.c().isolate(id(args[0]));

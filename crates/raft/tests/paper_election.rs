@@ -39,7 +39,10 @@ fn candidate_increments_term_votes_for_itself_persists_then_requests_votes() {
     assert_eq!(kinds(&out.after_persist), ["1->2 Vote", "1->3 Vote"]);
     for m in &out.after_persist {
         assert_eq!(m.term, Term(5));
-        assert_eq!(m.body, MessageBody::VoteRequest { pre_vote: false, last_log: eid(2, 2) });
+        assert_eq!(
+            m.body,
+            MessageBody::VoteRequest { pre_vote: false, last_log: eid(2, 2), transfer: false }
+        );
     }
 }
 
@@ -205,7 +208,7 @@ fn higher_term_converts_to_follower_and_clears_vote() {
         }
         drain(&mut n);
         // A response from a later term (here a heartbeat answer) carries the news.
-        n.step(msg(2, 1, 7, MessageBody::HeartbeatResponse)).unwrap();
+        n.step(msg(2, 1, 7, MessageBody::HeartbeatResponse { read_seq: 0 })).unwrap();
         let st = n.status();
         assert_eq!((st.role, st.term, st.vote), (Role::Follower, Term(7), None), "from {role}");
         let hs = drain(&mut n).readies[0].hard_state.unwrap();
@@ -222,7 +225,7 @@ fn stale_term_requests_are_rejected_and_change_nothing() {
     for m in [
         vote_req(2, 1, 4, (9, 9)),
         append(2, 1, 4, (1, 1), &[4], 2),
-        msg(2, 1, 4, MessageBody::Heartbeat { commit: LogIndex(1) }),
+        msg(2, 1, 4, MessageBody::Heartbeat { commit: LogIndex(1), read_seq: 0 }),
     ] {
         n.step(m).unwrap();
     }
@@ -330,7 +333,7 @@ fn check_quorum_leader_steps_down_without_majority() {
 fn leader_stickiness_ignores_votes_while_hearing_from_leader() {
     let sticky = |id| Config { check_quorum: true, ..cfg(id) };
     let mut n = node_with(sticky(1), &[1, 2, 3], 1, &[1]);
-    n.step(msg(2, 1, 1, MessageBody::Heartbeat { commit: LogIndex(0) })).unwrap();
+    n.step(msg(2, 1, 1, MessageBody::Heartbeat { commit: LogIndex(0), read_seq: 0 })).unwrap();
     drain(&mut n);
     n.step(vote_req(3, 1, 2, (5, 5))).unwrap();
     let out = drain(&mut n);

@@ -213,9 +213,13 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
     let term = 0u64..6;
     let idx = 0u64..8;
     let body = prop_oneof![
-        (any::<bool>(), idx.clone(), term.clone()).prop_map(|(pre_vote, i, t)| {
-            MessageBody::VoteRequest { pre_vote, last_log: eid(i, t) }
-        }),
+        (any::<bool>(), idx.clone(), term.clone(), any::<bool>()).prop_map(
+            |(pre_vote, i, t, transfer)| MessageBody::VoteRequest {
+                pre_vote,
+                last_log: eid(i, t),
+                transfer
+            }
+        ),
         (any::<bool>(), any::<bool>())
             .prop_map(|(pre_vote, granted)| MessageBody::VoteResponse { pre_vote, granted }),
         (
@@ -250,8 +254,14 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
             };
             MessageBody::AppendResponse { outcome }
         }),
-        idx.clone().prop_map(|c| MessageBody::Heartbeat { commit: LogIndex(c) }),
-        Just(MessageBody::HeartbeatResponse),
+        (idx.clone(), 0u64..4)
+            .prop_map(|(c, read_seq)| MessageBody::Heartbeat { commit: LogIndex(c), read_seq }),
+        (0u64..4).prop_map(|read_seq| MessageBody::HeartbeatResponse { read_seq }),
+        Just(MessageBody::TimeoutNow),
+        (0u8..3).prop_map(|c| MessageBody::ReadIndexRequest { ctx: vec![c].into() }),
+        (0u8..3, proptest::option::of(idx.clone())).prop_map(|(c, i)| {
+            MessageBody::ReadIndexResponse { ctx: vec![c].into(), index: i.map(LogIndex) }
+        }),
     ];
     (id.clone(), prop_oneof![Just(1u64), Just(2)], term, body).prop_map(|(from, to, term, body)| {
         Message { from: NodeId(from), to: NodeId(to), term: Term(term), body }
@@ -478,7 +488,7 @@ fn malformed_messages_are_refused_with_typed_reasons() {
             StepError::Malformed { from: NodeId(1), reason: Malformed::FromSelf },
         ),
         (
-            msg(2, 1, 0, MessageBody::Heartbeat { commit: LogIndex(0) }),
+            msg(2, 1, 0, MessageBody::Heartbeat { commit: LogIndex(0), read_seq: 0 }),
             StepError::Malformed { from: NodeId(2), reason: Malformed::ZeroTerm },
         ),
         (
@@ -523,7 +533,7 @@ fn malformed_messages_are_refused_with_typed_reasons() {
             },
         ),
         (
-            msg(2, 1, 2, MessageBody::Heartbeat { commit: LogIndex(9) }),
+            msg(2, 1, 2, MessageBody::Heartbeat { commit: LogIndex(9), read_seq: 0 }),
             StepError::Malformed {
                 from: NodeId(2),
                 reason: Malformed::CommitBeyondLog { commit: LogIndex(9), last: LogIndex(3) },

@@ -739,6 +739,7 @@ impl World {
             }
             Err(ProposeError::NotLeader { leader_hint }) => Reply::NotLeader(leader_hint),
             Err(ProposeError::Backpressure { .. }) => Reply::Retry,
+            Err(ProposeError::TransferInProgress { to }) => Reply::NotLeader(Some(to)),
             Err(ProposeError::Halted(_)) => return,
         };
         let d = self.client_latency();

@@ -19,6 +19,13 @@ impl<S: LogStore> Raft<S> {
         self.request_votes()
     }
 
+    /// The election a leadership transfer asks for: no pre-vote, and marked so that voters
+    /// waive leader stickiness (Thesis §3.10).
+    pub(crate) fn campaign_transfer(&mut self) -> Result<(), crate::error::StorageError> {
+        self.become_candidate();
+        self.request_votes_marked(true)
+    }
+
     /// Thesis §9.6: "a candidate would first ask other servers whether its log was
     /// up-to-date enough to get their vote. Only if the candidate believed it could get votes
     /// from a majority of the cluster would it increment its term and start a normal
@@ -43,6 +50,10 @@ impl<S: LogStore> Raft<S> {
 
     /// Sends the round's requests, or wins at once in a single-voter cluster.
     fn request_votes(&mut self) -> Result<(), crate::error::StorageError> {
+        self.request_votes_marked(false)
+    }
+
+    fn request_votes_marked(&mut self, transfer: bool) -> Result<(), crate::error::StorageError> {
         let pre_vote = self.role == Role::PreCandidate;
         if self.tally() == VoteResult::Won {
             return self.win_round(pre_vote);
@@ -53,7 +64,8 @@ impl<S: LogStore> Raft<S> {
             if to != self.id {
                 // Sent only after the new term and self-vote are durable: a candidate that
                 // crashed and forgot its vote could otherwise vote twice in one term.
-                self.send_after_persist(to, term, MessageBody::VoteRequest { pre_vote, last_log });
+                let body = MessageBody::VoteRequest { pre_vote, last_log, transfer };
+                self.send_after_persist(to, term, body);
             }
         }
         Ok(())

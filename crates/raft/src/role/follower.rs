@@ -71,12 +71,24 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 
+    /// Thesis §3.10: the leader, having brought this node up to date, asks it to "start an
+    /// election immediately", skipping pre-vote and with a flag that lets voters ignore
+    /// leader stickiness (the leader itself asked for it).
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId) -> Result<(), Dispatch> {
+        if self.role == Role::Leader || !self.promotable() || self.leader_id != Some(from) {
+            return Ok(());
+        }
+        self.campaign_transfer()?;
+        Ok(())
+    }
+
     /// A heartbeat carries `min(match, commit)`: an index our log is known to share with the
     /// leader, so it can be adopted without a consistency check.
     pub(crate) fn handle_heartbeat(
         &mut self,
         from: NodeId,
         commit: LogIndex,
+        read_seq: u64,
     ) -> Result<(), Dispatch> {
         let last = self.log.last_index();
         if commit > last {
@@ -84,7 +96,7 @@ impl<S: LogStore> Raft<S> {
         }
         self.follow(from)?;
         self.log.commit_to(commit);
-        self.send_after_persist(from, self.term, MessageBody::HeartbeatResponse);
+        self.send_after_persist(from, self.term, MessageBody::HeartbeatResponse { read_seq });
         Ok(())
     }
 }

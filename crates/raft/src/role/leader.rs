@@ -46,6 +46,9 @@ impl<S: LogStore> Raft<S> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
         }
+        if let Some(to) = self.lead_transferee {
+            return Err(ProposeError::TransferInProgress { to });
+        }
         let entry = Entry::new(self.term, self.log.last_index().next(), data);
         let size = entry.size_bytes();
         // Backpressure, but never against an idle pipeline: one proposal is always admitted,
@@ -68,6 +71,16 @@ impl<S: LogStore> Raft<S> {
     pub(crate) fn tick_leader(&mut self) -> Result<(), StorageError> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_timeout_ticks_min {
+                // Thesis §3.10: "if the transfer does not complete within an election
+                // timeout, the prior leader aborts the transfer and resumes accepting client
+                // requests".
+                self.lead_transferee = None;
+                self.transfer_elapsed = 0;
+            }
+        }
         if self.election_elapsed >= self.config.election_timeout_ticks_min {
             self.election_elapsed = 0;
             if self.config.check_quorum && !self.quorum_active() {
@@ -97,7 +110,7 @@ impl<S: LogStore> Raft<S> {
         active
     }
 
-    fn bcast_heartbeat(&mut self) {
+    pub(crate) fn bcast_heartbeat(&mut self) {
         let committed = self.log.committed();
         for (&to, pr) in &self.progress {
             if to == self.id {
@@ -105,11 +118,12 @@ impl<S: LogStore> Raft<S> {
             }
             // Only what the follower is known to share with us: it adopts it unchecked.
             let commit = pr.matched.min(committed);
+            let read_seq = self.read_only.last_seq();
             self.msgs.push(Message {
                 from: self.id,
                 to,
                 term: self.term,
-                body: MessageBody::Heartbeat { commit },
+                body: MessageBody::Heartbeat { commit, read_seq },
             });
         }
     }
@@ -210,6 +224,9 @@ impl<S: LogStore> Raft<S> {
                     if self.maybe_commit_leader() {
                         self.bcast_pending = true;
                     }
+                    if self.lead_transferee == Some(from) {
+                        self.maybe_send_timeout_now(from)?;
+                    }
                 }
                 self.bcast_pending = true;
             }
@@ -261,11 +278,57 @@ impl<S: LogStore> Raft<S> {
     /// prior entries are committed indirectly."
     pub(crate) fn maybe_commit_leader(&mut self) -> bool {
         let index = self.quorum.committed_index(|id| self.progress.get(&id).map(|p| p.matched));
-        if self.config.has_bug("CommitPriorTermByCounting") && index > self.log.committed() {
-            self.log.commit_to(index);
-            return true;
+        let advanced =
+            if self.config.has_bug("CommitPriorTermByCounting") && index > self.log.committed() {
+                self.log.commit_to(index);
+                true
+            } else {
+                self.log.maybe_commit(index, self.term)
+            };
+        if advanced {
+            self.on_commit_in_term();
         }
-        self.log.maybe_commit(index, self.term)
+        advanced
+    }
+
+    /// Thesis §3.10, leadership transfer: "1. The prior leader stops accepting new client
+    /// requests. 2. The prior leader fully updates the target server's log to match its own
+    /// ... 3. The prior leader sends a TimeoutNow request to the target server." If the
+    /// target does not take over within an election timeout, the transfer is abandoned.
+    pub(crate) fn transfer_leader(
+        &mut self,
+        target: NodeId,
+    ) -> Result<(), crate::error::TransferError> {
+        use crate::error::TransferError;
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader { leader_hint: self.leader_id });
+        }
+        if !self.membership.is_voter(target) {
+            return Err(TransferError::NotAVoter { id: target });
+        }
+        if target == self.id || self.lead_transferee == Some(target) {
+            return Ok(());
+        }
+        self.lead_transferee = Some(target);
+        self.transfer_elapsed = 0;
+        self.maybe_send_timeout_now(target).map_err(TransferError::Halted)
+    }
+
+    /// Sends TimeoutNow once the transfer target has everything; until then, replicates to it.
+    pub(crate) fn maybe_send_timeout_now(&mut self, target: NodeId) -> Result<(), StorageError> {
+        let last = self.log.last_index();
+        let caught_up = self.progress.get(&target).is_some_and(|p| p.matched == last);
+        if caught_up {
+            self.msgs.push(Message {
+                from: self.id,
+                to: target,
+                term: self.term,
+                body: MessageBody::TimeoutNow,
+            });
+        } else {
+            self.maybe_send_append(target, true)?;
+        }
+        Ok(())
     }
 
     /// The driver made our own log durable through `id`: only now does the leader count its

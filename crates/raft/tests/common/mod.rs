@@ -116,11 +116,25 @@ pub fn append(
 }
 
 pub fn vote_req(from: u64, to: u64, term: u64, last: (u64, u64)) -> Message {
-    msg(from, to, term, MessageBody::VoteRequest { pre_vote: false, last_log: eid(last.0, last.1) })
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::VoteRequest {
+            pre_vote: false,
+            last_log: eid(last.0, last.1),
+            transfer: false,
+        },
+    )
 }
 
 pub fn pre_vote_req(from: u64, to: u64, term: u64, last: (u64, u64)) -> Message {
-    msg(from, to, term, MessageBody::VoteRequest { pre_vote: true, last_log: eid(last.0, last.1) })
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::VoteRequest { pre_vote: true, last_log: eid(last.0, last.1), transfer: false },
+    )
 }
 
 pub fn vote_resp(from: u64, to: u64, term: u64, granted: bool) -> Message {
