@@ -23,7 +23,9 @@ pub struct Client {
 }
 
 /// Keys the clients share: few, so that operations conflict.
-pub const KEYS: [&str; 4] = ["a", "b", "c", "d"];
+/// Eight keys: enough conflicts, and per-key histories small enough for the checker even when
+/// many writes end with an unknown outcome (each one may take effect at any later point).
+pub const KEYS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 
 impl Client {
     /// A new client starting at node `target`.

@@ -56,7 +56,18 @@ impl<F: FileSystem> DiskLog<F> {
     /// Writes entries (discarding any stored entry at or after the first one's index) and a
     /// hard state: step 2 of the `Ready` contract. Visible to reads at once; durable after
     /// [`DiskLog::sync`].
+    ///
+    /// Record order makes every prefix of the write consistent, because a crash may keep any
+    /// prefix of what was not yet synced (a torn write): a new term and vote are recorded
+    /// *before* the entries (so no entry of a term is ever durable without that term), and a
+    /// new commit index *after* them (so it never names entries that did not survive).
     pub fn write(&mut self, entries: &[Entry], hard_state: Option<HardState>) {
+        let old = self.mem.hard_state();
+        if let Some(hs) = hard_state {
+            if !entries.is_empty() && (hs.term, hs.vote) != (old.term, old.vote) {
+                self.wal.set_hard_state(HardState { commit: old.commit, ..hs });
+            }
+        }
         if !entries.is_empty() {
             self.wal.append_entries(entries);
             self.mem.append(entries);
