@@ -72,7 +72,8 @@ pub enum ReadMode {
     /// Lease: the leader answers at once, relying on check-quorum to have deposed it within
     /// an election timeout if it lost its quorum, and on clocks drifting less than the margin
     /// between that timeout and the followers' (Thesis §6.4.1). Faster; requires
-    /// `check_quorum`.
+    /// `check_quorum`, and must be set on every node: a node restarting with it refuses
+    /// votes for one minimum election timeout, so that a lease counting on it still holds.
     LeaseBased,
 }
 
@@ -91,17 +92,20 @@ pub enum PlantedBug {
     VoteBeforeDurable,
     /// Some committed entries are handed out for application twice.
     ApplyTwice,
+    /// ReadIndex answers without confirming leadership with a quorum (Thesis §6.4 step 3).
+    ReadIndexWithoutQuorum,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPriorTermByCounting,
         PlantedBug::TruncateOnStaleAppend,
         PlantedBug::VoteBeforeDurable,
         PlantedBug::ApplyTwice,
+        PlantedBug::ReadIndexWithoutQuorum,
     ];
 
     /// The variant's name.
@@ -112,6 +116,7 @@ impl PlantedBug {
             PlantedBug::TruncateOnStaleAppend => "TruncateOnStaleAppend",
             PlantedBug::VoteBeforeDurable => "VoteBeforeDurable",
             PlantedBug::ApplyTwice => "ApplyTwice",
+            PlantedBug::ReadIndexWithoutQuorum => "ReadIndexWithoutQuorum",
         }
     }
 }

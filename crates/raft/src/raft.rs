@@ -64,6 +64,10 @@ pub(crate) struct Raft<S> {
     pub(crate) lead_transferee: Option<NodeId>,
     /// Ticks since the transfer started; it is abandoned after an election timeout.
     pub(crate) transfer_elapsed: u32,
+    /// Lease reads only: after a restart this node refuses votes for one minimum election
+    /// timeout, as if it had just heard from a leader, because a lease a leader holds may
+    /// count on the stickiness this node had before it crashed.
+    pub(crate) boot_lease: bool,
 }
 
 impl<S: LogStore> Raft<S> {
@@ -110,6 +114,8 @@ impl<S: LogStore> Raft<S> {
             aborted_reads: Vec::new(),
             lead_transferee: None,
             transfer_elapsed: 0,
+            boot_lease: config.read_mode == crate::config::ReadMode::LeaseBased
+                && hs.term > Term::ZERO,
             config,
         })
     }
@@ -143,6 +149,9 @@ impl<S: LogStore> Raft<S> {
             Role::Leader => self.tick_leader(),
             _ => {
                 self.election_elapsed += 1;
+                if self.election_elapsed >= self.config.election_timeout_ticks_min {
+                    self.boot_lease = false;
+                }
                 if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
                     // Raft §5.2: "If a follower receives no communication over a period of
                     // time called the election timeout, then it ... begins an election."
@@ -157,7 +166,7 @@ impl<S: LogStore> Raft<S> {
     /// votes, so a server that was partitioned away (or removed) cannot depose a live leader.
     pub(crate) fn in_leader_lease(&self) -> bool {
         self.config.check_quorum
-            && self.leader_id.is_some()
+            && (self.leader_id.is_some() || self.boot_lease)
             && self.election_elapsed < self.config.election_timeout_ticks_min
     }
 

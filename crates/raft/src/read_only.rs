@@ -50,6 +50,10 @@ pub(crate) struct ReadOnly {
     acked: BTreeMap<NodeId, u64>,
     /// Reads that arrived before the leader committed an entry of its term.
     waiting_for_commit: Vec<(Bytes, Option<NodeId>)>,
+    /// Lease mode: ticks since this node became leader, and when each heartbeat round was
+    /// sent (rounds no voter can still acknowledge first are pruned).
+    now: u64,
+    rounds: VecDeque<(u64, u64)>,
 }
 
 impl ReadOnly {
@@ -69,7 +73,24 @@ impl ReadOnly {
         failed
             .extend(self.waiting_for_commit.drain(..).filter(|(_, f)| f.is_none()).map(|(c, _)| c));
         self.acked.clear();
+        self.rounds.clear();
+        self.now = 0;
         failed
+    }
+
+    /// Lease mode: one tick passed.
+    pub(crate) fn tick(&mut self) {
+        self.now += 1;
+    }
+
+    /// Lease mode: a heartbeat round starts now; returns its number.
+    pub(crate) fn start_round(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.rounds.push_back((self.next_seq, self.now));
+        if self.rounds.len() > 1024 {
+            self.rounds.pop_front();
+        }
+        self.next_seq
     }
 }
 
@@ -111,7 +132,7 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         let index = self.log.committed();
-        if self.config.read_mode == ReadMode::LeaseBased {
+        if self.lease_valid() || self.config.has_bug("ReadIndexWithoutQuorum") {
             self.release_read(ctx, index, from);
             return;
         }
@@ -153,12 +174,40 @@ impl<S: LogStore> Raft<S> {
 
     /// A voter acknowledged rounds up to `seq`.
     pub(crate) fn on_read_ack(&mut self, from: NodeId, seq: u64) {
-        if seq == 0 || self.read_only.pending.is_empty() {
+        if seq == 0 {
             return;
         }
         let e = self.read_only.acked.entry(from).or_default();
         *e = (*e).max(seq);
-        self.release_confirmed_reads();
+        if !self.read_only.pending.is_empty() {
+            self.release_confirmed_reads();
+        }
+    }
+
+    /// Thesis §6.4.1, the leader lease: a quorum acknowledged a heartbeat round sent at tick
+    /// `t`, so each of them reset its election timer at or after `t` and, with check-quorum's
+    /// leader stickiness, will not help elect another leader before `t` plus the minimum
+    /// election timeout. Until then (less a tick of margin) no other leader can exist, provided
+    /// clocks tick at the same rate: the assumption the thesis names for leases.
+    fn lease_valid(&self) -> bool {
+        if self.config.read_mode != ReadMode::LeaseBased {
+            return false;
+        }
+        let ro = &self.read_only;
+        let me = self.id;
+        let acked = |id: NodeId| {
+            if id == me {
+                Some(LogIndex(ro.next_seq))
+            } else {
+                ro.acked.get(&id).map(|s| LogIndex(*s))
+            }
+        };
+        let confirmed = self.quorum.committed_index(acked).0;
+        let Some(&(_, sent_at)) = ro.rounds.iter().rev().find(|(seq, _)| *seq <= confirmed) else {
+            return false;
+        };
+        let lease = u64::from(self.config.election_timeout_ticks_min).saturating_sub(1);
+        ro.now < sent_at + lease
     }
 
     /// The leader committed an entry of its term: serve the reads that waited for it.

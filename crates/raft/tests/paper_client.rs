@@ -128,8 +128,23 @@ fn lease_reads_answer_at_once_and_require_check_quorum() {
         ..Config::new(id)
     });
     let l = c.elect();
+    // No round acknowledged yet: no lease, so the read takes the ReadIndex path.
+    c.read_index(l, "first").unwrap();
+    assert!(c.reads(l).is_empty());
+    c.deliver_all();
+    assert_eq!(c.reads(l).len(), 1);
+    // With a round just acknowledged, the lease answers at once, without any message.
     c.read_index(l, "lease").unwrap();
-    assert_eq!(c.reads(l).len(), 1, "no heartbeat round needed");
+    assert_eq!(c.reads(l).len(), 2, "no heartbeat round needed");
+    assert!(c.queued().is_empty());
+    // Cut off, the lease runs out before a new leader could be elected elsewhere (the
+    // minimum election timeout after the last acknowledged round): then no quick answer.
+    c.isolate(l);
+    for _ in 0..9 {
+        c.tick(l);
+    }
+    c.read_index(l, "expired").unwrap();
+    assert_eq!(c.reads(l).len(), 2, "the lease expired: the read waits for a quorum round");
 }
 
 /// Reads are bounded: beyond the limit a typed error, nothing queued.

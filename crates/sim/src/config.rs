@@ -41,6 +41,12 @@ pub struct SimConfig {
     /// everyone a few milliseconds later, leaving divergent uncommitted suffixes behind (the
     /// situations of Raft Fig. 7 and Fig. 8).
     pub leader_churn_ppm: u32,
+    /// Reads through ReadIndex use the leader lease (Thesis §6.4.1; needs check-quorum).
+    pub lease_reads: bool,
+    /// Per-million share of reads served through ReadIndex (Thesis §6.4) instead of the log.
+    pub read_index_ppm: u32,
+    /// Per-million chance, per injected fault, of a leadership transfer (Thesis §3.10).
+    pub transfer_ppm: u32,
     /// A client gives up on an operation after this long (its outcome becomes unknown).
     pub client_timeout_us: u64,
     /// Record a trace of every event.
@@ -63,6 +69,7 @@ impl SimConfig {
             10..=16 => 5,
             _ => 7,
         };
+        let check_quorum = rng.in_range(0, 4) != 0;
         SimConfig {
             seed,
             nodes,
@@ -71,7 +78,7 @@ impl SimConfig {
             heal_limit_us: 10_000_000,
             tick_us: 10_000,
             pre_vote: rng.in_range(0, 4) != 0,
-            check_quorum: rng.in_range(0, 4) != 0,
+            check_quorum,
             append_bytes_max: if rng.in_range(0, 3) == 0 { 200 } else { 1 << 20 },
             net: Net {
                 drop_ppm: [0, 10_000, 50_000, 150_000][rng.in_range(0, 4) as usize],
@@ -85,6 +92,9 @@ impl SimConfig {
             fault_interval_us: [300_000, 700_000, 1_500_000][rng.in_range(0, 3) as usize],
             crash_after_vote_ppm: [0, 200_000][rng.in_range(0, 2) as usize],
             leader_churn_ppm: [0, 0, 700_000][rng.in_range(0, 3) as usize],
+            read_index_ppm: [0, 500_000, 1_000_000][rng.in_range(0, 3) as usize],
+            lease_reads: check_quorum && rng.in_range(0, 3) == 0,
+            transfer_ppm: [0, 100_000][rng.in_range(0, 2) as usize],
             client_timeout_us: 1_000_000,
             trace: false,
             unsafe_local_reads: false,

@@ -69,6 +69,11 @@ pub struct Host {
     pub kv: Kv,
     /// Client proposals made here, by log index.
     pub proposals: BTreeMap<u64, Proposal>,
+    /// Reads waiting for their read index, then for the state machine to reach it:
+    /// read id -> (client, attempt, key, read index once known).
+    pub reads: BTreeMap<u64, (usize, u64, String, Option<u64>)>,
+    /// Index of the last entry applied to `kv`.
+    pub applied: u64,
     /// The last vote this host wrote, to notice new votes.
     pub last_vote: Option<(flotilla_raft::Term, NodeId)>,
 }
@@ -94,6 +99,8 @@ impl Host {
             incarnation: 0,
             kv: Kv::default(),
             proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            applied: 0,
             last_vote: None,
         }
     }
@@ -106,6 +113,8 @@ impl Host {
         self.incarnation += 1;
         self.kv = Kv::default();
         self.proposals.clear();
+        self.reads.clear();
+        self.applied = 0;
         self.fs.crash(torn_seed);
     }
 

@@ -7,7 +7,8 @@ use std::collections::BinaryHeap;
 
 use flotilla_lincheck::{Operation, Outcome};
 use flotilla_raft::{
-    Config, EntryId, EntryKind, Membership, Message, NodeId, ProposeError, Rng, Role,
+    Config, EntryId, EntryKind, Membership, Message, NodeId, ProposeError, ReadError, ReadMode,
+    Rng, Role,
 };
 
 use crate::checkers::{
@@ -144,6 +145,7 @@ pub struct World {
     violation: Option<Violation>,
     stats: Stats,
     trace: Option<Vec<String>>,
+    next_read: u64,
 }
 
 /// Runs one simulation to its end and reports.
@@ -172,6 +174,7 @@ impl World {
                     rng_seed: rng.next_u64(),
                     pre_vote: cfg.pre_vote,
                     check_quorum: cfg.check_quorum,
+                    read_mode: if cfg.lease_reads { ReadMode::LeaseBased } else { ReadMode::Safe },
                     append_bytes_max: cfg.append_bytes_max,
                     inflight_bytes_max: cfg.append_bytes_max.max(64 << 20),
                     #[cfg(feature = "planted-bugs")]
@@ -207,6 +210,7 @@ impl World {
             violation: None,
             stats: Stats::default(),
             trace,
+            next_read: 0,
         };
         for i in 0..w.hosts.len() {
             // Tick phases differ per node, as real clocks do.
@@ -401,6 +405,20 @@ impl World {
                 }
             };
             let ack = rd.ack();
+            for r in &rd.read_states {
+                let id =
+                    u64::from_le_bytes(r.ctx[..].try_into().expect("read contexts are 8 bytes"));
+                if let Some(entry) = host.reads.get_mut(&id) {
+                    entry.3 = Some(r.index.0);
+                }
+            }
+            let mut aborted = Vec::new();
+            for ctx in &rd.aborted_reads {
+                let id = u64::from_le_bytes(ctx[..].try_into().expect("read contexts are 8 bytes"));
+                if let Some((client, attempt, ..)) = host.reads.remove(&id) {
+                    aborted.push((client, attempt));
+                }
+            }
             // 1. The leader's appends and heartbeats may leave before the write.
             node.store_mut().write(&rd.entries, rd.hard_state);
             host.disk.write(rd.entries, rd.hard_state);
@@ -421,6 +439,12 @@ impl World {
             for m in rd.messages {
                 self.send(m);
             }
+            for (client, attempt) in aborted {
+                // The read failed (leadership lost): it had no effect, so the client retries.
+                let d = self.client_latency();
+                self.schedule(d, Event::Response { client, attempt, reply: Reply::Retry });
+            }
+            self.serve_reads(i);
             if must_sync {
                 // 2. Wait for the sync before answering anyone.
                 self.hosts[i].inflight = Some(inflight);
@@ -456,6 +480,27 @@ impl World {
         if let Some(node) = self.hosts[i].node.as_mut() {
             node.advance(inflight.ack);
         }
+        self.serve_reads(i);
+    }
+
+    /// Thesis §6.4 step 4: a read is served once the state machine has applied its read index.
+    fn serve_reads(&mut self, i: usize) {
+        let applied = self.hosts[i].applied;
+        let ready: Vec<u64> = self.hosts[i]
+            .reads
+            .iter()
+            .filter(|(_, r)| r.3.is_some_and(|idx| idx <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let (client, attempt, key, _) = self.hosts[i].reads.remove(&id).expect("listed above");
+            let output = self.hosts[i].kv.apply(&Command::Get(key));
+            let d = self.client_latency();
+            self.schedule(
+                d,
+                Event::Response { client, attempt, reply: Reply::Ok(output, EntryId::default()) },
+            );
+        }
     }
 
     fn apply(&mut self, i: usize, e: flotilla_raft::Entry) {
@@ -466,6 +511,7 @@ impl World {
         if let Err(v) = self.checks.sms.on_apply(id, e.id()) {
             return self.fail(v);
         }
+        self.hosts[i].applied = e.index.0;
         let output = match e.kind {
             EntryKind::Normal => match Command::decode(&e.data) {
                 Some(cmd) => Some(self.hosts[i].kv.apply(&cmd)),
@@ -661,6 +707,14 @@ impl World {
                 self.log(|| "heal".to_string());
             }
         }
+        if self.chance(self.cfg.transfer_ppm) {
+            if let Some(l) = self.leader() {
+                let target = ids[self.rng.in_range(0, n as u32) as usize];
+                let r = self.hosts[l].node.as_mut().map(|node| node.transfer_leader(target));
+                self.log(|| format!("transfer leadership n{} -> {target}: {r:?}", l + 1));
+                self.pump(l);
+            }
+        }
         let next = u64::from(
             self.rng.in_range(self.cfg.fault_interval_us / 4, self.cfg.fault_interval_us * 2),
         );
@@ -722,7 +776,7 @@ impl World {
     }
 
     fn request(&mut self, i: usize, client: usize, attempt: u64, cmd: Command) {
-        let Some(node) = self.hosts[i].node.as_mut() else { return };
+        let Some(node) = self.hosts[i].node.as_ref() else { return };
         if let (true, Command::Get(_)) = (self.cfg.unsafe_local_reads, &cmd) {
             if node.status().role == Role::Leader {
                 let output = self.hosts[i].kv.apply(&cmd);
@@ -731,6 +785,26 @@ impl World {
                 return self.schedule(d, Event::Response { client, attempt, reply });
             }
         }
+        if let Command::Get(key) = &cmd {
+            if self.chance(self.cfg.read_index_ppm) {
+                self.next_read += 1;
+                let id = self.next_read;
+                let node = self.hosts[i].node.as_mut().expect("checked running above");
+                let reply = match node.read_index(id.to_le_bytes().to_vec()) {
+                    Ok(()) => {
+                        self.hosts[i].reads.insert(id, (client, attempt, key.clone(), None));
+                        self.pump(i);
+                        return;
+                    }
+                    Err(ReadError::NoLeader) => Reply::NotLeader(None),
+                    Err(ReadError::TooManyPending { .. }) => Reply::Retry,
+                    Err(ReadError::Halted(_)) => return,
+                };
+                let d = self.client_latency();
+                return self.schedule(d, Event::Response { client, attempt, reply });
+            }
+        }
+        let Some(node) = self.hosts[i].node.as_mut() else { return };
         let reply = match node.propose(cmd.encode()) {
             Ok(entry) => {
                 self.hosts[i].proposals.insert(entry.index.0, Proposal { entry, client, attempt });

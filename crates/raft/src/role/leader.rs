@@ -71,6 +71,7 @@ impl<S: LogStore> Raft<S> {
     pub(crate) fn tick_leader(&mut self) -> Result<(), StorageError> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        self.read_only.tick();
         if self.lead_transferee.is_some() {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.config.election_timeout_ticks_min {
@@ -111,6 +112,10 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(crate) fn bcast_heartbeat(&mut self) {
+        if self.config.read_mode == crate::config::ReadMode::LeaseBased {
+            // Every heartbeat is a round whose acknowledgement extends the lease.
+            self.read_only.start_round();
+        }
         let committed = self.log.committed();
         for (&to, pr) in &self.progress {
             if to == self.id {
