@@ -751,6 +751,11 @@ impl World {
             return;
         }
         let (cmd, op) = self.clients[c].next_op(&mut self.rng, self.now);
+        if self.rng.in_range(0, 4) == 0 {
+            // Clients spread over endpoints as etcd clients do, so a read may reach a server
+            // other than the one that took the client's last write (a stale server shows).
+            self.clients[c].target = self.rng.in_range(0, self.hosts.len() as u32) as usize;
+        }
         let index = self.history.len();
         self.history.push(op);
         self.clients[c].current = Some((index, cmd));
