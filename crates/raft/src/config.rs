@@ -51,6 +51,9 @@ pub struct Config {
     /// Leader steps down when it has not heard from a quorum for an election timeout, and
     /// followers ignore votes while they hear from a leader (Thesis §6.2, §9.6). Default true.
     pub check_quorum: bool,
+    /// A learner is promoted only once it is at most this many entries behind the leader.
+    /// Default 1000.
+    pub promotion_lag_max: u64,
     /// How [`crate::Node::read_index`] confirms leadership. Default [`ReadMode::Safe`].
     pub read_mode: ReadMode,
     /// Read-index requests waiting at once, at most. Default 4096.
@@ -152,6 +155,7 @@ impl Config {
             apply_bytes_max: 64 << 20,
             pre_vote: true,
             check_quorum: true,
+            promotion_lag_max: 1000,
             read_mode: ReadMode::Safe,
             pending_reads_max: 4096,
             rng_seed: id.0,

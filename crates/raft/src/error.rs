@@ -88,6 +88,70 @@ pub enum ProposeError {
     Halted(StorageError),
 }
 
+/// Why a membership change was refused. Nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfChangeError {
+    /// Only the leader changes the membership.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// Thesis §4.1: the next change may start only once the previous one is committed.
+    #[error("the change at index {pending} is not committed yet")]
+    InProgress {
+        /// Index of the uncommitted change.
+        pending: LogIndex,
+    },
+    /// Thesis §4.3 (the single-server change bug): a new leader changes the membership only
+    /// after it has committed an entry of its own term.
+    #[error("the leader has not committed an entry of its term yet")]
+    LeaderNotReady,
+    /// Node 0 is not a valid member.
+    #[error("node id 0 is reserved")]
+    ZeroId,
+    /// Already a member (to make a learner a voter, promote it).
+    #[error("{id} is already a member")]
+    AlreadyMember {
+        /// The node.
+        id: NodeId,
+    },
+    /// Not a member.
+    #[error("{id} is not a member")]
+    NotAMember {
+        /// The node.
+        id: NodeId,
+    },
+    /// Only learners are promoted.
+    #[error("{id} is not a learner")]
+    NotALearner {
+        /// The node.
+        id: NodeId,
+    },
+    /// The cluster would have no voter left.
+    #[error("removing {id} would leave no voter")]
+    LastVoter {
+        /// The node.
+        id: NodeId,
+    },
+    /// The learner is too far behind to be promoted safely (it would stall commitment).
+    #[error("learner {id} is {lag} entries behind (at most {max} allowed)")]
+    LearnerLagging {
+        /// The learner.
+        id: NodeId,
+        /// Entries it lacks.
+        lag: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A leadership transfer is under way.
+    #[error("leadership is being transferred")]
+    TransferInProgress,
+    /// The node stopped after a storage failure.
+    #[error("node halted after a storage error: {0}")]
+    Halted(StorageError),
+}
+
 /// Why a read-index request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ReadError {

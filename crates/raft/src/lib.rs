@@ -53,9 +53,10 @@ mod types;
 pub use config::PlantedBug;
 pub use config::{Config, ReadMode};
 pub use error::{
-    ConfigError, Malformed, ProposeError, ReadError, StepError, StorageError, TransferError,
+    ConfChangeError, ConfigError, Malformed, ProposeError, ReadError, StepError, StorageError,
+    TransferError,
 };
-pub use membership::Membership;
+pub use membership::{ConfChange, Membership};
 pub use message::{AppendOutcome, Message, MessageBody, RejectHint};
 pub use node::{InitError, Node, PeerProgress, Status};
 pub use progress::ProgressState;

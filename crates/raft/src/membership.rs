@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::ConfigError;
+use bytes::Bytes;
+
+use crate::error::{ConfChangeError, ConfigError};
 use crate::quorum::JointConfig;
 use crate::types::NodeId;
 
@@ -67,8 +69,100 @@ impl Membership {
         self.voters.union(&self.learners).copied()
     }
 
+    /// The membership after `change`, or why the change does not apply. Never mutates.
+    ///
+    /// ```
+    /// use flotilla_raft::{ConfChange, Membership, NodeId};
+    /// let m = Membership::new([NodeId(1), NodeId(2), NodeId(3)], []).unwrap();
+    /// let m = m.apply(ConfChange::AddLearner(NodeId(4))).unwrap();
+    /// let m = m.apply(ConfChange::PromoteLearner(NodeId(4))).unwrap();
+    /// assert!(m.is_voter(NodeId(4)));
+    /// assert!(m.apply(ConfChange::AddVoter(NodeId(4))).is_err());
+    /// ```
+    pub fn apply(&self, change: ConfChange) -> Result<Membership, ConfChangeError> {
+        let mut m = self.clone();
+        match change {
+            ConfChange::AddVoter(id) | ConfChange::AddLearner(id)
+                if id == crate::types::NodeId::ZERO =>
+            {
+                return Err(ConfChangeError::ZeroId);
+            }
+            ConfChange::AddVoter(id) | ConfChange::AddLearner(id) if self.contains(id) => {
+                return Err(ConfChangeError::AlreadyMember { id });
+            }
+            ConfChange::AddVoter(id) => {
+                m.voters.insert(id);
+            }
+            ConfChange::AddLearner(id) => {
+                m.learners.insert(id);
+            }
+            ConfChange::PromoteLearner(id) => {
+                if !m.learners.remove(&id) {
+                    return Err(ConfChangeError::NotALearner { id });
+                }
+                m.voters.insert(id);
+            }
+            ConfChange::Remove(id) => {
+                if !self.contains(id) {
+                    return Err(ConfChangeError::NotAMember { id });
+                }
+                m.learners.remove(&id);
+                if m.voters.remove(&id) && m.voters.is_empty() {
+                    return Err(ConfChangeError::LastVoter { id });
+                }
+            }
+        }
+        Ok(m)
+    }
+
     /// The quorum rule of this membership.
     pub(crate) fn quorum(&self) -> JointConfig {
         JointConfig::new(self.voters.clone(), BTreeSet::new())
+    }
+}
+
+/// One single-server membership change (Thesis §4.1–4.3): one voter added or removed at a
+/// time, learners added and promoted (Thesis §4.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConfChange {
+    /// Add a voter at once (prefer a learner, then promote it, so that the new voter does not
+    /// stall commitment while it catches up: Thesis §4.2.1).
+    AddVoter(NodeId),
+    /// Add a non-voting member that receives the log.
+    AddLearner(NodeId),
+    /// Make a learner a voter.
+    PromoteLearner(NodeId),
+    /// Remove a voter or a learner.
+    Remove(NodeId),
+}
+
+impl ConfChange {
+    /// Encodes as one byte of operation and eight of node id.
+    pub fn encode(&self) -> Bytes {
+        let (op, id) = match self {
+            ConfChange::AddVoter(id) => (1u8, id),
+            ConfChange::AddLearner(id) => (2, id),
+            ConfChange::PromoteLearner(id) => (3, id),
+            ConfChange::Remove(id) => (4, id),
+        };
+        let mut b = Vec::with_capacity(9);
+        b.push(op);
+        b.extend_from_slice(&id.0.to_le_bytes());
+        Bytes::from(b)
+    }
+
+    /// Decodes [`ConfChange::encode`]; `None` for anything else.
+    pub fn decode(data: &[u8]) -> Option<ConfChange> {
+        if data.len() != 9 {
+            return None;
+        }
+        let id = NodeId(u64::from_le_bytes(data[1..].try_into().ok()?));
+        Some(match data[0] {
+            1 => ConfChange::AddVoter(id),
+            2 => ConfChange::AddLearner(id),
+            3 => ConfChange::PromoteLearner(id),
+            4 => ConfChange::Remove(id),
+            _ => return None,
+        })
     }
 }

@@ -161,6 +161,28 @@ impl<S: LogStore> Node<S> {
         r
     }
 
+    /// Proposes a membership change (Thesis §4.1–4.3): one voter added or removed at a time,
+    /// learners added and promoted (a learner only once within
+    /// [`Config::promotion_lag_max`] of the leader). It takes effect as soon as it is appended;
+    /// the next change is refused until this one commits. Removing the leader itself works:
+    /// it steps down once the change commits.
+    pub fn propose_conf_change(
+        &mut self,
+        change: crate::membership::ConfChange,
+    ) -> Result<EntryId, crate::error::ConfChangeError> {
+        if let Some(e) = &self.raft.halted {
+            return Err(crate::error::ConfChangeError::Halted(e.clone()));
+        }
+        let r = self.raft.propose_conf_change(change);
+        self.debug_check("propose_conf_change");
+        r
+    }
+
+    /// The current configuration (the latest in the log, committed or not).
+    pub fn membership(&self) -> &crate::membership::Membership {
+        &self.raft.membership
+    }
+
     /// Asks for a linearizable read without writing to the log (Thesis §6.4). On the leader,
     /// once a heartbeat round confirms its leadership, a [`crate::ReadState`] with `ctx`
     /// appears in a [`Ready`]; on a follower the request is forwarded to the leader (Thesis

@@ -28,8 +28,14 @@ pub(crate) struct Raft<S> {
     /// The leader of `term`, once known. Invariant: `Some(id)` exactly when leader.
     pub(crate) leader_id: Option<NodeId>,
     pub(crate) log: RaftLog<S>,
+    /// The latest configuration in the log (Thesis §4.1: "a server always uses the latest
+    /// configuration in its log, regardless of whether the entry is committed").
     pub(crate) membership: Membership,
     pub(crate) quorum: JointConfig,
+    /// The configuration before any change in the log (from storage).
+    pub(crate) base_membership: Membership,
+    /// Every configuration change in the log: its index and the membership it results in.
+    pub(crate) conf_history: Vec<(LogIndex, Membership)>,
     /// Leader only: one entry per member, this node included (its `matched` is its own durable
     /// index, Thesis §10.2.1). Empty in other roles.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
@@ -89,7 +95,7 @@ impl<S: LogStore> Raft<S> {
             )));
         }
         let applied = applied.min(hs.commit).max(store.first_index().prev());
-        Ok(Raft {
+        let mut raft = Raft {
             id: config.id,
             term: hs.term,
             vote: hs.vote,
@@ -97,6 +103,8 @@ impl<S: LogStore> Raft<S> {
             leader_id: None,
             log: RaftLog::new(store, hs.commit.max(applied), applied),
             quorum: init.membership.quorum(),
+            base_membership: init.membership.clone(),
+            conf_history: Vec::new(),
             membership: init.membership,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
@@ -117,7 +125,54 @@ impl<S: LogStore> Raft<S> {
             boot_lease: config.read_mode == crate::config::ReadMode::LeaseBased
                 && hs.term > Term::ZERO,
             config,
-        })
+        };
+        // Thesis §4.1: the configuration is the latest one in the log, committed or not.
+        raft.rebuild_membership(LogIndex::ZERO)?;
+        Ok(raft)
+    }
+
+    /// Recomputes the membership after the log changed from `from` on: changes at or after it
+    /// are forgotten, and those now in the log replayed (Thesis §4.1).
+    pub(crate) fn rebuild_membership(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.conf_history.retain(|(i, _)| *i < from);
+        let last = self.log.last_index();
+        let mut at = from.max(self.log.first_index());
+        while at <= last {
+            let mut batch = Vec::new();
+            self.log.entries(at, last.next(), u64::MAX, &mut batch)?;
+            for e in &batch {
+                if e.kind == crate::types::EntryKind::ConfChange {
+                    let current =
+                        self.conf_history.last().map_or(&self.base_membership, |(_, m)| m);
+                    // A change the leader validated applies to the same configuration here; one
+                    // that does not decode or apply (a corrupt or hostile entry) changes nothing.
+                    let next = crate::membership::ConfChange::decode(&e.data)
+                        .and_then(|cc| current.apply(cc).ok())
+                        .unwrap_or_else(|| current.clone());
+                    self.conf_history.push((e.index, next));
+                }
+            }
+            at = batch.last().map_or(last.next(), |e| e.index.next());
+        }
+        self.membership =
+            self.conf_history.last().map_or(&self.base_membership, |(_, m)| m).clone();
+        self.quorum = self.membership.quorum();
+        if self.role == Role::Leader {
+            let next = self.log.last_index().next();
+            let (msgs_max, bytes_max) =
+                (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
+            let members: Vec<NodeId> = self.membership.members().collect();
+            for id in &members {
+                self.progress.entry(*id).or_insert_with(|| {
+                    let mut pr = Progress::new(next, msgs_max, bytes_max);
+                    pr.recent_active = true;
+                    pr
+                });
+            }
+            let me = self.id;
+            self.progress.retain(|id, _| *id == me || members.contains(id));
+        }
+        Ok(())
     }
 
     pub(crate) fn hard_state(&self) -> HardState {

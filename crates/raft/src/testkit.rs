@@ -289,6 +289,37 @@ impl Cluster {
         self.aborted_reads.get(&id).map_or(&[], Vec::as_slice)
     }
 
+    /// Starts a new, empty node `id` that knows the cluster's initial membership (as a new
+    /// server is given it when it joins), so that it can follow the log, including the
+    /// change that adds it. It is not a member until such a change is proposed.
+    ///
+    /// # Panics
+    /// If `id` exists already or the node cannot start: a broken test.
+    pub fn add_node(&mut self, id: NodeId) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists already");
+        let first = self.ids()[0];
+        let membership = self.node(first).store().initial_state().expect("MemStorage").membership;
+        let mut cfg = self.configs[&first].clone();
+        cfg.id = id;
+        cfg.rng_seed = cfg.rng_seed.wrapping_add(id.0);
+        let node = Node::new(cfg.clone(), MemStorage::new(membership))
+            .unwrap_or_else(|e| panic!("new node {id}: {e}"));
+        self.nodes.insert(id, node);
+        self.configs.insert(id, cfg);
+        self.applied.insert(id, Vec::new());
+    }
+
+    /// Proposes a membership change on `id` and processes its output.
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change: crate::membership::ConfChange,
+    ) -> Result<EntryId, crate::error::ConfChangeError> {
+        let r = self.node_mut(id).propose_conf_change(change);
+        self.process(id);
+        r
+    }
+
     /// Asks leader `id` to transfer leadership to `target`, and processes its output.
     pub fn transfer_leader(
         &mut self,

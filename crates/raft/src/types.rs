@@ -121,6 +121,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends at the start of its term (Raft §8: "each leader
     /// commit a blank no-op entry into the log at the start of its term"). Applications skip it.
     Noop,
+    /// A membership change ([`crate::ConfChange`], encoded): it takes effect on every server as
+    /// soon as it is in the log (Thesis §4.1). Applications skip it.
+    ConfChange,
 }
 
 /// One log entry (Raft Fig. 2): index, term and command.
@@ -163,6 +166,10 @@ impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             EntryKind::Noop => write!(f, "{}/{} noop", self.index.0, self.term.0),
+            EntryKind::ConfChange => match crate::membership::ConfChange::decode(&self.data) {
+                Some(cc) => write!(f, "{}/{} {cc:?}", self.index.0, self.term.0),
+                None => write!(f, "{}/{} conf?", self.index.0, self.term.0),
+            },
             EntryKind::Normal => {
                 write!(f, "{}/{} ", self.index.0, self.term.0)?;
                 match std::str::from_utf8(&self.data) {

@@ -522,7 +522,7 @@ impl World {
                     ))
                 }
             },
-            EntryKind::Noop => None,
+            EntryKind::Noop | EntryKind::ConfChange => None,
         };
         if let Some(p) = self.hosts[i].proposals.remove(&e.index.0) {
             let reply = if p.entry == e.id() {

@@ -84,7 +84,8 @@ pub fn get_record(
 
 // ---- payloads ---------------------------------------------------------------------------
 
-/// Encodes entries: count (u32), then per entry term (u64), index (u64), kind (u8),
+/// Encodes entries: count (u32), then per entry term (u64), index (u64), kind (u8: 0 normal,
+/// 1 no-op, 2 membership change),
 /// data length (u32), data.
 pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -94,6 +95,7 @@ pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
         out.push(match e.kind {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
         });
         out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
         out.extend_from_slice(&e.data);
@@ -149,6 +151,7 @@ pub fn decode_entries(
         let kind = match r.u8()? {
             0 => EntryKind::Normal,
             1 => EntryKind::Noop,
+            2 => EntryKind::ConfChange,
             _ => return Err(Malformed("unknown entry kind")),
         };
         let len = r.u32()? as usize;

@@ -135,13 +135,14 @@ impl<S: LogStore> RaftLog<S> {
     /// new msg    prev=2/1, entries 3/2 4/3   -> conflict at 4: drop 4.., append 4/3
     /// ```
     ///
-    /// Returns the index of the last entry the message carried, now known to match the leader.
+    /// Returns the index of the last entry the message carried, now known to match the leader,
+    /// and the index from which the log was rewritten, if it was.
     pub(crate) fn maybe_append(
         &mut self,
         prev: EntryId,
         leader_commit: LogIndex,
         entries: &[Entry],
-    ) -> Result<LogIndex, AppendRefusal> {
+    ) -> Result<(LogIndex, Option<LogIndex>), AppendRefusal> {
         if !self.match_term(prev)? {
             return Err(AppendRefusal::Mismatch);
         }
@@ -163,7 +164,7 @@ impl<S: LogStore> RaftLog<S> {
             self.unstable.truncate_and_append(&entries[first_new..]);
         }
         self.commit_to(leader_commit.min(last_new));
-        Ok(last_new)
+        Ok((last_new, entries.get(first_new).map(|e| e.index)))
     }
 
     /// The follower's rejection hint for a failed probe at `prev_index`.

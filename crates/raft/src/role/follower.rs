@@ -53,9 +53,15 @@ impl<S: LogStore> Raft<S> {
         {
             // Planted bug: replace the suffix even when every entry matches.
             self.log.unstable_mut().truncate_and_append(entries);
+            self.rebuild_membership(entries[0].index)?;
         }
         match self.log.maybe_append(prev_log, leader_commit, entries) {
-            Ok(match_index) => {
+            Ok((match_index, rewritten_from)) => {
+                if let Some(from) = rewritten_from {
+                    // Thesis §4.1: configurations take effect when appended, and revert when
+                    // a conflicting suffix that held one is cut.
+                    self.rebuild_membership(from)?;
+                }
                 // Sent after persistence: the leader counts this follower's copy toward
                 // commitment, so it must be durable first (Raft Fig. 2).
                 self.send_after_persist(from, term, reply(AppendOutcome::Success { match_index }));

@@ -8,7 +8,7 @@ use crate::message::{AppendOutcome, Message, MessageBody, RejectHint};
 use crate::progress::{Progress, ProgressState};
 use crate::raft::{Dispatch, Raft};
 use crate::storage::LogStore;
-use crate::types::{Entry, EntryId, EntryKind, NodeId, Role};
+use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId, Role};
 
 impl<S: LogStore> Raft<S> {
     /// Raft Fig. 2, "Volatile state on leaders (reinitialized after election)": nextIndex is
@@ -65,6 +65,59 @@ impl<S: LogStore> Raft<S> {
         let id = entry.id();
         self.log.append_own(entry);
         self.bcast_pending = true;
+        Ok(id)
+    }
+
+    /// Proposes a single-server membership change (Thesis §4.1): validated against the
+    /// latest configuration, appended, and in effect at once.
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        change: crate::membership::ConfChange,
+    ) -> Result<EntryId, crate::error::ConfChangeError> {
+        use crate::error::ConfChangeError;
+        use crate::membership::ConfChange;
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader { leader_hint: self.leader_id });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ConfChangeError::TransferInProgress);
+        }
+        if let Some((pending, _)) = self.conf_history.last() {
+            if *pending > self.log.committed() {
+                return Err(ConfChangeError::InProgress { pending: *pending });
+            }
+        }
+        // Thesis §4.3: a leader that has not committed an entry of its own term may hold a
+        // configuration an earlier leader's uncommitted change replaced elsewhere.
+        if self.log.term(self.log.committed()).ok() != Some(self.term) {
+            return Err(ConfChangeError::LeaderNotReady);
+        }
+        self.membership.apply(change)?;
+        if let ConfChange::PromoteLearner(id) = change {
+            let last = self.log.last_index();
+            let matched = self.progress.get(&id).map_or(LogIndex::ZERO, |p| p.matched);
+            let lag = last.0 - matched.0.min(last.0);
+            if lag > self.config.promotion_lag_max {
+                return Err(ConfChangeError::LearnerLagging {
+                    id,
+                    lag,
+                    max: self.config.promotion_lag_max,
+                });
+            }
+        }
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index().next(),
+            kind: EntryKind::ConfChange,
+            data: change.encode(),
+        };
+        let id = entry.id();
+        self.log.append_own(entry);
+        self.rebuild_membership(id.index).map_err(ConfChangeError::Halted)?;
+        self.bcast_pending = true;
+        // A leader that is no longer a voter does not count itself (Raft §6), so the entry
+        // may already be committed in a configuration of one.
+        self.maybe_commit_leader();
         Ok(id)
     }
 
@@ -226,14 +279,13 @@ impl<S: LogStore> Raft<S> {
                         ProgressState::Probe => pr.become_replicate(),
                         ProgressState::Replicate => pr.inflights.free_to(match_index),
                     }
-                    if self.maybe_commit_leader() {
-                        self.bcast_pending = true;
-                    }
+                    self.maybe_commit_leader();
                     if self.lead_transferee == Some(from) {
                         self.maybe_send_timeout_now(from)?;
                     }
                 }
-                self.bcast_pending = true;
+                // Still leader (a commit may have removed it): send what this follower lacks.
+                self.bcast_pending = self.role == Role::Leader;
             }
             AppendOutcome::Reject { rejected_prev, hint } => {
                 let hinted = match hint {
@@ -292,8 +344,24 @@ impl<S: LogStore> Raft<S> {
             };
         if advanced {
             self.on_commit_in_term();
+            self.maybe_step_down_removed();
+            // The new commit index travels with the next appends.
+            self.bcast_pending = self.role == Role::Leader;
         }
         advanced
+    }
+
+    /// Raft §6: a leader that is not part of the new configuration "steps down (returns to
+    /// follower state) once it has committed the C_new log entry".
+    fn maybe_step_down_removed(&mut self) {
+        if self.membership.is_voter(self.id) {
+            return;
+        }
+        if let Some((index, _)) = self.conf_history.last() {
+            if *index <= self.log.committed() {
+                self.become_follower(self.term, None);
+            }
+        }
     }
 
     /// Thesis §3.10, leadership transfer: "1. The prior leader stops accepting new client
@@ -343,8 +411,8 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         if let Some(pr) = self.progress.get_mut(&self.id) {
-            if pr.maybe_update(id.index) && self.maybe_commit_leader() {
-                self.bcast_pending = true;
+            if pr.maybe_update(id.index) {
+                self.maybe_commit_leader();
             }
         }
     }
