@@ -110,6 +110,12 @@ pub enum ConfChangeError {
     /// Node 0 is not a valid member.
     #[error("node id 0 is reserved")]
     ZeroId,
+    /// The cluster is in a joint configuration; it leaves it on its own once committed.
+    #[error("a joint configuration is in effect")]
+    InJoint,
+    /// There is no joint configuration to leave.
+    #[error("no joint configuration to leave")]
+    NotJoint,
     /// Already a member (to make a learner a voter, promote it).
     #[error("{id} is already a member")]
     AlreadyMember {

@@ -13,6 +13,9 @@ use crate::types::NodeId;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Membership {
     voters: BTreeSet<NodeId>,
+    /// In a joint configuration (Raft §6), the old voters, whose majority is needed too.
+    /// Empty otherwise.
+    outgoing: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,
 }
 
@@ -41,10 +44,10 @@ impl Membership {
         if voters.intersection(&learners).next().is_some() {
             return Err(ConfigError::Membership("a node is both voter and learner"));
         }
-        Ok(Membership { voters, learners })
+        Ok(Membership { voters, outgoing: BTreeSet::new(), learners })
     }
 
-    /// Voting members.
+    /// Voting members (of the new configuration, when joint).
     pub fn voters(&self) -> &BTreeSet<NodeId> {
         &self.voters
     }
@@ -54,19 +57,31 @@ impl Membership {
         &self.learners
     }
 
-    /// Whether `id` votes.
+    /// In a joint configuration: the old voters.
+    pub fn outgoing_voters(&self) -> &BTreeSet<NodeId> {
+        &self.outgoing
+    }
+
+    /// Whether this is a joint configuration C_old,new (Raft §6).
+    pub fn is_joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Whether `id` votes (in either half of a joint configuration).
     pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
+        self.voters.contains(&id) || self.outgoing.contains(&id)
     }
 
     /// Whether `id` is a member at all.
     pub fn contains(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.learners.contains(&id)
+        self.is_voter(id) || self.learners.contains(&id)
     }
 
     /// Every member, voters and learners, in id order.
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.union(&self.learners).copied()
+        let all: BTreeSet<NodeId> =
+            self.voters.iter().chain(&self.outgoing).chain(&self.learners).copied().collect();
+        all.into_iter()
     }
 
     /// The membership after `change`, or why the change does not apply. Never mutates.
@@ -74,14 +89,44 @@ impl Membership {
     /// ```
     /// use flotilla_raft::{ConfChange, Membership, NodeId};
     /// let m = Membership::new([NodeId(1), NodeId(2), NodeId(3)], []).unwrap();
-    /// let m = m.apply(ConfChange::AddLearner(NodeId(4))).unwrap();
-    /// let m = m.apply(ConfChange::PromoteLearner(NodeId(4))).unwrap();
+    /// let m = m.apply(&ConfChange::AddLearner(NodeId(4))).unwrap();
+    /// let m = m.apply(&ConfChange::PromoteLearner(NodeId(4))).unwrap();
     /// assert!(m.is_voter(NodeId(4)));
-    /// assert!(m.apply(ConfChange::AddVoter(NodeId(4))).is_err());
+    /// assert!(m.apply(&ConfChange::AddVoter(NodeId(4))).is_err());
     /// ```
-    pub fn apply(&self, change: ConfChange) -> Result<Membership, ConfChangeError> {
+    pub fn apply(&self, change: &ConfChange) -> Result<Membership, ConfChangeError> {
         let mut m = self.clone();
         match change {
+            ConfChange::EnterJoint { voters, learners } => {
+                if self.is_joint() {
+                    return Err(ConfChangeError::InJoint);
+                }
+                if voters.is_empty() {
+                    return Err(ConfChangeError::LastVoter { id: NodeId::ZERO });
+                }
+                if voters.contains(&NodeId::ZERO) || learners.contains(&NodeId::ZERO) {
+                    return Err(ConfChangeError::ZeroId);
+                }
+                if let Some(id) = voters.intersection(learners).next() {
+                    return Err(ConfChangeError::AlreadyMember { id: *id });
+                }
+                return Ok(Membership {
+                    voters: voters.clone(),
+                    outgoing: self.voters.clone(),
+                    learners: learners.clone(),
+                });
+            }
+            ConfChange::LeaveJoint => {
+                if !self.is_joint() {
+                    return Err(ConfChangeError::NotJoint);
+                }
+                m.outgoing.clear();
+                return Ok(m);
+            }
+            _ if self.is_joint() => return Err(ConfChangeError::InJoint),
+            _ => {}
+        }
+        match *change {
             ConfChange::AddVoter(id) | ConfChange::AddLearner(id)
                 if id == crate::types::NodeId::ZERO =>
             {
@@ -111,19 +156,23 @@ impl Membership {
                     return Err(ConfChangeError::LastVoter { id });
                 }
             }
+            ConfChange::EnterJoint { .. } | ConfChange::LeaveJoint => {
+                unreachable!("joint changes are handled above")
+            }
         }
         Ok(m)
     }
 
     /// The quorum rule of this membership.
     pub(crate) fn quorum(&self) -> JointConfig {
-        JointConfig::new(self.voters.clone(), BTreeSet::new())
+        JointConfig::new(self.voters.clone(), self.outgoing.clone())
     }
 }
 
-/// One single-server membership change (Thesis §4.1–4.3): one voter added or removed at a
-/// time, learners added and promoted (Thesis §4.2.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A membership change: single-server changes (Thesis §4.1–4.3: one voter added or removed
+/// at a time, learners added and promoted, Thesis §4.2.1), or an arbitrary change through
+/// joint consensus (Raft §6), which the leader leaves automatically once it commits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ConfChange {
     /// Add a voter at once (prefer a learner, then promote it, so that the new voter does not
     /// stall commitment while it catches up: Thesis §4.2.1).
@@ -134,18 +183,40 @@ pub enum ConfChange {
     PromoteLearner(NodeId),
     /// Remove a voter or a learner.
     Remove(NodeId),
+    /// Raft §6: move to any configuration through the joint configuration C_old,new, in which
+    /// both the old and the new voters' majorities are needed.
+    EnterJoint {
+        /// The new voters.
+        voters: BTreeSet<NodeId>,
+        /// The new learners.
+        learners: BTreeSet<NodeId>,
+    },
+    /// Leave the joint configuration for C_new (appended by the leader itself once the joint
+    /// configuration is committed).
+    LeaveJoint,
 }
 
 impl ConfChange {
     /// Encodes as one byte of operation and eight of node id.
     pub fn encode(&self) -> Bytes {
+        let mut b = Vec::with_capacity(9);
         let (op, id) = match self {
             ConfChange::AddVoter(id) => (1u8, id),
             ConfChange::AddLearner(id) => (2, id),
             ConfChange::PromoteLearner(id) => (3, id),
             ConfChange::Remove(id) => (4, id),
+            ConfChange::EnterJoint { voters, learners } => {
+                b.push(5);
+                for set in [voters, learners] {
+                    b.extend_from_slice(&(set.len() as u32).to_le_bytes());
+                    for id in set {
+                        b.extend_from_slice(&id.0.to_le_bytes());
+                    }
+                }
+                return Bytes::from(b);
+            }
+            ConfChange::LeaveJoint => return Bytes::from_static(&[6]),
         };
-        let mut b = Vec::with_capacity(9);
         b.push(op);
         b.extend_from_slice(&id.0.to_le_bytes());
         Bytes::from(b)
@@ -153,6 +224,26 @@ impl ConfChange {
 
     /// Decodes [`ConfChange::encode`]; `None` for anything else.
     pub fn decode(data: &[u8]) -> Option<ConfChange> {
+        match data.first()? {
+            6 if data.len() == 1 => return Some(ConfChange::LeaveJoint),
+            5 => {
+                let mut at = 1;
+                let mut sets = [BTreeSet::new(), BTreeSet::new()];
+                for set in &mut sets {
+                    let n = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+                    at += 4;
+                    for _ in 0..n {
+                        set.insert(NodeId(u64::from_le_bytes(
+                            data.get(at..at + 8)?.try_into().ok()?,
+                        )));
+                        at += 8;
+                    }
+                }
+                let [voters, learners] = sets;
+                return (at == data.len()).then_some(ConfChange::EnterJoint { voters, learners });
+            }
+            _ => {}
+        }
         if data.len() != 9 {
             return None;
         }

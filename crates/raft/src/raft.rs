@@ -147,7 +147,7 @@ impl<S: LogStore> Raft<S> {
                     // A change the leader validated applies to the same configuration here; one
                     // that does not decode or apply (a corrupt or hostile entry) changes nothing.
                     let next = crate::membership::ConfChange::decode(&e.data)
-                        .and_then(|cc| current.apply(cc).ok())
+                        .and_then(|cc| current.apply(&cc).ok())
                         .unwrap_or_else(|| current.clone());
                     self.conf_history.push((e.index, next));
                 }

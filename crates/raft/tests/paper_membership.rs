@@ -152,7 +152,7 @@ fn invalid_changes_are_refused() {
         (ConfChange::AddLearner(NodeId(0)), ConfChangeError::ZeroId),
     ];
     for (cc, want) in cases {
-        assert_eq!(n.propose_conf_change(cc), Err(want), "{cc:?}");
+        assert_eq!(n.propose_conf_change(cc.clone()), Err(want), "{cc:?}");
     }
     assert_eq!(n.status().last_index, last);
     let mut f = node(2, &[1, 2]);
@@ -210,4 +210,81 @@ fn a_restarted_node_recovers_its_configuration_from_the_log() {
     c.crash(f);
     c.restart(f);
     assert!(c.node(f).membership().learners().contains(&NodeId(4)));
+}
+
+fn set(ids: &[u64]) -> std::collections::BTreeSet<NodeId> {
+    ids.iter().map(|i| NodeId(*i)).collect()
+}
+
+/// Raft §6, joint consensus: two voters replaced at once. In C_old,new "agreement (for
+/// elections and entry commitment) requires separate majorities from both the old and new
+/// configurations"; once it commits, the leader moves on to C_new by itself.
+#[test]
+fn joint_consensus_replaces_two_voters_at_once_and_leaves_automatically() {
+    let mut c = Cluster::new(3, 36);
+    let l = c.elect();
+    let keep = if l == NodeId(1) { 1 } else { l.0 };
+    for id in [4, 5] {
+        c.add_node(NodeId(id));
+    }
+    let change = ConfChange::EnterJoint { voters: set(&[keep, 4, 5]), learners: set(&[]) };
+    let at = c.propose_conf_change(l, change).unwrap();
+    assert!(c.node(l).membership().is_joint(), "in effect when appended");
+    // While joint, the old majority is needed too: cut both other old voters off.
+    let old_others: Vec<NodeId> =
+        [1, 2, 3].iter().map(|i| NodeId(*i)).filter(|i| *i != l).collect();
+    c.isolate(old_others[0]);
+    c.isolate(old_others[1]);
+    c.deliver_all();
+    assert!(c.node(l).status().commit < at.index, "C_old's majority is missing: no commit");
+    c.heal();
+    settle(&mut c, 10);
+    let m = c.node(l).membership().clone();
+    assert!(!m.is_joint(), "left the joint configuration by itself");
+    assert_eq!(m.voters(), &set(&[keep, 4, 5]));
+    let leader = c.leader().expect("a leader in C_new");
+    assert!(m.is_voter(leader));
+    c.propose(leader, "in-c-new").unwrap();
+    c.deliver_all();
+    for id in [keep, 4, 5] {
+        assert!(c.applied_data(NodeId(id)).contains(&"in-c-new".to_string()), "{id}");
+    }
+}
+
+/// Raft §6: a leader that is not in C_new keeps managing the cluster through the joint
+/// configuration, then steps down once C_new is committed.
+#[test]
+fn joint_consensus_can_remove_the_leader() {
+    let mut c = Cluster::new(3, 37);
+    let l = c.elect();
+    c.add_node(NodeId(4));
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != l.0).collect();
+    let change = ConfChange::EnterJoint { voters: set(&[rest[0], rest[1], 4]), learners: set(&[]) };
+    c.propose_conf_change(l, change).unwrap();
+    c.deliver_all();
+    assert_ne!(c.node(l).status().role, Role::Leader, "stepped down once C_new committed");
+    settle(&mut c, 60);
+    let new = c.leader().expect("C_new elects a leader");
+    assert_ne!(new, l);
+    assert!(!c.node(new).membership().contains(l));
+    // Single-server changes wait while joint; joint changes are refused when not joint.
+    assert!(matches!(
+        c.node_mut(new).propose_conf_change(ConfChange::LeaveJoint),
+        Err(ConfChangeError::NotJoint)
+    ));
+}
+
+#[test]
+fn conf_changes_round_trip_through_their_encoding() {
+    for cc in [
+        ConfChange::AddVoter(NodeId(3)),
+        ConfChange::AddLearner(NodeId(4)),
+        ConfChange::PromoteLearner(NodeId(5)),
+        ConfChange::Remove(NodeId(6)),
+        ConfChange::EnterJoint { voters: set(&[1, 2, 9]), learners: set(&[7]) },
+        ConfChange::LeaveJoint,
+    ] {
+        assert_eq!(ConfChange::decode(&cc.encode()), Some(cc.clone()));
+    }
+    assert_eq!(ConfChange::decode(&[9, 9]), None);
 }

@@ -35,6 +35,8 @@ impl<S: LogStore> Raft<S> {
             Entry { term: self.term, index: next, kind: EntryKind::Noop, data: Bytes::new() };
         self.log.append_own(noop);
         self.bcast_pending = true;
+        // A joint configuration committed under an earlier leader is left by this one.
+        self.maybe_leave_joint();
         // A single-voter cluster commits as soon as its own write is durable.
         self.maybe_commit_leader();
         Ok(())
@@ -92,8 +94,9 @@ impl<S: LogStore> Raft<S> {
         if self.log.term(self.log.committed()).ok() != Some(self.term) {
             return Err(ConfChangeError::LeaderNotReady);
         }
-        self.membership.apply(change)?;
+        self.membership.apply(&change)?;
         if let ConfChange::PromoteLearner(id) = change {
+            let id: NodeId = id;
             let last = self.log.last_index();
             let matched = self.progress.get(&id).map_or(LogIndex::ZERO, |p| p.matched);
             let lag = last.0 - matched.0.min(last.0);
@@ -344,11 +347,37 @@ impl<S: LogStore> Raft<S> {
             };
         if advanced {
             self.on_commit_in_term();
+            self.maybe_leave_joint();
             self.maybe_step_down_removed();
             // The new commit index travels with the next appends.
             self.bcast_pending = self.role == Role::Leader;
         }
         advanced
+    }
+
+    /// Raft §6: "Once C_old,new has been committed ... it is now safe for the leader to create
+    /// a log entry describing C_new and replicate it to the cluster."
+    pub(crate) fn maybe_leave_joint(&mut self) {
+        if self.role != Role::Leader || !self.membership.is_joint() {
+            return;
+        }
+        let Some((index, _)) = self.conf_history.last() else { return };
+        if *index > self.log.committed() {
+            return;
+        }
+        let change = crate::membership::ConfChange::LeaveJoint;
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index().next(),
+            kind: EntryKind::ConfChange,
+            data: change.encode(),
+        };
+        let at = entry.index;
+        self.log.append_own(entry);
+        if let Err(e) = self.rebuild_membership(at) {
+            self.halted = Some(e);
+        }
+        self.bcast_pending = true;
     }
 
     /// Raft §6: a leader that is not part of the new configuration "steps down (returns to
