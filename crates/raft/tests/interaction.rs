@@ -18,6 +18,8 @@
 //! - `propose ID DATA`: a proposal and its result (the messages stay queued)
 //! - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
 //! - `status`: one line per node; `log ID`: that node's entries
+//! - `add-node ID`: start an empty node; `conf ID add-voter|add-learner|promote|remove N` or
+//!   `conf ID joint V1,V2,.. [L1,..]`: a membership change proposed on ID; `members ID`
 //! - `transfer FROM TO`: leadership transfer; `read ID CTX`: a read-index request;
 //!   `reads ID`: the reads served and failed on that node
 
@@ -25,7 +27,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use flotilla_raft::testkit::Cluster;
-use flotilla_raft::{Config, NodeId, Role};
+use flotilla_raft::{ConfChange, Config, NodeId, Role};
 
 struct Script {
     cluster: Option<Cluster>,
@@ -143,6 +145,44 @@ impl Script {
                     .collect();
                 let failed = c.aborted_reads(id(args[0])).join(", ");
                 out.push_str(&format!("served: [{}] failed: [{failed}]", served.join(", ")));
+            }
+            "add-node" => {
+                self.c().add_node(id(args[0]));
+                out.push_str("ok");
+            }
+            "conf" => {
+                let ids = |list: &[&str]| -> std::collections::BTreeSet<NodeId> {
+                    list.iter().filter(|s| !s.is_empty()).map(|s| id(s)).collect()
+                };
+                let change = match args[1] {
+                    "add-voter" => ConfChange::AddVoter(id(args[2])),
+                    "add-learner" => ConfChange::AddLearner(id(args[2])),
+                    "promote" => ConfChange::PromoteLearner(id(args[2])),
+                    "remove" => ConfChange::Remove(id(args[2])),
+                    "joint" => {
+                        let voters: Vec<&str> = args[2].split(',').collect();
+                        let learners: Vec<&str> =
+                            args.get(3).map_or(vec![], |l| l.split(',').collect());
+                        ConfChange::EnterJoint { voters: ids(&voters), learners: ids(&learners) }
+                    }
+                    other => panic!("unknown change {other:?}"),
+                };
+                match self.c().propose_conf_change(id(args[0]), change) {
+                    Ok(e) => out.push_str(&format!("ok index={} term={}", e.index.0, e.term.0)),
+                    Err(e) => out.push_str(&format!("error: {e}")),
+                }
+            }
+            "members" => {
+                let m = self.c().node(id(args[0])).membership().clone();
+                let show = |s: &std::collections::BTreeSet<NodeId>| {
+                    s.iter().map(|i| i.0.to_string()).collect::<Vec<_>>().join(",")
+                };
+                out.push_str(&format!(
+                    "voters={} outgoing={} learners={}",
+                    show(m.voters()),
+                    show(m.outgoing_voters()),
+                    show(m.learners())
+                ));
             }
             "isolate" => {
                 self.c().isolate(id(args[0]));
