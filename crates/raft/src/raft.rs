@@ -348,7 +348,11 @@ impl<S: LogStore> Raft<S> {
         if m.from == self.id {
             return bad(Malformed::FromSelf);
         }
-        if !self.membership.contains(m.from) {
+        // A member refuses strangers: that keeps removed servers from disrupting the cluster.
+        // A server outside its own configuration (joining, or removed) listens to anyone, so
+        // that a leader added after it started can bring it the log that makes it a member;
+        // terms, not membership, are what make Raft safe.
+        if !self.membership.contains(m.from) && self.membership.contains(self.id) {
             return Err(StepError::UnknownSender { from: m.from });
         }
         let is_request = matches!(

@@ -47,6 +47,10 @@ pub struct SimConfig {
     pub read_index_ppm: u32,
     /// Per-million chance, per injected fault, of a leadership transfer (Thesis §3.10).
     pub transfer_ppm: u32,
+    /// Servers beyond the initial members, which membership changes may add.
+    pub spare_nodes: usize,
+    /// Per-million chance, per injected fault, of a membership change (Thesis §4, Raft §6).
+    pub conf_change_ppm: u32,
     /// A client gives up on an operation after this long (its outcome becomes unknown).
     pub client_timeout_us: u64,
     /// Record a trace of every event.
@@ -95,6 +99,8 @@ impl SimConfig {
             read_index_ppm: [0, 500_000, 1_000_000][rng.in_range(0, 3) as usize],
             lease_reads: check_quorum && rng.in_range(0, 3) == 0,
             transfer_ppm: [0, 100_000][rng.in_range(0, 2) as usize],
+            spare_nodes: rng.in_range(0, 3) as usize,
+            conf_change_ppm: [0, 300_000][rng.in_range(0, 2) as usize],
             client_timeout_us: 1_000_000,
             trace: false,
             unsafe_local_reads: false,

@@ -167,7 +167,9 @@ impl World {
         let ids: Vec<NodeId> = (1..=cfg.nodes as u64).map(NodeId).collect();
         let membership =
             Membership::new(ids.iter().copied(), []).expect("1..=n is a valid membership");
-        let hosts = ids
+        // Spare servers run from the start but are not members until a change adds them.
+        let all: Vec<NodeId> = (1..=(cfg.nodes + cfg.spare_nodes) as u64).map(NodeId).collect();
+        let hosts = all
             .iter()
             .map(|id| {
                 let config = Config {
@@ -187,7 +189,6 @@ impl World {
         let clients = (0..cfg.clients).map(|c| Client::new(c, c % cfg.nodes)).collect();
         let net = cfg.net.clone();
         let trace = cfg.trace.then(Vec::new);
-        let nodes = cfg.nodes;
         let mut w = World {
             cfg,
             now: 0,
@@ -199,7 +200,7 @@ impl World {
             clients,
             history: Vec::new(),
             checks: Checks {
-                commit_rule: CommitRule::new(nodes),
+                commit_rule: CommitRule::default(),
                 election: ElectionSafety::default(),
                 append_only: LeaderAppendOnly::default(),
                 sms: StateMachineSafety::default(),
@@ -299,7 +300,11 @@ impl World {
                 self.log(|| format!("  {m:?}"));
                 let node = self.hosts[to].node.as_mut().expect("checked running above");
                 if let Err(e) = node.step(m) {
-                    // Every message here comes from a correct peer: a refusal is a bug.
+                    if matches!(e, flotilla_raft::StepError::UnknownSender { .. }) {
+                        // A removed server still talks; members refuse it, as they should.
+                        return self.pump(to);
+                    }
+                    // Every other message here comes from a correct peer: a refusal is a bug.
                     let detail =
                         format!("node {} refused a message from a correct peer: {e}", to + 1);
                     self.fail(violation("Step", detail));
@@ -578,16 +583,21 @@ impl World {
             }
         }
         let entry_at = |idx: u64| self.hosts[i].entry_at(idx);
-        let durable_on = |e: EntryId| {
-            self.hosts.iter().filter(|h| h.disk.durable_entry(e.index.0) == Some(e)).count()
+        let durable_at = |n: NodeId, e: EntryId| {
+            self.hosts
+                .get((n.0 - 1) as usize)
+                .is_some_and(|h| h.disk.durable_entry(e.index.0) == Some(e))
         };
+        let membership =
+            self.hosts[i].node.as_ref().expect("observed running").membership().clone();
         if let Err(v) = self.checks.commit_rule.observe_leader(
             id,
             incarnation,
             st.term,
             st.commit,
+            &membership,
             entry_at,
-            durable_on,
+            durable_at,
         ) {
             return self.fail(v);
         }
@@ -707,6 +717,9 @@ impl World {
                 self.log(|| "heal".to_string());
             }
         }
+        if self.chance(self.cfg.conf_change_ppm) {
+            self.inject_conf_change();
+        }
         if self.chance(self.cfg.transfer_ppm) {
             if let Some(l) = self.leader() {
                 let target = ids[self.rng.in_range(0, n as u32) as usize];
@@ -719,6 +732,37 @@ impl World {
             self.rng.in_range(self.cfg.fault_interval_us / 4, self.cfg.fault_interval_us * 2),
         );
         self.schedule(next, Event::NextFault);
+    }
+
+    /// A random membership change through the leader: add a learner, promote one, remove a
+    /// member (keeping at least three voters), or a joint change to a random set of voters.
+    fn inject_conf_change(&mut self) {
+        use flotilla_raft::ConfChange;
+        let Some(l) = self.leader() else { return };
+        let m = self.hosts[l].node.as_ref().expect("the leader runs").membership().clone();
+        let all: Vec<NodeId> = self.hosts.iter().map(|h| h.id).collect();
+        let outsiders: Vec<NodeId> = all.iter().copied().filter(|i| !m.contains(*i)).collect();
+        let learners: Vec<NodeId> = m.learners().iter().copied().collect();
+        let voters: Vec<NodeId> = m.voters().iter().copied().collect();
+        let kind = self.rng.in_range(0, 4);
+        let mut pick = |v: &[NodeId]| v[self.rng.in_range(0, v.len() as u32) as usize];
+        let change = match kind {
+            0 if !outsiders.is_empty() => ConfChange::AddLearner(pick(&outsiders)),
+            1 if !learners.is_empty() => ConfChange::PromoteLearner(pick(&learners)),
+            2 if voters.len() > 3 => ConfChange::Remove(pick(&voters)),
+            2 if !learners.is_empty() => ConfChange::Remove(pick(&learners)),
+            _ => {
+                let mut shuffled = all.clone();
+                self.shuffle(&mut shuffled);
+                let k = self.rng.in_range(3, shuffled.len().max(3) as u32 + 1) as usize;
+                let voters = shuffled.into_iter().take(k).collect();
+                ConfChange::EnterJoint { voters, learners: Default::default() }
+            }
+        };
+        let node = self.hosts[l].node.as_mut().expect("the leader runs");
+        let r = node.propose_conf_change(change.clone());
+        self.log(|| format!("conf change at n{}: {change:?}: {r:?}", l + 1));
+        self.pump(l);
     }
 
     fn chance(&mut self, ppm: u32) -> bool {

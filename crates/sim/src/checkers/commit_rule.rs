@@ -7,35 +7,31 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_raft::{EntryId, LogIndex, NodeId, Term};
+use flotilla_raft::{EntryId, LogIndex, Membership, NodeId, Term};
 
 use super::{violation, Violation};
 
 /// The commit index each leader was last seen with, per (node, incarnation, term).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CommitRule {
     seen: BTreeMap<(NodeId, u64), (Term, LogIndex)>,
-    cluster_size: usize,
 }
 
 impl CommitRule {
-    /// A checker for a cluster of `cluster_size` servers.
-    pub fn new(cluster_size: usize) -> CommitRule {
-        CommitRule { seen: BTreeMap::new(), cluster_size }
-    }
-
-    /// Leader `id` (in this incarnation) has commit index `commit` in `term`. `entry_at`
-    /// reads its log; `durable_on` counts the servers whose durable log holds an entry.
+    /// Leader `id` (in this incarnation) has commit index `commit` in `term` under
+    /// `membership`. `entry_at` reads its log; `durable_at` says whether a server's durable log
+    /// holds an entry. In a joint configuration both halves need a durable majority.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe_leader(
         &mut self,
         id: NodeId,
         incarnation: u64,
         term: Term,
         commit: LogIndex,
+        membership: &Membership,
         entry_at: impl Fn(u64) -> Option<EntryId>,
-        durable_on: impl Fn(EntryId) -> usize,
+        durable_at: impl Fn(NodeId, EntryId) -> bool,
     ) -> Result<(), Violation> {
-        let cluster_size = self.cluster_size;
         let before = self.seen.insert((id, incarnation), (term, commit));
         let advanced = match before {
             Some((t, c)) if t == term => commit > c,
@@ -57,12 +53,17 @@ impl CommitRule {
                 format!("leader {id} of term {} advanced its commit index to {entry}, an entry of an earlier term", term.0),
             ));
         }
-        let copies = durable_on(entry);
-        if copies * 2 <= cluster_size {
-            return Err(violation(
-                "Commit rule",
-                format!("leader {id} committed {entry}, durable on only {copies} of {cluster_size} servers"),
-            ));
+        for voters in [membership.voters(), membership.outgoing_voters()] {
+            if voters.is_empty() {
+                continue;
+            }
+            let copies = voters.iter().filter(|v| durable_at(**v, entry)).count();
+            if copies * 2 <= voters.len() {
+                return Err(violation(
+                    "Commit rule",
+                    format!("leader {id} committed {entry}, durable on only {copies} of voters {voters:?}"),
+                ));
+            }
         }
         Ok(())
     }
