@@ -164,17 +164,7 @@ fn leader_backs_off_next_index_on_rejection_and_retries() {
     let mut n = node_with(cfg(1), &[1, 2, 3], 1, &[1, 1, 1, 1]);
     make_leader(&mut n, &[1, 2, 3]);
     // Follower 2 holds only entry 1.
-    let reject = msg(
-        2,
-        1,
-        2,
-        MessageBody::AppendResponse {
-            outcome: AppendOutcome::Reject {
-                rejected_prev: LogIndex(4),
-                hint: RejectHint::LogTooShort { last_index: LogIndex(1) },
-            },
-        },
-    );
+    let reject = reject_short(2, 1, 2, 4, 1);
     n.step(reject).unwrap();
     let out = drain(&mut n);
     let retry = out.early.iter().find(|m| m.to == NodeId(2)).expect("a retry");
@@ -283,17 +273,7 @@ fn figure_8_uncommitted_entry_of_an_old_term_may_be_overwritten() {
     assert_eq!(nodes[&1].status().role, Role::Leader);
     // The leader re-sends entry 2 alone once it learns where S3 stands.
     let s1 = nodes.get_mut(&1).unwrap();
-    let reject = msg(
-        3,
-        1,
-        4,
-        MessageBody::AppendResponse {
-            outcome: AppendOutcome::Reject {
-                rejected_prev: LogIndex(2),
-                hint: RejectHint::LogTooShort { last_index: LogIndex(1) },
-            },
-        },
-    );
+    let reject = reject_short(3, 1, 4, 2, 1);
     let _ = s1.step(reject);
     drain(s1);
     s1.step(ack(3, 1, 4, 2)).unwrap();
@@ -433,17 +413,7 @@ fn probe_after_rejection_replicate_after_success() {
         1,
         "pipelined without waiting"
     );
-    let reject = msg(
-        2,
-        1,
-        2,
-        MessageBody::AppendResponse {
-            outcome: AppendOutcome::Reject {
-                rejected_prev: LogIndex(6),
-                hint: RejectHint::LogTooShort { last_index: LogIndex(5) },
-            },
-        },
-    );
+    let reject = reject_short(2, 1, 2, 6, 5);
     n.step(reject).unwrap();
     assert_eq!(state(&n), ProgressState::Probe, "after a rejection");
 }

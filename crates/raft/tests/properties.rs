@@ -605,17 +605,7 @@ fn leader_append_only_leader_never_overwrites_its_log() {
         })
     );
     // Rejections and stale acknowledgements never shorten the leader's log either.
-    let reject = msg(
-        3,
-        1,
-        2,
-        MessageBody::AppendResponse {
-            outcome: AppendOutcome::Reject {
-                rejected_prev: LogIndex(4),
-                hint: RejectHint::LogTooShort { last_index: LogIndex(0) },
-            },
-        },
-    );
+    let reject = reject_short(3, 1, 2, 4, 0);
     n.step(reject).unwrap();
     drain(&mut n);
     assert_eq!(log_terms(&n), before);

@@ -208,3 +208,18 @@ pub fn run(
 pub fn log_terms(n: &Node<MemStorage>) -> Vec<u64> {
     n.store().all_entries().iter().map(|e| e.term.0).collect()
 }
+
+/// A follower's rejection of a probe at `rejected_prev`, its log ending at `last_index`.
+pub fn reject_short(from: u64, to: u64, term: u64, rejected_prev: u64, last_index: u64) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::AppendResponse {
+            outcome: flotilla_raft::AppendOutcome::Reject {
+                rejected_prev: LogIndex(rejected_prev),
+                hint: flotilla_raft::RejectHint::LogTooShort { last_index: LogIndex(last_index) },
+            },
+        },
+    )
+}
