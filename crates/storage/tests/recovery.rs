@@ -23,14 +23,20 @@ fn opts(recovery: RecoveryMode) -> WalOptions {
     WalOptions { recovery, ..WalOptions::default() }
 }
 
-/// A WAL with `n` entries in one record each, synced. Returns the fs and the segment path.
-fn wal_with(n: u64) -> (SimFs, PathBuf) {
+/// A WAL with options `o` and `n` entries, one record and one sync each.
+fn synced_wal(o: WalOptions, n: u64) -> (SimFs, Wal<SimFs>) {
     let fs = SimFs::new();
-    let mut wal = Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).unwrap();
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
     for i in 1..=n {
         wal.append_entries(&ents(i, 1, 1));
         wal.sync().unwrap();
     }
+    (fs, wal)
+}
+
+/// A WAL with `n` entries in one record each, synced. Returns the fs and the segment path.
+fn wal_with(n: u64) -> (SimFs, PathBuf) {
+    let (fs, wal) = synced_wal(WalOptions::default(), n);
     let seg = wal.segment_paths()[0].clone();
     (fs, seg)
 }
@@ -236,13 +242,8 @@ fn segments_roll_over_and_replay_in_order() {
 
 #[test]
 fn a_missing_segment_stops_the_open_and_names_it() {
-    let fs = SimFs::new();
     let o = WalOptions { segment_bytes: 500, ..WalOptions::default() };
-    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
-    for i in 1..=100 {
-        wal.append_entries(&ents(i, 1, 1));
-        wal.sync().unwrap();
-    }
+    let (fs, wal) = synced_wal(o, 100);
     let paths = wal.segment_paths();
     drop(wal);
     use flotilla_storage::FileSystem;
@@ -255,13 +256,8 @@ fn a_missing_segment_stops_the_open_and_names_it() {
 
 #[test]
 fn purge_removes_segments_below_the_compaction_index() {
-    let fs = SimFs::new();
     let o = WalOptions { segment_bytes: 500, ..WalOptions::default() };
-    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
-    for i in 1..=100 {
-        wal.append_entries(&ents(i, 1, 1));
-        wal.sync().unwrap();
-    }
+    let (fs, mut wal) = synced_wal(o, 100);
     let before = wal.segment_paths().len();
     wal.mark_compacted(LogIndex(60), Term(1));
     wal.sync().unwrap();
@@ -281,13 +277,8 @@ fn purge_removes_segments_below_the_compaction_index() {
 
 #[test]
 fn an_interrupted_segment_creation_is_a_torn_tail() {
-    let fs = SimFs::new();
     let o = WalOptions { segment_bytes: 300, ..WalOptions::default() };
-    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
-    for i in 1..=20 {
-        wal.append_entries(&ents(i, 1, 1));
-        wal.sync().unwrap();
-    }
+    let (fs, wal) = synced_wal(o, 20);
     let last = wal.segment_paths().last().cloned().unwrap();
     drop(wal);
     fs.truncate_durably(&last, 5).unwrap();
