@@ -32,7 +32,8 @@ impl Bench {
         Bench { nodes, queue: Vec::new(), applied: 0 }
     }
 
-    /// The driver loop of one node: persist, send, apply, advance.
+    /// The driver loop of one node: persist, send, apply, advance. Like
+    /// `testkit::Cluster::process` without its safety bookkeeping, which would dominate here.
     fn process(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         while node.has_ready() {

@@ -312,11 +312,11 @@ fn leader_sends_heartbeats_every_interval() {
     assert_eq!(beats, [2, 4, 6, 8, 10], "every heartbeat_interval_ticks (2)");
 }
 
-/// Thesis §10.2: batching. Entries are sent up to `append_bytes_max` per message (always at
-/// least one entry).
-#[test]
-fn append_entries_batch_up_to_the_byte_limit() {
-    let config = Config { append_bytes_max: 4 * (24 + 100), ..cfg(1) };
+/// Leader 1 of {1, 2} whose no-op is acknowledged, after ten 100-byte proposals; returns it and
+/// what it emitted for them.
+fn leader_after_ten_proposals(
+    config: Config,
+) -> (flotilla_raft::Node<flotilla_raft::MemStorage>, Out) {
     let mut n = node_with(config, &[1, 2], 0, &[]);
     make_leader(&mut n, &[1, 2]);
     n.step(ack(2, 1, 1, 1)).unwrap();
@@ -325,6 +325,15 @@ fn append_entries_batch_up_to_the_byte_limit() {
         n.propose(vec![7u8; 100]).unwrap();
     }
     let out = drain(&mut n);
+    (n, out)
+}
+
+/// Thesis §10.2: batching. Entries are sent up to `append_bytes_max` per message (always at
+/// least one entry).
+#[test]
+fn append_entries_batch_up_to_the_byte_limit() {
+    let config = Config { append_bytes_max: 4 * (24 + 100), ..cfg(1) };
+    let (_, out) = leader_after_ten_proposals(config);
     let sizes: Vec<usize> = out
         .early
         .iter()
@@ -346,14 +355,7 @@ fn pipelining_is_bounded_by_inflight_messages_and_bytes() {
             inflight_bytes_max: bytes_max,
             ..cfg(1)
         };
-        let mut n = node_with(config, &[1, 2], 0, &[]);
-        make_leader(&mut n, &[1, 2]);
-        n.step(ack(2, 1, 1, 1)).unwrap();
-        drain(&mut n);
-        for _ in 0..10 {
-            n.propose(vec![7u8; 100]).unwrap();
-        }
-        let out = drain(&mut n);
+        let (mut n, out) = leader_after_ten_proposals(config);
         let sent = out.early.iter().filter(|m| m.kind() == "App").count();
         assert_eq!(sent, want, "window of {msgs_max} messages / {bytes_max} bytes");
         // An acknowledgement opens the window again.
