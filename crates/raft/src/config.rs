@@ -58,6 +58,15 @@ pub struct Config {
     pub read_mode: ReadMode,
     /// Read-index requests waiting at once, at most. Default 4096.
     pub pending_reads_max: usize,
+    /// Snapshots are streamed to followers in chunks of at most this many bytes (Raft §7,
+    /// Fig. 13). Default 1 MiB.
+    pub snapshot_chunk_bytes: u64,
+    /// Snapshot chunks in flight per follower. Default 4.
+    pub snapshot_chunks_inflight: u64,
+    /// A snapshot transfer that makes no progress for this many ticks resends from the last
+    /// chunk the follower acknowledged. It measures lack of progress, not total time, so a
+    /// large snapshot over a slow link completes. Default 30.
+    pub snapshot_retry_ticks: u32,
     /// Seed of the node's private RNG: the only source of election jitter.
     pub rng_seed: u64,
     /// Test only (feature `planted-bugs`): a known bug to plant, so that tests can prove the
@@ -158,6 +167,9 @@ impl Config {
             promotion_lag_max: 1000,
             read_mode: ReadMode::Safe,
             pending_reads_max: 4096,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_inflight: 4,
+            snapshot_retry_ticks: 30,
             rng_seed: id.0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -193,6 +205,9 @@ impl Config {
             ("inflight_bytes_max", self.inflight_bytes_max),
             ("uncommitted_bytes_max", self.uncommitted_bytes_max),
             ("apply_bytes_max", self.apply_bytes_max),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_chunks_inflight", self.snapshot_chunks_inflight),
+            ("snapshot_retry_ticks", u64::from(self.snapshot_retry_ticks)),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { field });
@@ -250,6 +265,14 @@ mod tests {
             (
                 Config { uncommitted_bytes_max: 0, ..base.clone() },
                 ConfigError::ZeroLimit { field: "uncommitted_bytes_max" },
+            ),
+            (
+                Config { snapshot_chunk_bytes: 0, ..base.clone() },
+                ConfigError::ZeroLimit { field: "snapshot_chunk_bytes" },
+            ),
+            (
+                Config { snapshot_retry_ticks: 0, ..base.clone() },
+                ConfigError::ZeroLimit { field: "snapshot_retry_ticks" },
             ),
             (
                 Config { inflight_bytes_max: 10, append_bytes_max: 11, ..base.clone() },

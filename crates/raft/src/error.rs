@@ -277,6 +277,18 @@ pub enum Malformed {
     /// Term 0 precedes every election: no RPC carries it.
     #[error("term 0 on an RPC")]
     ZeroTerm,
+    /// A snapshot chunk that does not fit in the snapshot it claims to be part of, or that
+    /// describes an impossible snapshot (index or term 0, term above the message's).
+    #[error("bad snapshot chunk: {0}")]
+    BadSnapshotChunk(&'static str),
+    /// An acknowledgement of snapshot bytes beyond the snapshot's size.
+    #[error("acknowledges {received} bytes of a {size}-byte snapshot")]
+    SnapshotAckBeyondSize {
+        /// Bytes acknowledged.
+        received: u64,
+        /// The snapshot's size.
+        size: u64,
+    },
     /// An acknowledgement of an index the leader never sent.
     #[error("acknowledges index {index} beyond the leader's last index {last}")]
     AckBeyondLog {
@@ -299,4 +311,29 @@ pub enum StorageError {
     /// Any other failure: the node halts rather than risk safety.
     #[error("storage failure: {0}")]
     Other(String),
+}
+
+/// Why [`crate::Node::snapshot_meta`] cannot describe a snapshot at an index.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SnapshotError {
+    /// A snapshot covers applied state only (Raft §7: "each server takes snapshots
+    /// independently, covering just the committed entries in its log").
+    #[error("index {index} is not applied yet (applied: {applied})")]
+    NotApplied {
+        /// The index asked for.
+        index: LogIndex,
+        /// The applied index.
+        applied: LogIndex,
+    },
+    /// The entry was compacted already, so its term is unknown; an older snapshot covers it.
+    #[error("index {index} is below the log's start ({first_index})")]
+    Compacted {
+        /// The index asked for.
+        index: LogIndex,
+        /// The first index still in the log.
+        first_index: LogIndex,
+    },
+    /// The node halted after a storage failure.
+    #[error("node halted: {0}")]
+    Halted(StorageError),
 }

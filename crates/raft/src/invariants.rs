@@ -39,6 +39,20 @@ impl<S: LogStore> Raft<S> {
             self.term
         );
 
+        ensure!(
+            log.first_index().prev() <= log.applied(),
+            "compacted only applied entries: first index {} <= applied {} + 1",
+            log.first_index(),
+            log.applied()
+        );
+        if let Some(p) = &self.incoming {
+            ensure!(
+                p.received < p.info.size,
+                "a partial snapshot is partial: {} < {}",
+                p.received,
+                p.info.size
+            );
+        }
         let mut prev: Option<&crate::types::Entry> = None;
         for e in log.unstable().entries() {
             if let Some(p) = prev {
@@ -81,6 +95,19 @@ impl<S: LogStore> Raft<S> {
             ensure!(pr.matched < pr.next, "{id}: match {} < next {}", pr.matched, pr.next);
             ensure!(pr.matched <= last, "{id}: match {} <= last {last}", pr.matched);
             ensure!(pr.next <= last.next(), "{id}: next {} <= last + 1 ({last})", pr.next);
+            ensure!(
+                (pr.state == crate::progress::ProgressState::Snapshot) == pr.snapshot.is_some(),
+                "{id}: a transfer exactly in snapshot state"
+            );
+            if let Some(s) = &pr.snapshot {
+                ensure!(
+                    s.acked <= s.sent && s.sent <= s.info.size,
+                    "{id}: snapshot acked {} <= sent {} <= size {}",
+                    s.acked,
+                    s.sent,
+                    s.info.size
+                );
+            }
             ensure!(
                 pr.inflights.count() <= self.config.inflight_msgs_max,
                 "{id}: {} inflight messages within the window",

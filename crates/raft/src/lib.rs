@@ -45,6 +45,7 @@ mod read_only;
 mod ready;
 mod rng;
 mod role;
+mod snapshot;
 mod storage;
 pub mod testkit;
 mod types;
@@ -53,8 +54,8 @@ mod types;
 pub use config::PlantedBug;
 pub use config::{Config, ReadMode};
 pub use error::{
-    ConfChangeError, ConfigError, Malformed, ProposeError, ReadError, StepError, StorageError,
-    TransferError,
+    ConfChangeError, ConfigError, Malformed, ProposeError, ReadError, SnapshotError, StepError,
+    StorageError, TransferError,
 };
 pub use membership::{ConfChange, Membership};
 pub use message::{AppendOutcome, Message, MessageBody, RejectHint};
@@ -63,6 +64,7 @@ pub use progress::ProgressState;
 pub use read_only::ReadState;
 pub use ready::{Ack, Ready, SoftState};
 pub use rng::Rng;
+pub use snapshot::{PartialSnapshot, SnapshotChunk, SnapshotInfo, SnapshotMeta};
 pub use storage::{InitialState, LogStore, MemStorage};
 pub use types::{
     Entry, EntryId, EntryKind, HardState, LogIndex, NodeId, Role, Term, ENTRY_OVERHEAD_BYTES,

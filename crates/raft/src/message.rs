@@ -7,6 +7,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::snapshot::SnapshotInfo;
 use crate::types::{Entry, EntryId, LogIndex, NodeId, Term};
 
 /// One message between two Raft nodes.
@@ -89,6 +90,29 @@ pub enum MessageBody {
         /// The read index: the reader may serve the read once it has applied this index.
         index: Option<LogIndex>,
     },
+    /// InstallSnapshot (Raft §7, Fig. 13): one chunk of the leader's snapshot, sent when a
+    /// follower needs entries the leader has compacted away. The chunk is the last one when
+    /// `offset + data.len() == info.size` (Fig. 13's `done`).
+    InstallSnapshot {
+        /// The snapshot (last included index and term, configuration) and its size.
+        info: SnapshotInfo,
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// Bytes `offset..offset + data.len()`.
+        data: Bytes,
+    },
+    /// A follower's answer to a chunk that did not complete the snapshot: how many bytes of
+    /// it are durably stored, so the leader resumes from there after a loss or a restart.
+    /// (A completed snapshot, or one not needed, is answered with an `AppendResponse`.)
+    SnapshotResponse {
+        /// The snapshot's last included entry.
+        snapshot: EntryId,
+        /// Bytes of it stored, from offset 0.
+        received: u64,
+        /// The chunk was not taken because it did not start at `received` (a chunk was lost,
+        /// or this node restarted): resend from `received`.
+        rejected: bool,
+    },
 }
 
 /// A follower's answer to AppendEntries.
@@ -133,9 +157,14 @@ pub enum RejectHint {
 
 impl Message {
     /// Whether this message is one a leader sends to its followers (AppendEntries,
-    /// Heartbeat): receiving it with a term at least our own means `from` leads that term.
+    /// Heartbeat, InstallSnapshot): receiving it with a term at least our own means `from` leads that term.
     pub fn is_from_leader(&self) -> bool {
-        matches!(self.body, MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. })
+        matches!(
+            self.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        )
     }
 
     /// A short name of the RPC, for logs and golden scripts.
@@ -152,6 +181,8 @@ impl Message {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndexRequest { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
+            MessageBody::InstallSnapshot { .. } => "Snap",
+            MessageBody::SnapshotResponse { .. } => "SnapResp",
         }
     }
 }
@@ -205,6 +236,19 @@ impl fmt::Debug for Message {
                 Some(i) => write!(f, " ctx={ctx:?} index={}", i.0),
                 None => write!(f, " ctx={ctx:?} refused"),
             },
+            MessageBody::InstallSnapshot { info, offset, data } => write!(
+                f,
+                " snap={} offset={offset} len={} size={}{}",
+                info.meta.id(),
+                data.len(),
+                info.size,
+                if *offset + data.len() as u64 == info.size { " done" } else { "" }
+            ),
+            MessageBody::SnapshotResponse { snapshot, received, rejected } => write!(
+                f,
+                " snap={snapshot} received={received}{}",
+                if *rejected { " rejected" } else { "" }
+            ),
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct PeerProgress {
     pub state: ProgressState,
     /// AppendEntries in flight.
     pub inflight_msgs: usize,
+    /// In snapshot state: the snapshot's last included index, bytes acknowledged, its size.
+    pub snapshot: Option<(LogIndex, u64, u64)>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -222,6 +224,8 @@ impl<S: LogStore> Node<S> {
                 || !r.msgs.is_empty()
                 || !r.msgs_after_persist.is_empty()
                 || !r.log.unstable().to_persist().is_empty()
+                || !r.snapshot_chunks.is_empty()
+                || r.snapshot_to_install.is_some()
                 || r.hard_state() != self.prev_hard
                 || SoftState { role: r.role, leader: r.leader_id } != self.prev_soft
                 || r.log.has_next_committed()
@@ -254,6 +258,15 @@ impl<S: LogStore> Node<S> {
             rd.ack.persisted = Some(last.id());
             r.log.unstable_mut().handed_out_to(last.index);
         }
+        rd.snapshot_chunks = std::mem::take(&mut r.snapshot_chunks);
+        if !rd.snapshot_chunks.is_empty() {
+            rd.must_sync = true;
+        }
+        if let Some(meta) = r.snapshot_to_install.take() {
+            rd.must_sync = true;
+            rd.ack.installed = Some(meta.id());
+            rd.snapshot = Some(meta);
+        }
         rd.read_states = std::mem::take(&mut r.read_states);
         rd.aborted_reads = std::mem::take(&mut r.aborted_reads);
         rd.messages = std::mem::take(&mut r.msgs);
@@ -278,6 +291,9 @@ impl<S: LogStore> Node<S> {
     pub fn advance(&mut self, ack: Ack) {
         if self.raft.halted.is_some() {
             return;
+        }
+        if let Some(id) = ack.installed {
+            self.raft.log.snapshot_installed(id);
         }
         if let Some(id) = ack.persisted {
             if self.raft.log.stable_to(id) {
@@ -312,10 +328,63 @@ impl<S: LogStore> Node<S> {
                     next: p.next(),
                     state: p.state(),
                     inflight_msgs: p.inflight_msgs(),
+                    snapshot: p
+                        .snapshot
+                        .as_ref()
+                        .map(|s| (s.info.meta.index, s.acked, s.info.size)),
                 })
                 .collect(),
             transferee: r.lead_transferee,
         }
+    }
+
+    /// Describes a snapshot of the state machine at `index` (applied, not yet compacted):
+    /// its last included entry and the configuration as of that entry (Raft §7). The driver
+    /// takes the snapshot, stores it, and may then compact the log up to it, or to an earlier
+    /// index described the same way (keeping some entries for followers slightly behind).
+    ///
+    /// ```
+    /// use flotilla_raft::testkit::Cluster;
+    /// let mut c = Cluster::new(3, 1);
+    /// let leader = c.elect();
+    /// c.propose(leader, "x").unwrap();
+    /// c.deliver_all();
+    /// let meta = c.node(leader).snapshot_meta(c.node(leader).status().applied).unwrap();
+    /// assert_eq!(meta.membership.voters().len(), 3);
+    /// ```
+    pub fn snapshot_meta(
+        &self,
+        index: LogIndex,
+    ) -> Result<crate::snapshot::SnapshotMeta, crate::error::SnapshotError> {
+        use crate::error::SnapshotError;
+        let r = &self.raft;
+        if let Some(e) = &r.halted {
+            return Err(SnapshotError::Halted(e.clone()));
+        }
+        let applied = r.log.applied();
+        if index > applied {
+            return Err(SnapshotError::NotApplied { index, applied });
+        }
+        let term = match r.log.term(index) {
+            Ok(t) => t,
+            Err(StorageError::Compacted(_)) => {
+                return Err(SnapshotError::Compacted { index, first_index: r.log.first_index() })
+            }
+            Err(e) => return Err(SnapshotError::Halted(e)),
+        };
+        let membership = r
+            .conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or(&r.base_membership, |(_, m)| m)
+            .clone();
+        Ok(crate::snapshot::SnapshotMeta { index, term, membership })
+    }
+
+    /// The first index still in the log (1 until compaction).
+    pub fn first_index(&self) -> LogIndex {
+        self.raft.log.first_index()
     }
 
     /// The commit index: cheaper than [`Node::status`] on a hot path.

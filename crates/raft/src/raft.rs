@@ -74,6 +74,12 @@ pub(crate) struct Raft<S> {
     /// timeout, as if it had just heard from a leader, because a lease a leader holds may
     /// count on the stickiness this node had before it crashed.
     pub(crate) boot_lease: bool,
+    /// A snapshot being received from the leader: the bytes handed to the driver so far.
+    pub(crate) incoming: Option<crate::snapshot::PartialSnapshot>,
+    /// Snapshot chunks received, for the next `Ready`.
+    pub(crate) snapshot_chunks: Vec<crate::snapshot::SnapshotChunk>,
+    /// A snapshot received whole and installed in the core, for the next `Ready`.
+    pub(crate) snapshot_to_install: Option<crate::snapshot::SnapshotMeta>,
 }
 
 impl<S: LogStore> Raft<S> {
@@ -94,7 +100,15 @@ impl<S: LogStore> Raft<S> {
                 hs.commit
             )));
         }
-        let applied = applied.min(hs.commit).max(store.first_index().prev());
+        // The state machine's applied index is the driver's: a state machine restored from a
+        // snapshot may be ahead of a lazily persisted commit index, and what it applied is
+        // committed. Clipping it would apply entries twice.
+        let applied = applied.max(store.first_index().prev());
+        if applied > last {
+            return Err(StorageError::Other(format!(
+                "the state machine applied {applied}, beyond the last stored index {last}"
+            )));
+        }
         let mut raft = Raft {
             id: config.id,
             term: hs.term,
@@ -124,6 +138,9 @@ impl<S: LogStore> Raft<S> {
             transfer_elapsed: 0,
             boot_lease: config.read_mode == crate::config::ReadMode::LeaseBased
                 && hs.term > Term::ZERO,
+            incoming: init.partial_snapshot,
+            snapshot_chunks: Vec::new(),
+            snapshot_to_install: None,
             config,
         };
         // Thesis §4.1: the configuration is the latest one in the log, committed or not.
@@ -292,7 +309,9 @@ impl<S: LogStore> Raft<S> {
     /// unaware); a stale pre-candidate is told so it stops asking. Anything else is dropped.
     fn handle_stale_term(&mut self, m: Message) -> Result<(), StorageError> {
         match m.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 let body = MessageBody::AppendResponse { outcome: AppendOutcome::StaleTerm };
                 self.send_after_persist(m.from, self.term, body);
             }
@@ -335,6 +354,14 @@ impl<S: LogStore> Raft<S> {
             MessageBody::ReadIndexResponse { ctx, index } => {
                 self.handle_read_index_response(ctx, index)
             }
+            MessageBody::InstallSnapshot { info, offset, data } => {
+                self.handle_install_snapshot(m.from, info, offset, data)?
+            }
+            MessageBody::SnapshotResponse { snapshot, received, rejected } => {
+                if self.role == Role::Leader {
+                    self.handle_snapshot_response(m.from, snapshot, received, rejected)?
+                }
+            }
         }
         Ok(())
     }
@@ -360,9 +387,28 @@ impl<S: LogStore> Raft<S> {
             MessageBody::VoteRequest { .. }
                 | MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
         );
         if is_request && m.term == Term::ZERO {
             return bad(Malformed::ZeroTerm);
+        }
+        if let MessageBody::InstallSnapshot { info, offset, data } = &m.body {
+            let reason = if info.meta.index == LogIndex::ZERO || info.meta.term == Term::ZERO {
+                Some("last included index and term must be non-zero")
+            } else if info.meta.term > m.term {
+                Some("last included term above the message's term")
+            } else if info.size == 0 {
+                Some("empty snapshot")
+            } else if data.is_empty() {
+                Some("empty chunk")
+            } else if offset.checked_add(data.len() as u64).is_none_or(|end| end > info.size) {
+                Some("chunk extends past the snapshot's size")
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                return bad(Malformed::BadSnapshotChunk(r));
+            }
         }
         if let MessageBody::AppendEntries { prev_log, entries, .. } = &m.body {
             let mut previous = prev_log.term;

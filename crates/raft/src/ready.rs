@@ -19,9 +19,14 @@ pub struct SoftState {
 ///    AppendEntries and heartbeats: Thesis §10.2.1 lets the leader write its own log in
 ///    parallel with replication, because it counts itself toward commitment only once
 ///    [`crate::Node::advance`] reports its write durable.
-/// 2. Write `entries` to the log, first discarding any stored entry at or after
-///    `entries[0].index` (a follower's conflicting suffix, Raft §5.3), and write `hard_state`
-///    if present. If `must_sync` is set, make both durable (fsync) before step 3.
+/// 2. Write `snapshot_chunks` in order to the snapshot being received. If `snapshot` is set,
+///    the last chunk completed it: verify it, install it atomically, restore the state
+///    machine from it (after every committed entry of earlier `Ready`s, before this one's),
+///    and apply it to the log store, which drops the entries it covers and keeps those after
+///    it only if it holds its last entry (Raft Fig. 13, steps 5–8). Then write `entries` to
+///    the log, first discarding any stored entry at or after `entries[0].index` (a
+///    follower's conflicting suffix, Raft §5.3), and write `hard_state` if present. If
+///    `must_sync` is set, make all of it durable (fsync) before step 3.
 /// 3. Send `persisted_messages`: every answer to an RPC and every vote request. Raft Fig. 2:
 ///    persistent state is "updated on stable storage before responding to RPCs".
 /// 4. Apply `committed_entries` to the state machine in order, each exactly once. They are
@@ -38,9 +43,13 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Entries to append (step 2).
     pub entries: Vec<Entry>,
-    /// Whether step 2 must be synced before step 3: set when entries, term or vote change.
-    /// A change of the commit hint alone need not be synced.
+    /// Whether step 2 must be synced before step 3: set when entries, term, vote or snapshot
+    /// bytes change. A change of the commit hint alone need not be synced.
     pub must_sync: bool,
+    /// Chunks of a snapshot being received, to store in order (step 2).
+    pub snapshot_chunks: Vec<crate::snapshot::SnapshotChunk>,
+    /// A snapshot received whole, to install (step 2).
+    pub snapshot: Option<crate::snapshot::SnapshotMeta>,
     /// Messages that may be sent before persisting (step 1).
     pub messages: Vec<Message>,
     /// Messages to send only after persisting (step 3).
@@ -68,6 +77,8 @@ impl Ready {
         self.soft_state.is_none()
             && self.hard_state.is_none()
             && self.entries.is_empty()
+            && self.snapshot_chunks.is_empty()
+            && self.snapshot.is_none()
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
@@ -82,17 +93,18 @@ impl Ready {
 pub struct Ack {
     pub(crate) persisted: Option<EntryId>,
     pub(crate) applied: Option<LogIndex>,
+    pub(crate) installed: Option<EntryId>,
 }
 
 impl Ack {
     /// An acknowledgement of durability alone, for drivers that persist and apply on
     /// different threads: `id` is the last entry now durable.
     pub fn persisted(id: EntryId) -> Ack {
-        Ack { persisted: Some(id), applied: None }
+        Ack { persisted: Some(id), applied: None, installed: None }
     }
 
     /// An acknowledgement of application alone: entries through `index` are applied.
     pub fn applied(index: LogIndex) -> Ack {
-        Ack { persisted: None, applied: Some(index) }
+        Ack { persisted: None, applied: Some(index), installed: None }
     }
 }

@@ -2,17 +2,23 @@
 //! in-memory implementation for tests, benchmarks and the simulator. Writing is the driver's
 //! job: it applies each [`crate::Ready`] to its storage, then calls [`crate::Node::advance`].
 
+use bytes::Bytes;
+
 use crate::error::StorageError;
 use crate::membership::Membership;
-use crate::types::{Entry, HardState, LogIndex, Term};
+use crate::snapshot::{PartialSnapshot, SnapshotChunk, SnapshotInfo, SnapshotMeta};
+use crate::types::{Entry, EntryId, HardState, LogIndex, Term};
 
 /// What a node recovers from storage when it starts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InitialState {
     /// Term, vote and commit hint.
     pub hard_state: HardState,
-    /// Membership as of the last entry.
+    /// Membership as of the entry before [`LogStore::first_index`] (the configuration the
+    /// changes still in the log apply to).
     pub membership: Membership,
+    /// A snapshot partly received before a restart: the transfer resumes from there.
+    pub partial_snapshot: Option<PartialSnapshot>,
 }
 
 /// Read access to the durable log.
@@ -43,6 +49,19 @@ pub trait LogStore {
         bytes_max: u64,
         out: &mut Vec<Entry>,
     ) -> Result<(), StorageError>;
+
+    /// The newest complete snapshot held, if any.
+    fn snapshot(&self) -> Option<SnapshotInfo>;
+
+    /// Bytes `offset..offset + len` of the snapshot whose last included entry is `snapshot`
+    /// (within its size). [`StorageError::Unavailable`] if it is no longer held (a newer one
+    /// replaced it): the leader then starts over with the newest.
+    fn snapshot_chunk(
+        &self,
+        snapshot: EntryId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StorageError>;
 }
 
 /// An in-memory [`LogStore`] that also accepts the driver's writes. Plain data: `Clone + Eq +
@@ -65,6 +84,10 @@ pub struct MemStorage {
     prefix_term: Term,
     /// Invariant: `entries[i].index == prefix_index + 1 + i`.
     entries: Vec<Entry>,
+    /// The newest snapshot, covering at least `prefix_index`.
+    snapshot: Option<(SnapshotInfo, Bytes)>,
+    /// A snapshot being received: its description and the bytes so far.
+    receiving: Option<(SnapshotInfo, Vec<u8>)>,
 }
 
 impl MemStorage {
@@ -76,6 +99,8 @@ impl MemStorage {
             prefix_index: LogIndex::ZERO,
             prefix_term: Term::ZERO,
             entries: Vec::new(),
+            snapshot: None,
+            receiving: None,
         }
     }
 
@@ -101,7 +126,126 @@ impl MemStorage {
             prefix_index: prefix.index,
             prefix_term: prefix.term,
             entries,
+            snapshot: None,
+            receiving: None,
         })
+    }
+
+    /// Keeps `data` as the newest snapshot, described by `meta` (from
+    /// [`crate::Node::snapshot_meta`]). It must not be older than the one held, nor empty.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) -> Result<(), StorageError> {
+        if data.is_empty() {
+            return Err(StorageError::Other("a snapshot cannot be empty".into()));
+        }
+        if let Some((held, _)) = &self.snapshot {
+            if held.meta.index > meta.index {
+                return Err(StorageError::Other(format!(
+                    "snapshot at {} is older than the one held at {}",
+                    meta.index, held.meta.index
+                )));
+            }
+        }
+        let size = data.len() as u64;
+        self.snapshot = Some((SnapshotInfo { meta, size }, data));
+        Ok(())
+    }
+
+    /// The newest snapshot and its bytes: what a restarting state machine restores.
+    pub fn snapshot_data(&self) -> Option<(&SnapshotInfo, &Bytes)> {
+        self.snapshot.as_ref().map(|(i, d)| (i, d))
+    }
+
+    /// Discards the entries through `at.index` (Raft §7); `at` (from
+    /// [`crate::Node::snapshot_meta`]) becomes the log's prefix. A snapshot must cover it.
+    pub fn compact(&mut self, at: &SnapshotMeta) -> Result<(), StorageError> {
+        if at.index > self.prefix_index
+            && self.snapshot.as_ref().is_none_or(|(s, _)| s.meta.index < at.index)
+        {
+            return Err(StorageError::Other(format!(
+                "compaction to {} is not covered by a snapshot",
+                at.index
+            )));
+        }
+        self.discard_through(at)
+    }
+
+    /// The log side of [`MemStorage::compact`], for stores that keep snapshots elsewhere:
+    /// discards the entries through `at.index`, which must be in the log.
+    pub fn discard_through(&mut self, at: &SnapshotMeta) -> Result<(), StorageError> {
+        if at.index <= self.prefix_index {
+            return Ok(());
+        }
+        if self.term(at.index)? != at.term {
+            return Err(StorageError::Other(format!(
+                "compaction point {} does not match the log",
+                at.id()
+            )));
+        }
+        self.entries.drain(..(at.index.0 - self.prefix_index.0) as usize);
+        self.prefix_index = at.index;
+        self.prefix_term = at.term;
+        self.membership = at.membership.clone();
+        Ok(())
+    }
+
+    /// Stores one received chunk ([`crate::Ready::snapshot_chunks`]).
+    pub fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), StorageError> {
+        if chunk.offset == 0 {
+            self.receiving = Some((chunk.info.clone(), Vec::new()));
+        }
+        match &mut self.receiving {
+            Some((info, buf)) if *info == chunk.info && buf.len() as u64 == chunk.offset => {
+                buf.extend_from_slice(&chunk.data);
+                Ok(())
+            }
+            _ => Err(StorageError::Other(format!(
+                "snapshot chunk at offset {} of {} does not continue the one being received",
+                chunk.offset,
+                chunk.info.meta.id()
+            ))),
+        }
+    }
+
+    /// Installs the snapshot received whole ([`crate::Ready::snapshot`]) and returns its
+    /// bytes for the state machine. The log keeps the entries after it only if it holds the
+    /// snapshot's last included entry (Raft Fig. 13, steps 6 and 7).
+    pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<Bytes, StorageError> {
+        let (info, buf) = match self.receiving.take() {
+            Some((info, buf)) if info.meta == *meta && buf.len() as u64 == info.size => (info, buf),
+            other => {
+                self.receiving = other;
+                return Err(StorageError::Other(format!(
+                    "snapshot {} is not completely received",
+                    meta.id()
+                )));
+            }
+        };
+        let data = Bytes::from(buf);
+        self.apply_snapshot(meta);
+        self.snapshot = Some((info, data.clone()));
+        Ok(data)
+    }
+
+    /// The log side of an installed snapshot, for stores that keep snapshots elsewhere:
+    /// Raft Fig. 13, "6. If existing log entry has same index and term as snapshot's last
+    /// included entry, retain log entries following it and reply. 7. Discard the entire log."
+    /// Returns whether the entries after it were kept.
+    pub fn apply_snapshot(&mut self, meta: &SnapshotMeta) -> bool {
+        if meta.index < self.prefix_index {
+            // Older than what the log already covers: nothing to do.
+            return true;
+        }
+        let keep = self.term(meta.index) == Ok(meta.term);
+        if keep {
+            self.entries.drain(..(meta.index.0 - self.prefix_index.0) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.prefix_index = meta.index;
+        self.prefix_term = meta.term;
+        self.membership = meta.membership.clone();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        keep
     }
 
     /// Writes `entries`, first discarding every entry at or after `entries[0].index`: the
@@ -152,7 +296,14 @@ impl MemStorage {
 
 impl LogStore for MemStorage {
     fn initial_state(&self) -> Result<InitialState, StorageError> {
-        Ok(InitialState { hard_state: self.hard_state, membership: self.membership.clone() })
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            membership: self.membership.clone(),
+            partial_snapshot: self.receiving.as_ref().map(|(info, buf)| PartialSnapshot {
+                info: info.clone(),
+                received: buf.len() as u64,
+            }),
+        })
     }
 
     fn first_index(&self) -> LogIndex {
@@ -190,6 +341,25 @@ impl LogStore for MemStorage {
             out.push(e.clone());
         }
         Ok(())
+    }
+
+    fn snapshot(&self) -> Option<SnapshotInfo> {
+        self.snapshot.as_ref().map(|(i, _)| i.clone())
+    }
+
+    fn snapshot_chunk(
+        &self,
+        snapshot: EntryId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StorageError> {
+        match &self.snapshot {
+            Some((info, data)) if info.meta.id() == snapshot => {
+                let end = offset.saturating_add(len).min(data.len() as u64);
+                Ok(data.slice(offset.min(end) as usize..end as usize))
+            }
+            _ => Err(StorageError::Unavailable(snapshot.index)),
+        }
     }
 }
 

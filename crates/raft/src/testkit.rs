@@ -154,6 +154,30 @@ impl Cluster {
             let rd = node.ready().unwrap_or_else(|e| panic!("MemStorage never fails: {e}"));
             let ack = rd.ack();
             self.queue.extend(rd.messages);
+            for chunk in &rd.snapshot_chunks {
+                node.store_mut()
+                    .write_snapshot_chunk(chunk)
+                    .unwrap_or_else(|e| panic!("{id}: snapshot chunk out of order: {e}"));
+            }
+            if let Some(meta) = &rd.snapshot {
+                let data = node
+                    .store_mut()
+                    .install_snapshot(meta)
+                    .unwrap_or_else(|e| panic!("{id}: snapshot install: {e}"));
+                let restored = decode_applied(&data)
+                    .unwrap_or_else(|| panic!("{id}: snapshot {} does not decode", meta.id()));
+                for (pos, e) in restored.iter().enumerate() {
+                    match self.agreed.get(pos) {
+                        Some(want) if *want != e.id() => self.violations.push(format!(
+                            "State Machine Safety: {id} restored {} where {want} was applied",
+                            e.id()
+                        )),
+                        Some(_) => {}
+                        None => self.agreed.push(e.id()),
+                    }
+                }
+                self.applied.insert(id, restored);
+            }
             node.store_mut().append(&rd.entries);
             if let Some(hs) = rd.hard_state {
                 node.store_mut().set_hard_state(hs);
@@ -201,9 +225,20 @@ impl Cluster {
             self.leader_last.remove(&id);
             return;
         }
-        // The harness writes every Ready at once, so the store holds the whole log.
-        let entry_at =
-            |index: LogIndex| node.store().term(index).ok().map(|t| EntryId::new(t, index));
+        // The harness writes every Ready at once, so the store holds the whole log, except
+        // what compaction replaced with a snapshot of committed entries (taken as present).
+        let first = node.store().first_index();
+        let entry_at = |index: LogIndex| {
+            if index < first {
+                return Some(None);
+            }
+            node.store().term(index).ok().map(|t| Some(EntryId::new(t, index)))
+        };
+        let holds = |id: EntryId| match entry_at(id.index) {
+            Some(None) => true,
+            Some(Some(have)) => have == id,
+            None => false,
+        };
         match self.leaders.insert(st.term, id) {
             Some(other) if other != id => self
                 .violations
@@ -212,7 +247,7 @@ impl Cluster {
             None => {
                 // Newly elected: every entry applied anywhere so far was committed before this
                 // election, so it must be in this leader's log (Leader Completeness, §5.4).
-                if let Some(want) = self.agreed.iter().find(|w| entry_at(w.index) != Some(**w)) {
+                if let Some(want) = self.agreed.iter().find(|w| !holds(**w)) {
                     self.violations.push(format!(
                         "Leader Completeness: leader {id} of term {} lacks committed {want}",
                         st.term
@@ -222,13 +257,13 @@ impl Cluster {
         }
         // Leader Append-Only: the last entry seen while leading this term is still there.
         if let Some((term, seen)) = self.leader_last.get(&id) {
-            if *term == st.term && entry_at(seen.index) != Some(*seen) {
+            if *term == st.term && !holds(*seen) {
                 self.violations.push(format!(
                     "Leader Append-Only: leader {id} of term {term} lost its entry {seen}"
                 ));
             }
         }
-        if let Some(last) = entry_at(st.last_index) {
+        if let Some(Some(last)) = entry_at(st.last_index) {
             self.leader_last.insert(id, (st.term, last));
         }
     }
@@ -428,37 +463,65 @@ impl Cluster {
         self.down.insert(id);
     }
 
-    /// Restarts a crashed node from its storage, with a fresh state machine that re-applies
-    /// the log from the start.
+    /// Takes a snapshot of `id`'s state machine at `index` (applied) and compacts its log
+    /// through it (Raft §7). The harness's state machine is the list of applied entries, so
+    /// the snapshot is that list encoded.
+    pub fn compact(&mut self, id: NodeId, index: LogIndex) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).ok_or_else(|| format!("no node {id}"))?;
+        let meta = node.snapshot_meta(index).map_err(|e| e.to_string())?;
+        let data = encode_applied(&self.applied[&id][..index.0 as usize]);
+        let store = node.store_mut();
+        store.save_snapshot(meta.clone(), data).map_err(|e| e.to_string())?;
+        store.compact(&meta).map_err(|e| e.to_string())
+    }
+
+    /// Restarts a crashed node from its storage: the state machine is restored from the
+    /// newest snapshot, if any, and re-applies the log after it.
     ///
     /// # Panics
     /// If the stored state cannot be read: a broken test.
     pub fn restart(&mut self, id: NodeId) {
         self.down.remove(&id);
         let store = self.node(id).store().clone();
-        let node = Node::new(self.configs[&id].clone(), store)
+        let restored = match store.snapshot_data() {
+            Some((info, data)) => decode_applied(data).unwrap_or_else(|| {
+                panic!("restart of {id}: snapshot {} is corrupt", info.meta.id())
+            }),
+            None => Vec::new(),
+        };
+        let applied = LogIndex(restored.len() as u64);
+        let node = Node::restart(self.configs[&id].clone(), store, applied)
             .unwrap_or_else(|e| panic!("restart of {id}: {e}"));
         self.nodes.insert(id, node);
-        self.applied.insert(id, Vec::new());
+        self.applied.insert(id, restored);
         self.leader_last.remove(&id);
         self.process(id);
     }
 
-    /// The terms of `id`'s log, index 1 first, stable and unstable alike.
+    /// The terms of `id`'s log from its first index (1 until compaction).
     pub fn log_terms(&self, id: NodeId) -> Vec<u64> {
         let node = self.node(id);
         let store = node.store();
         let last = node.status().last_index;
-        (1..=last.0).map(|i| store.term(LogIndex(i)).map(|t| t.0).unwrap_or(u64::MAX)).collect()
+        (node.first_index().0..=last.0)
+            .map(|i| store.term(LogIndex(i)).map(|t| t.0).unwrap_or(u64::MAX))
+            .collect()
     }
 
     /// Log Matching (Raft §5.3) over all pairs of nodes: wherever two logs hold an entry with
-    /// the same index and term, they agree on every entry up to it.
+    /// the same index and term, they agree on every entry up to it (compared where both
+    /// still hold entries).
     pub fn check_log_matching(&self) -> Result<(), String> {
         let logs: Vec<(NodeId, &[Entry])> =
             self.nodes.iter().map(|(id, n)| (*id, n.store().all_entries())).collect();
         for (i, (a, la)) in logs.iter().enumerate() {
             for (b, lb) in &logs[i + 1..] {
+                let start = |l: &[Entry]| l.first().map_or(u64::MAX, |e| e.index.0);
+                let from = start(la).max(start(lb));
+                let (la, lb) = (
+                    &la[la.iter().take_while(|e| e.index.0 < from).count()..],
+                    &lb[lb.iter().take_while(|e| e.index.0 < from).count()..],
+                );
                 let n = la.len().min(lb.len());
                 if let Some(k) = (0..n).rev().find(|k| la[*k].term == lb[*k].term) {
                     if la[..=k] != lb[..=k] {
@@ -472,4 +535,49 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// The harness's snapshot format: the applied entries, each as term, index, kind, length,
+/// data (little-endian).
+fn encode_applied(entries: &[Entry]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(8 + entries.len() * 32);
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.term.0.to_le_bytes());
+        out.extend_from_slice(&e.index.0.to_le_bytes());
+        out.push(match e.kind {
+            EntryKind::Normal => 0,
+            EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
+        });
+        out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.data);
+    }
+    out.into()
+}
+
+fn decode_applied(data: &[u8]) -> Option<Vec<Entry>> {
+    let mut at = 0;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = data.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let n = u64_of(take(8)?);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let term = Term(u64_of(take(8)?));
+        let index = LogIndex(u64_of(take(8)?));
+        let kind = match take(1)?[0] {
+            0 => EntryKind::Normal,
+            1 => EntryKind::Noop,
+            2 => EntryKind::ConfChange,
+            _ => return None,
+        };
+        let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        let data = bytes::Bytes::copy_from_slice(take(len)?);
+        out.push(Entry { term, index, kind, data });
+    }
+    Some(out)
 }

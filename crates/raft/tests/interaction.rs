@@ -11,13 +11,18 @@
 //! ```
 //!
 //! Commands:
-//! - `cluster n=3 [seed=1] [pre_vote=true] [check_quorum=true]`: a fresh cluster
+//! - `cluster n=3 [seed=1] [pre_vote=true] [check_quorum=true] [chunk=BYTES] [inflight=N]
+//!   [retry=TICKS]`: a fresh cluster (snapshot chunk size, chunks in flight, retry interval)
 //! - `campaign ID`, `tick ID [COUNT]`, `tick-all [COUNT]`: timers (output stays queued)
-//! - `deliver`: deliver queued messages until none is left, printing each (`x` = dropped)
+//! - `deliver`: deliver queued messages until none is left, printing each (`x` = dropped);
+//!   `deliver-some COUNT`: deliver only the first COUNT
+//! - `compact ID [INDEX]`: snapshot ID's state machine at INDEX (default: applied) and
+//!   compact its log through it
 //! - `run ROUNDS`: ROUNDS of tick-all then deliver, printing only role and term changes
 //! - `propose ID DATA`: a proposal and its result (the messages stay queued)
 //! - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
-//! - `status`: one line per node; `log ID`: that node's entries
+//! - `status`: one line per node (`first=` once compacted; a leader's `snap[ID]=INDEX:ACKED/SIZE`
+//!   for each snapshot transfer); `log ID`: that node's entries
 //! - `add-node ID`: start an empty node; `conf ID add-voter|add-learner|promote|remove N` or
 //!   `conf ID joint V1,V2,.. [L1,..]`: a membership change proposed on ID; `members ID`
 //! - `transfer FROM TO`: leadership transfer; `read ID CTX`: a read-index request;
@@ -27,7 +32,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use flotilla_raft::testkit::Cluster;
-use flotilla_raft::{ConfChange, Config, NodeId, Role};
+use flotilla_raft::{ConfChange, Config, LogIndex, LogStore, NodeId, Role};
 
 struct Script {
     cluster: Option<Cluster>,
@@ -56,10 +61,16 @@ impl Script {
                 let seed: u64 = arg(args, "seed").unwrap_or("1").parse().unwrap();
                 let pre_vote = arg(args, "pre_vote").unwrap_or("true") == "true";
                 let check_quorum = arg(args, "check_quorum").unwrap_or("true") == "true";
+                let chunk: u64 = arg(args, "chunk").unwrap_or("1048576").parse().unwrap();
+                let inflight: u64 = arg(args, "inflight").unwrap_or("4").parse().unwrap();
+                let retry: u32 = arg(args, "retry").unwrap_or("30").parse().unwrap();
                 self.cluster = Some(Cluster::with_config(n, |id| Config {
                     rng_seed: seed * 100 + id.0,
                     pre_vote,
                     check_quorum,
+                    snapshot_chunk_bytes: chunk,
+                    snapshot_chunks_inflight: inflight,
+                    snapshot_retry_ticks: retry,
                     ..Config::new(id)
                 }));
                 out.push_str("ok");
@@ -81,6 +92,37 @@ impl Script {
                     self.c().tick_all();
                 }
                 out.push_str(&format!("{} queued", self.c().queued().len()));
+            }
+            "deliver-some" => {
+                // Delivers only the first COUNT queued messages (and what they trigger stays
+                // queued behind the rest).
+                let count: usize = args[0].parse().unwrap();
+                for _ in 0..count {
+                    if let Some((m, ok)) = self.c().deliver_one() {
+                        let _ = writeln!(out, "{}{m:?}", if ok { "" } else { "x " });
+                    }
+                }
+                let _ = write!(out, "{} queued", self.c().queued().len());
+            }
+            "compact" => {
+                let node = id(args[0]);
+                let index = match args.get(1) {
+                    Some(i) => LogIndex(i.parse().unwrap()),
+                    None => self.c().node(node).status().applied,
+                };
+                match self.c().compact(node, index) {
+                    Ok(()) => {
+                        let n = self.c().node(node);
+                        let info = n.store().snapshot().expect("a snapshot was just saved");
+                        out.push_str(&format!(
+                            "ok snapshot={} size={} first={}",
+                            info.meta.id(),
+                            info.size,
+                            n.first_index().0
+                        ));
+                    }
+                    Err(e) => out.push_str(&format!("error: {e}")),
+                }
             }
             "deliver" => {
                 let delivered = self.c().deliver_all();
@@ -241,8 +283,18 @@ impl Script {
             (_, Some(l)) => format!(" leader={}", l.0),
             _ => String::new(),
         };
+        let first = c.node(i).first_index();
+        let first = if first > LogIndex(1) { format!(" first={}", first.0) } else { String::new() };
+        let snaps: String = st
+            .progress
+            .iter()
+            .filter_map(|p| {
+                p.snapshot
+                    .map(|(at, acked, size)| format!(" snap[{}]={}:{acked}/{size}", p.id.0, at.0))
+            })
+            .collect();
         format!(
-            "{i}: {}{down} term={} vote={} commit={} applied={} last={}{lead} log={:?}",
+            "{i}: {}{down} term={} vote={} commit={} applied={} last={}{lead}{first} log={:?}{snaps}",
             st.role,
             st.term.0,
             st.vote.map_or(0, |v| v.0),

@@ -22,6 +22,10 @@ pub enum RecordType {
     Membership = 3,
     /// Everything at or below this index was compacted into a snapshot (Raft §7).
     Compacted = 4,
+    /// The log was replaced by a snapshot received from the leader whose last entry it did not
+    /// hold (Raft Fig. 13, step 7): every entry before this record is discarded. Payload as
+    /// `Compacted`, which it also is.
+    Restore = 5,
 }
 
 impl RecordType {
@@ -31,6 +35,7 @@ impl RecordType {
             2 => RecordType::HardState,
             3 => RecordType::Membership,
             4 => RecordType::Compacted,
+            5 => RecordType::Restore,
             _ => return None,
         })
     }

@@ -42,6 +42,10 @@ pub enum WalError {
     /// A WAL already exists where a new one was to be created.
     #[error("a WAL already exists in {}", .0.display())]
     AlreadyExists(PathBuf),
+    /// A request the log cannot honour (a broken driver: compaction beyond the snapshot,
+    /// installing a snapshot other than the one received).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// An earlier IO error stopped the log; nothing more is written (fail-stop).
     #[error("the log stopped after an earlier error: {0}")]
     Failed(String),

@@ -27,7 +27,7 @@ pub trait FsFile: Send {
 }
 
 /// The operations storage needs.
-pub trait FileSystem: Send + Sync + 'static {
+pub trait FileSystem: Clone + Send + Sync + 'static {
     /// The file type.
     type File: FsFile;
     /// Creates a directory and its parents.
@@ -38,6 +38,8 @@ pub trait FileSystem: Send + Sync + 'static {
     fn open_append(&self, path: &Path) -> io::Result<Self::File>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset` (fewer only at the end of the file).
+    fn read_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>>;
     /// The file names (not paths) in a directory.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Renames a file, replacing any file at `to`.
@@ -120,6 +122,16 @@ impl FileSystem for RealFs {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        let len = len.min(size.saturating_sub(offset));
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -33,9 +33,10 @@ mod snapshot;
 mod wal;
 
 pub use error::WalError;
+pub use flotilla_raft::SnapshotMeta;
 pub use fs::{FileSystem, FsFile, RealFile, RealFs};
 pub use group::GroupWal;
 pub use log_store::DiskLog;
 pub use sim_fs::{SimFile, SimFs};
-pub use snapshot::{SnapshotMeta, SnapshotStore};
+pub use snapshot::{decode_snapshot, encode_snapshot, Partial, SnapshotStore};
 pub use wal::{Recovered, RecoveryMode, Wal, WalOptions, SEGMENT_MAGIC};

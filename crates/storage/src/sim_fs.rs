@@ -229,6 +229,15 @@ impl FileSystem for SimFs {
         Ok(s.files[id].data.clone())
     }
 
+    fn read_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let s = lock(&self.state);
+        let id = s.names.get(path).ok_or_else(|| not_found(path))?;
+        let data = &s.files[id].data;
+        let start = (offset as usize).min(data.len());
+        let end = start.saturating_add(len as usize).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let s = lock(&self.state);
         Ok(s.names

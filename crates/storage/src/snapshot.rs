@@ -3,28 +3,24 @@
 //!
 //! Layout: magic `FLOTSNP1`, metadata length (u32), metadata (last included index u64, term
 //! u64, membership), data length (u64), data, CRC32C (u32) of everything before it.
+//!
+//! The file is also the unit of transfer: a leader streams it as is in chunks, and a follower
+//! writes the chunks to `INDEX-TERM-SIZE.partial` (synced before each acknowledgement), with
+//! its description in `.partial.info`, so that after a restart it knows what it holds; the
+//! finished file is verified and renamed into place.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use flotilla_raft::{LogIndex, Membership, Term};
+use flotilla_raft::{LogIndex, SnapshotChunk, SnapshotInfo, SnapshotMeta, Term};
 
 use crate::codec;
 use crate::error::WalError;
 use crate::fs::{join, FileSystem, FsFile};
 
 const MAGIC: &[u8; 8] = b"FLOTSNP1";
-
-/// What a snapshot covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotMeta {
-    /// Last included index.
-    pub index: LogIndex,
-    /// Its term.
-    pub term: Term,
-    /// The membership as of that index.
-    pub membership: Membership,
-}
+/// Bytes before the metadata: magic and metadata length.
+const HEAD: usize = 12;
 
 /// The snapshot directory.
 #[derive(Debug)]
@@ -34,8 +30,125 @@ pub struct SnapshotStore<F: FileSystem> {
     keep: usize,
 }
 
+/// A snapshot being received.
+pub struct Partial<F: FileSystem> {
+    info: SnapshotInfo,
+    path: PathBuf,
+    file: F::File,
+    received: u64,
+    dirty: bool,
+}
+
+impl<F: FileSystem> std::fmt::Debug for Partial<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partial")
+            .field("snapshot", &self.info.meta.id())
+            .field("size", &self.info.size)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl<F: FileSystem> Partial<F> {
+    /// The snapshot and the bytes received so far.
+    pub fn progress(&self) -> (&SnapshotInfo, u64) {
+        (&self.info, self.received)
+    }
+}
+
+fn info_path(partial: &Path) -> PathBuf {
+    let mut p = partial.as_os_str().to_owned();
+    p.push(".info");
+    PathBuf::from(p)
+}
+
 fn name(index: LogIndex, term: Term) -> String {
     format!("{:020}-{:020}.snap", index.0, term.0)
+}
+
+fn partial_name(info: &SnapshotInfo) -> String {
+    format!("{:020}-{:020}-{:020}.partial", info.meta.index.0, info.meta.term.0, info.size)
+}
+
+/// The description of a partial snapshot, kept next to it (`.partial.info`) so that a
+/// restart knows what it is receiving before its head has arrived: index u64, term u64, size
+/// u64, membership, CRC32C u32 of what precedes it.
+fn encode_info(info: &SnapshotInfo) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&info.meta.index.0.to_le_bytes());
+    out.extend_from_slice(&info.meta.term.0.to_le_bytes());
+    out.extend_from_slice(&info.size.to_le_bytes());
+    codec::encode_membership(&mut out, &info.meta.membership);
+    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out
+}
+
+fn decode_info(buf: &[u8]) -> Option<SnapshotInfo> {
+    let body = buf.len().checked_sub(4)?;
+    if body < 24 || crc32c::crc32c(&buf[..body]).to_le_bytes() != buf[body..] {
+        return None;
+    }
+    let u = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+    let membership = codec::decode_membership(&buf[24..body]).ok()?;
+    let meta = SnapshotMeta { index: LogIndex(u(0)), term: Term(u(8)), membership };
+    Some(SnapshotInfo { meta, size: u(16) })
+}
+
+/// Encodes a snapshot file.
+pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&meta.index.0.to_le_bytes());
+    m.extend_from_slice(&meta.term.0.to_le_bytes());
+    codec::encode_membership(&mut m, &meta.membership);
+    let mut out = Vec::with_capacity(32 + m.len() + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out
+}
+
+/// The metadata in a file's head, if `head` holds all of it: (meta, bytes of head used).
+fn parse_meta(head: &[u8]) -> Result<Option<(SnapshotMeta, usize)>, (usize, &'static str)> {
+    if head.len() < HEAD {
+        return Ok(None);
+    }
+    if &head[..8] != MAGIC {
+        return Err((0, "bad snapshot header"));
+    }
+    let mlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if mlen > codec::RECORD_BYTES_MAX {
+        return Err((8, "metadata length"));
+    }
+    let Some(m) = head.get(HEAD..HEAD + mlen) else { return Ok(None) };
+    if m.len() < 16 {
+        return Err((HEAD, "metadata too short"));
+    }
+    let index = LogIndex(u64::from_le_bytes(m[0..8].try_into().expect("8 bytes")));
+    let term = Term(u64::from_le_bytes(m[8..16].try_into().expect("8 bytes")));
+    let membership = codec::decode_membership(&m[16..]).map_err(|e| (HEAD, e.0))?;
+    Ok(Some((SnapshotMeta { index, term, membership }, HEAD + mlen)))
+}
+
+/// Verifies a whole snapshot file and splits it into its metadata and data.
+pub fn decode_snapshot(buf: &Bytes) -> Result<(SnapshotMeta, Bytes), (usize, &'static str)> {
+    if buf.len() < HEAD + 8 + 4 {
+        return Err((0, "bad snapshot header"));
+    }
+    let body = buf.len() - 4;
+    let want = u32::from_le_bytes(buf[body..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&buf[..body]) != want {
+        return Err((body, "snapshot checksum mismatch"));
+    }
+    let (meta, at) = parse_meta(buf)?.ok_or((8, "metadata length"))?;
+    let dlen = buf.get(at..at + 8).ok_or((at, "data length"))?;
+    let dlen = u64::from_le_bytes(dlen.try_into().expect("8 bytes")) as usize;
+    if at + 8 + dlen != body {
+        return Err((at, "data length does not match the file"));
+    }
+    Ok((meta, buf.slice(at + 8..body)))
 }
 
 impl<F: FileSystem> SnapshotStore<F> {
@@ -45,19 +158,13 @@ impl<F: FileSystem> SnapshotStore<F> {
         Ok(SnapshotStore { fs, dir: dir.to_path_buf(), keep: keep.max(1) })
     }
 
-    /// Writes a snapshot durably and prunes old ones. Returns its path.
-    pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<PathBuf, WalError> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&meta.index.0.to_le_bytes());
-        m.extend_from_slice(&meta.term.0.to_le_bytes());
-        codec::encode_membership(&mut m, &meta.membership);
-        let mut out = Vec::with_capacity(32 + m.len() + data.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-        out.extend_from_slice(&m);
-        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    fn corrupt(path: &Path, (offset, reason): (usize, &str)) -> WalError {
+        WalError::Corrupt { file: path.to_path_buf(), offset: offset as u64, reason: reason.into() }
+    }
+
+    /// Writes a snapshot durably and prunes old ones. Returns its description.
+    pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotInfo, WalError> {
+        let out = encode_snapshot(meta, data);
         let final_path = join(&self.dir, &name(meta.index, meta.term));
         let tmp = join(&self.dir, &format!("{}.tmp", name(meta.index, meta.term)));
         let mut f = self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
@@ -66,7 +173,12 @@ impl<F: FileSystem> SnapshotStore<F> {
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| WalError::io("sync directory", &self.dir, e))?;
         self.prune()?;
-        Ok(final_path)
+        Ok(SnapshotInfo { meta: meta.clone(), size: out.len() as u64 })
+    }
+
+    /// The file of snapshot `(index, term)`.
+    pub fn path_of(&self, index: LogIndex, term: Term) -> PathBuf {
+        join(&self.dir, &name(index, term))
     }
 
     /// Snapshot file names, oldest first.
@@ -111,35 +223,179 @@ impl<F: FileSystem> SnapshotStore<F> {
     pub fn load_latest(&self) -> Result<Option<(SnapshotMeta, Bytes)>, WalError> {
         let Some(n) = self.list()?.pop() else { return Ok(None) };
         let path = join(&self.dir, &n);
-        let buf = self.fs.read(&path).map_err(|e| WalError::io("read", &path, e))?;
-        let corrupt = |offset: usize, reason: &str| WalError::Corrupt {
-            file: path.clone(),
-            offset: offset as u64,
-            reason: reason.to_string(),
+        let buf = Bytes::from(self.fs.read(&path).map_err(|e| WalError::io("read", &path, e))?);
+        decode_snapshot(&buf).map(Some).map_err(|e| Self::corrupt(&path, e))
+    }
+
+    /// The newest snapshot's description, read from its head (the checksum is verified when
+    /// it is loaded or received, not here).
+    pub fn latest_info(&self) -> Result<Option<SnapshotInfo>, WalError> {
+        let Some(n) = self.list()?.pop() else { return Ok(None) };
+        let path = join(&self.dir, &n);
+        let head =
+            self.fs.read_range(&path, 0, 64 << 10).map_err(|e| WalError::io("read", &path, e))?;
+        let (meta, at) = parse_meta(&head)
+            .map_err(|e| Self::corrupt(&path, e))?
+            .ok_or_else(|| Self::corrupt(&path, (0, "truncated metadata")))?;
+        let dlen =
+            self.fs.read_range(&path, at as u64, 8).map_err(|e| WalError::io("read", &path, e))?;
+        let dlen: [u8; 8] =
+            dlen.try_into().map_err(|_| Self::corrupt(&path, (at, "data length")))?;
+        let size = (at + 8 + 4) as u64 + u64::from_le_bytes(dlen);
+        Ok(Some(SnapshotInfo { meta, size }))
+    }
+
+    /// Bytes `offset..offset + len` of the snapshot `(index, term)`; `None` if it is gone.
+    pub fn read_chunk(
+        &self,
+        index: LogIndex,
+        term: Term,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, WalError> {
+        let path = join(&self.dir, &name(index, term));
+        match self.fs.read_range(&path, offset, len) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(WalError::io("read", &path, e)),
+        }
+    }
+
+    /// The partly received snapshot left by a restart, if its description is intact; any
+    /// other partial file is removed.
+    pub fn open_partial(&self) -> Result<Option<Partial<F>>, WalError> {
+        let names = self.fs.list(&self.dir).map_err(|e| WalError::io("list", &self.dir, e))?;
+        let mut found = None;
+        for n in &names {
+            let Some(stem) = n.strip_suffix(".partial") else { continue };
+            let path = join(&self.dir, n);
+            let info_path = join(&self.dir, &format!("{stem}.partial.info"));
+            let info = match self.fs.read(&info_path) {
+                Ok(b) => decode_info(&b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(WalError::io("read", &info_path, e)),
+            };
+            let received = self.fs.read(&path).map_err(|e| WalError::io("read", &path, e))?.len();
+            match info {
+                Some(info) if found.is_none() && received as u64 <= info.size => {
+                    let file =
+                        self.fs.open_append(&path).map_err(|e| WalError::io("open", &path, e))?;
+                    found =
+                        Some(Partial { info, path, file, received: received as u64, dirty: false });
+                }
+                _ => self.fs.remove(&path).map_err(|e| WalError::io("remove", &path, e))?,
+            }
+        }
+        // Descriptions whose data file is gone.
+        for n in &names {
+            if let Some(stem) = n.strip_suffix(".partial.info") {
+                if found.as_ref().is_none_or(|p: &Partial<F>| {
+                    p.path != join(&self.dir, &format!("{stem}.partial"))
+                }) {
+                    let p = join(&self.dir, n);
+                    self.fs.remove(&p).map_err(|e| WalError::io("remove", &p, e))?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes one received chunk; a chunk at offset 0 starts a new partial file (replacing
+    /// `partial`). Durable after [`SnapshotStore::sync_partial`].
+    pub fn write_chunk(
+        &self,
+        partial: &mut Option<Partial<F>>,
+        chunk: &SnapshotChunk,
+    ) -> Result<(), WalError> {
+        if chunk.offset == 0 {
+            if let Some(old) = partial.take() {
+                self.remove_partial(&old)?;
+            }
+            let path = join(&self.dir, &partial_name(&chunk.info));
+            let info_path = info_path(&path);
+            let mut f =
+                self.fs.create(&info_path).map_err(|e| WalError::io("create", &info_path, e))?;
+            f.append(&encode_info(&chunk.info))
+                .map_err(|e| WalError::io("write", &info_path, e))?;
+            f.sync_data().map_err(|e| WalError::io("fsync", &info_path, e))?;
+            let file = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| WalError::io("sync directory", &self.dir, e))?;
+            *partial =
+                Some(Partial { info: chunk.info.clone(), path, file, received: 0, dirty: false });
+        }
+        let p = match partial {
+            Some(p) if p.info == chunk.info && p.received == chunk.offset => p,
+            _ => {
+                return Err(WalError::Corrupt {
+                    file: self.dir.clone(),
+                    offset: chunk.offset,
+                    reason: format!(
+                        "snapshot chunk for {} does not continue the partial snapshot",
+                        chunk.info.meta.id()
+                    ),
+                })
+            }
         };
-        if buf.len() < MAGIC.len() + 4 + 8 + 4 || &buf[..8] != MAGIC {
-            return Err(corrupt(0, "bad snapshot header"));
+        p.file.write_at(p.received, &chunk.data).map_err(|e| WalError::io("write", &p.path, e))?;
+        p.received += chunk.data.len() as u64;
+        p.dirty = true;
+        Ok(())
+    }
+
+    fn remove_partial(&self, p: &Partial<F>) -> Result<(), WalError> {
+        for path in [p.path.clone(), info_path(&p.path)] {
+            self.fs.remove(&path).map_err(|e| WalError::io("remove", &path, e))?;
         }
-        let body = buf.len() - 4;
-        let want = u32::from_le_bytes(buf[body..].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&buf[..body]) != want {
-            return Err(corrupt(body, "snapshot checksum mismatch"));
+        Ok(())
+    }
+
+    /// Makes the chunks written durable.
+    pub fn sync_partial(&self, partial: &mut Option<Partial<F>>) -> Result<(), WalError> {
+        if let Some(p) = partial {
+            if p.dirty {
+                p.file.sync_data().map_err(|e| WalError::io("fsync", &p.path, e))?;
+                p.dirty = false;
+            }
         }
-        let mlen = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
-        let m = buf.get(12..12 + mlen).ok_or_else(|| corrupt(8, "metadata length"))?;
-        if m.len() < 16 {
-            return Err(corrupt(12, "metadata too short"));
-        }
-        let index = LogIndex(u64::from_le_bytes(m[0..8].try_into().expect("8 bytes")));
-        let term = Term(u64::from_le_bytes(m[8..16].try_into().expect("8 bytes")));
-        let membership = codec::decode_membership(&m[16..]).map_err(|e| corrupt(12, e.0))?;
-        let at = 12 + mlen;
-        let dlen = buf.get(at..at + 8).ok_or_else(|| corrupt(at, "data length"))?;
-        let dlen = u64::from_le_bytes(dlen.try_into().expect("8 bytes")) as usize;
-        if at + 8 + dlen != body {
-            return Err(corrupt(at, "data length does not match the file"));
-        }
-        let data = Bytes::copy_from_slice(&buf[at + 8..body]);
-        Ok(Some((SnapshotMeta { index, term, membership }, data)))
+        Ok(())
+    }
+
+    /// Verifies the complete partial snapshot, renames it into place (durably) and returns
+    /// its data. A damaged one is removed and reported, so the transfer restarts from zero.
+    pub fn finish_partial(
+        &self,
+        partial: &mut Option<Partial<F>>,
+    ) -> Result<(SnapshotInfo, Bytes), WalError> {
+        let Some(mut p) = partial.take() else {
+            return Err(WalError::Corrupt {
+                file: self.dir.clone(),
+                offset: 0,
+                reason: "no snapshot is being received".into(),
+            });
+        };
+        p.file.sync_data().map_err(|e| WalError::io("fsync", &p.path, e))?;
+        let buf = Bytes::from(self.fs.read(&p.path).map_err(|e| WalError::io("read", &p.path, e))?);
+        let checked = match decode_snapshot(&buf) {
+            Ok((meta, data)) if meta == p.info.meta && buf.len() as u64 == p.info.size => Ok(data),
+            Ok(_) => Err((0, "snapshot metadata does not match what the leader announced")),
+            Err(e) => Err(e),
+        };
+        let data = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                let err = Self::corrupt(&p.path, e);
+                self.remove_partial(&p)?;
+                return Err(err);
+            }
+        };
+        let final_path = join(&self.dir, &name(p.info.meta.index, p.info.meta.term));
+        self.fs.rename(&p.path, &final_path).map_err(|e| WalError::io("rename", &p.path, e))?;
+        let ip = info_path(&p.path);
+        self.fs.remove(&ip).map_err(|e| WalError::io("remove", &ip, e))?;
+        self.fs.sync_dir(&self.dir).map_err(|e| WalError::io("sync directory", &self.dir, e))?;
+        self.prune()?;
+        Ok((p.info, data))
     }
 }

@@ -262,7 +262,7 @@ impl<F: FileSystem> Wal<F> {
         let mut compacted = (LogIndex::ZERO, Term::ZERO);
         for (_, path, data, records) in &parsed {
             for (kind, range, at) in records {
-                if *kind == RecordType::Compacted {
+                if matches!(*kind, RecordType::Compacted | RecordType::Restore) {
                     let c = codec::decode_compacted(&data[range.clone()]).map_err(|m| {
                         WalError::Corrupt {
                             file: path.clone(),
@@ -307,6 +307,7 @@ impl<F: FileSystem> Wal<F> {
                         );
                     }
                     RecordType::Compacted => {}
+                    RecordType::Restore => entries.clear(),
                 }
             }
             segments.push(Segment { seq, path, max_index });
@@ -409,6 +410,15 @@ impl<F: FileSystem> Wal<F> {
         let mut p = Vec::with_capacity(16);
         codec::encode_compacted(&mut p, index, term);
         codec::put_record(&mut self.buf, RecordType::Compacted, &p);
+        self.compacted = self.compacted.max((index, term));
+    }
+
+    /// Buffers a restore mark: the log is replaced by a snapshot through `index` whose last
+    /// entry it did not hold, so every entry written before is discarded (Raft Fig. 13).
+    pub fn mark_restored(&mut self, index: LogIndex, term: Term) {
+        let mut p = Vec::with_capacity(16);
+        codec::encode_compacted(&mut p, index, term);
+        codec::put_record(&mut self.buf, RecordType::Restore, &p);
         self.compacted = self.compacted.max((index, term));
     }
 

@@ -39,12 +39,14 @@ fn a_damaged_snapshot_is_an_error_naming_the_file() {
     let fs = SimFs::new();
     let dir = Path::new("/snap");
     let store = SnapshotStore::new(fs.clone(), dir, 3).unwrap();
-    let path = store.save(&meta(10), &[7u8; 1000]).unwrap();
-    let len = fs.file_len(&path).unwrap();
+    let info = store.save(&meta(10), &[7u8; 1000]).unwrap();
+    let len = fs.file_len(&store.path_of(info.meta.index, info.meta.term)).unwrap();
+    assert_eq!(len as u64, info.size);
     for byte in (0..len).step_by(37) {
         let fs2 = SimFs::new();
         let store2 = SnapshotStore::new(fs2.clone(), dir, 3).unwrap();
-        let p = store2.save(&meta(10), &[7u8; 1000]).unwrap();
+        store2.save(&meta(10), &[7u8; 1000]).unwrap();
+        let p = store2.path_of(LogIndex(10), Term(2));
         fs2.flip_bit(&p, byte, 1).unwrap();
         match store2.load_latest() {
             Err(WalError::Corrupt { file, .. }) => assert_eq!(file, p),

@@ -38,12 +38,30 @@ pub(crate) struct RaftLog<S> {
     applied: LogIndex,
     /// Highest index handed out for application, possibly not yet reported applied.
     apply_handed: LogIndex,
+    /// A snapshot installed in the core and handed to the driver, which has not yet reported
+    /// it applied to the store: until then the store still shows the old log, and reads go
+    /// through this overlay.
+    pending_snapshot: Option<PendingSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingSnapshot {
+    id: EntryId,
+    /// The store keeps its entries after `id` (it holds `id`); otherwise it drops them all.
+    keep_suffix: bool,
 }
 
 impl<S: LogStore> RaftLog<S> {
     pub(crate) fn new(store: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
         let last = store.last_index();
-        RaftLog { store, unstable: Unstable::new(last), committed, applied, apply_handed: applied }
+        RaftLog {
+            store,
+            unstable: Unstable::new(last),
+            committed,
+            applied,
+            apply_handed: applied,
+            pending_snapshot: None,
+        }
     }
 
     pub(crate) fn committed(&self) -> LogIndex {
@@ -67,17 +85,30 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        self.store.first_index()
+        match &self.pending_snapshot {
+            Some(p) => p.id.index.next(),
+            None => self.store.first_index(),
+        }
+    }
+
+    /// The last index of the stored log, as it will be once a pending snapshot is applied.
+    fn stored_last_index(&self) -> LogIndex {
+        match &self.pending_snapshot {
+            Some(p) if p.keep_suffix => self.store.last_index().max(p.id.index),
+            Some(p) => p.id.index,
+            None => self.store.last_index(),
+        }
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        self.unstable.last_index().unwrap_or_else(|| self.store.last_index())
+        self.unstable.last_index().unwrap_or_else(|| self.stored_last_index())
     }
 
-    /// The highest index the driver has reported durable.
+    /// The highest index the driver has reported durable (a pending snapshot counts: it
+    /// covers only entries committed cluster-wide).
     pub(crate) fn persisted_index(&self) -> LogIndex {
         if self.unstable.is_empty() {
-            self.store.last_index()
+            self.stored_last_index()
         } else {
             self.unstable.offset().prev()
         }
@@ -90,7 +121,40 @@ impl<S: LogStore> RaftLog<S> {
         if index >= self.unstable.offset() {
             return Err(StorageError::Unavailable(index));
         }
+        if let Some(p) = &self.pending_snapshot {
+            if index == p.id.index {
+                return Ok(p.id.term);
+            }
+            if index < p.id.index {
+                return Err(StorageError::Compacted(index));
+            }
+        }
         self.store.term(index)
+    }
+
+    /// Installs a snapshot received from the leader (Raft Fig. 13, steps 6–8): the log keeps
+    /// the entries after the snapshot only if it holds the snapshot's last entry; the state
+    /// machine is replaced, so everything through it counts as committed and applied.
+    /// The store catches up when the driver installs it and acknowledges.
+    pub(crate) fn restore(&mut self, id: EntryId) {
+        debug_assert!(id.index > self.committed, "only snapshots beyond commit are installed");
+        let keep_suffix = self.match_term(id).unwrap_or(false);
+        if keep_suffix {
+            self.unstable.drop_through(id.index);
+        } else {
+            self.unstable = Unstable::new(id.index);
+        }
+        self.pending_snapshot = Some(PendingSnapshot { id, keep_suffix });
+        self.committed = id.index;
+        self.apply_handed = id.index;
+        self.applied = id.index;
+    }
+
+    /// The driver reports snapshot `id` applied to the store: the overlay goes.
+    pub(crate) fn snapshot_installed(&mut self, id: EntryId) {
+        if self.pending_snapshot.as_ref().is_some_and(|p| p.id == id) {
+            self.pending_snapshot = None;
+        }
     }
 
     pub(crate) fn last_entry_id(&self) -> Result<EntryId, StorageError> {
@@ -251,6 +315,9 @@ impl<S: LogStore> RaftLog<S> {
         let offset = self.unstable.offset();
         let start_len = out.len();
         if low < offset {
+            if low < self.first_index() {
+                return Err(StorageError::Compacted(low));
+            }
             self.store.entries(low, high.min(offset), bytes_max, out)?;
             let got = (out.len() - start_len) as u64;
             if high <= offset || low.plus(got) < offset {

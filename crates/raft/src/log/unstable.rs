@@ -79,6 +79,17 @@ impl Unstable {
         self.entries.push(entry);
     }
 
+    /// Forgets entries through `index`, which a snapshot now covers.
+    pub(crate) fn drop_through(&mut self, index: LogIndex) {
+        if index < self.offset {
+            return;
+        }
+        let n = ((index.0 + 1 - self.offset.0) as usize).min(self.entries.len());
+        self.entries.drain(..n);
+        self.offset = index.next();
+        self.handed_out = self.handed_out.max(index);
+    }
+
     /// The driver reports `id` durable: forget entries up to it, unless the log changed since
     /// (then `id` names an entry that is no longer ours, and the report is stale).
     pub(crate) fn stable_to(&mut self, id: EntryId) -> bool {

@@ -17,6 +17,27 @@ pub enum ProgressState {
     /// The logs match through `matched`: AppendEntries are pipelined and `next` advances
     /// optimistically as they are sent.
     Replicate,
+    /// The follower needs entries the leader has compacted: the leader streams its snapshot
+    /// in chunks (Raft §7) and sends no AppendEntries until the follower has installed it.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SnapshotSend {
+    pub(crate) info: crate::snapshot::SnapshotInfo,
+    /// Bytes the follower reported durably stored.
+    pub(crate) acked: u64,
+    /// Bytes sent (`acked..sent` are in flight).
+    pub(crate) sent: u64,
+    /// The latest `received` the follower reported (below `acked` if it lost its copy).
+    pub(crate) reported: u64,
+    /// Ticks since `acked` last advanced: the retry timer is on lack of progress, not on the
+    /// transfer's total time, so a large snapshot over a slow link completes.
+    pub(crate) idle_ticks: u32,
+    /// Already went back to `acked` on a rejection at this acknowledgement level, so further
+    /// rejections of chunks sent before that do not trigger more resends.
+    pub(crate) rewound: bool,
 }
 
 /// The leader's view of one member.
@@ -37,6 +58,8 @@ pub struct Progress {
     /// Heard from the member since the last check-quorum round (Thesis §6.2).
     pub(crate) recent_active: bool,
     pub(crate) inflights: Inflights,
+    /// In snapshot state: the transfer.
+    pub(crate) snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -50,6 +73,7 @@ impl Progress {
             commit_sent: LogIndex::ZERO,
             recent_active: false,
             inflights: Inflights::new(msgs_max, bytes_max),
+            snapshot: None,
         }
     }
 
@@ -76,6 +100,7 @@ impl Progress {
     pub(crate) fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
+        self.snapshot = None;
         self.inflights.reset();
         self.next = self.next.max(self.matched.next());
     }
@@ -83,8 +108,24 @@ impl Progress {
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.probe_sent = false;
+        self.snapshot = None;
         self.inflights.reset();
         self.next = self.matched.next();
+    }
+
+    /// Starts streaming `info` from its first byte.
+    pub(crate) fn become_snapshot(&mut self, info: crate::snapshot::SnapshotInfo) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot = Some(SnapshotSend {
+            info,
+            acked: 0,
+            sent: 0,
+            reported: 0,
+            idle_ticks: 0,
+            rewound: false,
+        });
     }
 
     /// Whether sending must wait: a probe is outstanding, or the window is full.
@@ -92,6 +133,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -115,6 +157,7 @@ impl Progress {
                 self.inflights.add(last, bytes);
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -133,6 +176,8 @@ impl Progress {
                 self.next = hinted.min(rejected_prev).max(self.matched.next());
                 true
             }
+            // A snapshot is on its way; its installation answers for the log.
+            ProgressState::Snapshot => false,
             // In probe state only the answer to the outstanding probe counts.
             ProgressState::Probe => {
                 if rejected_prev != self.next.prev() {

@@ -11,7 +11,7 @@ impl<S: LogStore> Raft<S> {
     /// A message from the leader of our term: follow it. Raft §5.2: "If the leader's term ...
     /// is at least as large as the candidate's current term, then the candidate recognizes
     /// the leader as legitimate and returns to follower state."
-    fn follow(&mut self, leader: NodeId) -> Result<(), Dispatch> {
+    pub(crate) fn follow(&mut self, leader: NodeId) -> Result<(), Dispatch> {
         match self.role {
             Role::Leader => {
                 // Two leaders in one term would break Election Safety (Raft §5.2): only a

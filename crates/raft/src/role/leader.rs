@@ -128,6 +128,7 @@ impl<S: LogStore> Raft<S> {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         self.read_only.tick();
+        self.tick_snapshots()?;
         if self.lead_transferee.is_some() {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.config.election_timeout_ticks_min {
@@ -215,6 +216,9 @@ impl<S: LogStore> Raft<S> {
         let mut sent = false;
         loop {
             let Some(pr) = self.progress.get(&to) else { return Ok(sent) };
+            if pr.state == ProgressState::Snapshot {
+                return Ok(self.maybe_send_snapshot(to)? || sent);
+            }
             if pr.is_paused() {
                 return Ok(sent);
             }
@@ -225,18 +229,30 @@ impl<S: LogStore> Raft<S> {
                 return Ok(sent);
             }
             let prev_index = pr.next.prev();
-            // The log is never compacted below a follower's next index until snapshots exist
-            // (Raft §7); a failure here is a storage failure.
-            let prev_term = self.log.term(prev_index)?;
+            let next = pr.next;
             let mut entries = Vec::new();
-            if has_entries {
-                self.log.entries(
-                    pr.next,
-                    last.next(),
-                    self.config.append_bytes_max,
-                    &mut entries,
-                )?;
-            }
+            let read = self.log.term(prev_index).and_then(|t| {
+                if has_entries {
+                    self.log.entries(
+                        next,
+                        last.next(),
+                        self.config.append_bytes_max,
+                        &mut entries,
+                    )?;
+                }
+                Ok(t)
+            });
+            let prev_term = match read {
+                Ok(t) => t,
+                // Raft §7: the follower needs entries this leader has compacted away.
+                Err(StorageError::Compacted(_)) => {
+                    if self.start_snapshot(to) {
+                        continue;
+                    }
+                    return Ok(sent);
+                }
+                Err(e) => return Err(e),
+            };
             let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
             let pr = self.progress.get_mut(&to).expect("progress checked above");
             if let Some(e) = entries.last() {
@@ -276,11 +292,23 @@ impl<S: LogStore> Raft<S> {
                         Malformed::AckBeyondLog { index: match_index, last },
                     ));
                 }
+                let first = self.log.first_index();
                 if pr.maybe_update(match_index) {
                     match pr.state {
                         // Thesis §10.2: the logs now agree, so pipeline from here on.
                         ProgressState::Probe => pr.become_replicate(),
                         ProgressState::Replicate => pr.inflights.free_to(match_index),
+                        ProgressState::Snapshot => {
+                            let covered = pr.snapshot.as_ref().is_none_or(|s| {
+                                pr.matched >= s.info.meta.index || pr.matched.next() >= first
+                            });
+                            if covered {
+                                // Installed (or no longer needed): probe from just after it;
+                                // a newer compaction starts another snapshot.
+                                pr.become_probe();
+                                pr.next = pr.matched.next();
+                            }
+                        }
                     }
                     self.maybe_commit_leader();
                     if self.lead_transferee == Some(from) {

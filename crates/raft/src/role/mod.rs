@@ -4,3 +4,4 @@
 mod candidate;
 mod follower;
 mod leader;
+mod snapshot;

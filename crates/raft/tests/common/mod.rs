@@ -45,6 +45,10 @@ pub struct Out {
     pub after_persist: Vec<Message>,
     pub committed: Vec<Entry>,
     pub readies: Vec<ReadySummary>,
+    /// Snapshot chunks written: (offset, length).
+    pub chunks: Vec<(u64, usize)>,
+    /// Snapshots installed, with their bytes.
+    pub installed: Vec<(flotilla_raft::SnapshotMeta, bytes::Bytes)>,
 }
 
 #[derive(Debug)]
@@ -74,6 +78,14 @@ pub fn drain(n: &mut Node<MemStorage>) -> Out {
             after_persist: rd.persisted_messages.len(),
         });
         out.early.extend(rd.messages);
+        for c in &rd.snapshot_chunks {
+            n.store_mut().write_snapshot_chunk(c).unwrap();
+            out.chunks.push((c.offset, c.data.len()));
+        }
+        if let Some(meta) = &rd.snapshot {
+            let data = n.store_mut().install_snapshot(meta).unwrap();
+            out.installed.push((meta.clone(), data));
+        }
         n.store_mut().append(&rd.entries);
         if let Some(hs) = rd.hard_state {
             n.store_mut().set_hard_state(hs);
