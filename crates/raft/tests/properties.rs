@@ -26,6 +26,8 @@ enum Action {
     Heal,
     Crash(u64),
     Restart(u64),
+    /// Snapshot and compact the node's log at its applied index (Raft §7).
+    Compact(u64),
 }
 
 fn action(n: u64) -> impl Strategy<Value = Action> {
@@ -42,6 +44,7 @@ fn action(n: u64) -> impl Strategy<Value = Action> {
         2 => Just(Action::Heal),
         1 => (1..=n).prop_map(Action::Crash),
         2 => (1..=n).prop_map(Action::Restart),
+        1 => (1..=n).prop_map(Action::Compact),
     ]
 }
 
@@ -77,6 +80,10 @@ fn apply(c: &mut Cluster, a: &Action, n: u64) {
             }
         }
         Action::Restart(id) if c.is_down(NodeId(id)) => c.restart(NodeId(id)),
+        Action::Compact(id) if id <= n && !c.is_down(NodeId(id)) => {
+            let applied = c.node(NodeId(id)).status().applied;
+            c.compact(NodeId(id), applied).expect("compaction at the applied index succeeds");
+        }
         _ => {}
     }
 }
@@ -123,6 +130,9 @@ fn cluster_config(id: NodeId, seed: u64, pre_vote: bool, check_quorum: bool) -> 
         append_bytes_max: 3 * 30,
         inflight_msgs_max: 4,
         inflight_bytes_max: 8 * 30,
+        // Small chunks, so snapshot transfers take several.
+        snapshot_chunk_bytes: 40,
+        snapshot_chunks_inflight: 2,
         ..Config::new(id)
     }
 }
@@ -262,6 +272,29 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
         (0u8..3, proptest::option::of(idx.clone())).prop_map(|(c, i)| {
             MessageBody::ReadIndexResponse { ctx: vec![c].into(), index: i.map(LogIndex) }
         }),
+        (idx.clone(), term.clone(), 0u64..12, 0u64..12, 0usize..6).prop_map(
+            |(i, t, size, offset, len)| MessageBody::InstallSnapshot {
+                info: flotilla_raft::SnapshotInfo {
+                    meta: flotilla_raft::SnapshotMeta {
+                        index: LogIndex(i),
+                        term: Term(t),
+                        membership: flotilla_raft::Membership::new(
+                            [NodeId(1), NodeId(2), NodeId(3)],
+                            [],
+                        )
+                        .expect("a valid membership"),
+                    },
+                    size,
+                },
+                offset,
+                data: bytes::Bytes::from_static(&b"snapshot"[..len.min(8)]),
+            }
+        ),
+        (idx.clone(), term.clone(), 0u64..12, any::<bool>()).prop_map(
+            |(i, t, received, rejected)| {
+                MessageBody::SnapshotResponse { snapshot: eid(i, t), received, rejected }
+            }
+        ),
     ];
     (id.clone(), prop_oneof![Just(1u64), Just(2)], term, body).prop_map(|(from, to, term, body)| {
         Message { from: NodeId(from), to: NodeId(to), term: Term(term), body }

@@ -53,6 +53,15 @@ pub struct SimConfig {
     pub conf_change_ppm: u32,
     /// A client gives up on an operation after this long (its outcome becomes unknown).
     pub client_timeout_us: u64,
+    /// Log compaction (Raft §7): each server snapshots its state machine once this many
+    /// entries were applied since its last snapshot (0: never).
+    pub snapshot_every: u64,
+    /// Entries kept in the log below each snapshot, for followers slightly behind.
+    pub snapshot_keep: u64,
+    /// InstallSnapshot chunk size, bytes (small, so transfers take several chunks).
+    pub snapshot_chunk_bytes: u64,
+    /// How long the background snapshot write takes, microseconds: applies continue meanwhile.
+    pub snapshot_write_us: u32,
     /// Record a trace of every event.
     pub trace: bool,
     /// Test only: the leader answers reads from its state machine without going through the
@@ -102,6 +111,10 @@ impl SimConfig {
             spare_nodes: rng.in_range(0, 3) as usize,
             conf_change_ppm: [0, 300_000][rng.in_range(0, 2) as usize],
             client_timeout_us: 1_000_000,
+            snapshot_every: [0, 20, 50, 150][rng.in_range(0, 4) as usize],
+            snapshot_keep: [0, 5, 20][rng.in_range(0, 3) as usize],
+            snapshot_chunk_bytes: [64, 512, 4096][rng.in_range(0, 3) as usize],
+            snapshot_write_us: rng.in_range(0, 50_000),
             trace: false,
             unsafe_local_reads: false,
             #[cfg(feature = "planted-bugs")]

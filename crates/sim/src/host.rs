@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flotilla_raft::{
-    Ack, Config, Entry, EntryId, LogStore, MemStorage, Membership, Message, Node, NodeId,
+    Ack, Config, Entry, EntryId, LogIndex, LogStore, MemStorage, Membership, Message, Node, NodeId,
+    SnapshotMeta,
 };
 use flotilla_storage::{DiskLog, SimFs, WalError, WalOptions};
 
@@ -76,6 +77,11 @@ pub struct Host {
     pub applied: u64,
     /// The last vote this host wrote, to notice new votes.
     pub last_vote: Option<(flotilla_raft::Term, NodeId)>,
+    /// A snapshot being written in the background: its description and the state machine's
+    /// view at its index (taken when it started; applies continue meanwhile).
+    pub snapshot_job: Option<(SnapshotMeta, bytes::Bytes)>,
+    /// Index of the newest snapshot this host holds (taken or installed).
+    pub snapshot_index: u64,
 }
 
 impl Host {
@@ -102,6 +108,8 @@ impl Host {
             reads: BTreeMap::new(),
             applied: 0,
             last_vote: None,
+            snapshot_job: None,
+            snapshot_index: 0,
         }
     }
 
@@ -115,23 +123,52 @@ impl Host {
         self.proposals.clear();
         self.reads.clear();
         self.applied = 0;
+        self.snapshot_job = None;
         self.fs.crash(torn_seed);
     }
 
-    /// Restart: recover the WAL and start the node; the state machine re-applies the log.
-    pub fn restart(&mut self) -> Result<(), WalError> {
+    /// Restart: recover the WAL and the newest snapshot; the state machine is restored from
+    /// the snapshot and re-applies the log after it (Raft §7). Returns the snapshot's last
+    /// entry, if there was one.
+    pub fn restart(&mut self) -> Result<Option<EntryId>, WalError> {
         if self.node.is_some() {
-            return Ok(());
+            return Ok(None);
         }
-        let (log, rec) = DiskLog::open(self.fs.clone(), &wal_dir(), WAL_OPTIONS)?;
-        let prefix = EntryId::new(rec.compacted.1, rec.compacted.0);
-        let recovered = MemStorage::from_parts(rec.hard_state, rec.membership, prefix, rec.entries)
-            .map_err(|e| WalError::Failed(e.to_string()))?;
+        let (log, _) = DiskLog::open(self.fs.clone(), &wal_dir(), WAL_OPTIONS)?;
+        let failed = |e: String| WalError::Failed(e);
+        let snapshot = log.load_snapshot()?;
+        let (kv, applied) = match &snapshot {
+            Some((meta, data)) => {
+                let kv = Kv::decode(data)
+                    .ok_or_else(|| failed(format!("snapshot {} does not decode", meta.id())))?;
+                (kv, meta.index)
+            }
+            None => (Kv::default(), LogIndex::ZERO),
+        };
+        let prefix = log.first_index().prev();
+        let prefix = EntryId::new(log.term(prefix).map_err(|e| failed(e.to_string()))?, prefix);
+        let init = log.initial_state().map_err(|e| failed(e.to_string()))?;
+        let recovered = MemStorage::from_parts(
+            log.hard_state(),
+            init.membership,
+            prefix,
+            log.entries_in_memory().to_vec(),
+        )
+        .map_err(|e| failed(e.to_string()))?;
         self.disk.reset(recovered);
         let node =
-            Node::new(self.config.clone(), log).map_err(|e| WalError::Failed(e.to_string()))?;
+            Node::restart(self.config.clone(), log, applied).map_err(|e| failed(e.to_string()))?;
+        self.kv = kv;
+        self.applied = applied.0;
+        self.snapshot_index = applied.0;
         self.node = Some(node);
-        Ok(())
+        Ok(snapshot.map(|(m, _)| m.id()))
+    }
+
+    /// Whether this host's log holds `e`, or a snapshot covering it replaced it.
+    pub fn holds(&self, e: EntryId) -> bool {
+        let Some(node) = self.node.as_ref() else { return false };
+        e.index < node.first_index() || self.entry_at(e.index.0) == Some(e)
     }
 
     /// The entry at `index` in this host's log (written, synced or not).

@@ -92,6 +92,44 @@ impl Kv {
     }
 }
 
+impl Kv {
+    /// The whole map as a snapshot (Raft §7): count u64, then per pair key length u32, key,
+    /// value length u32, value. Never empty.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(8 + self.map.len() * 16);
+        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (k, v) in &self.map {
+            for s in [k, v] {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes what [`Kv::encode`] wrote; `None` for anything else.
+    pub fn decode(data: &[u8]) -> Option<Kv> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = data.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(s)
+        };
+        let n = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let mut map = BTreeMap::new();
+        for _ in 0..n {
+            let mut pair = [String::new(), String::new()];
+            for s in &mut pair {
+                let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                *s = String::from_utf8(take(len)?.to_vec()).ok()?;
+            }
+            let [k, v] = pair;
+            map.insert(k, v);
+        }
+        (at == data.len()).then_some(Kv { map })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +146,16 @@ mod tests {
             assert_eq!(Command::decode(&c.encode()), Some(c));
         }
         assert_eq!(Command::decode(b"bogus"), None);
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let mut kv = Kv::default();
+        assert_eq!(Kv::decode(&kv.encode()), Some(kv.clone()));
+        kv.apply(&Command::Put("a".into(), "1".into()));
+        kv.apply(&Command::Put("b".into(), "".into()));
+        assert_eq!(Kv::decode(&kv.encode()), Some(kv.clone()));
+        let enc = kv.encode();
+        assert_eq!(Kv::decode(&enc[..enc.len() - 1]), None);
     }
 }

@@ -113,6 +113,8 @@ fn main() -> ExitCode {
     let passed = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
     let ops = AtomicU64::new(0);
+    let snapshots = AtomicU64::new(0);
+    let installs = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..args.threads.max(1) {
@@ -125,6 +127,8 @@ fn main() -> ExitCode {
                     Ok(r) if r.violation.is_none() => {
                         passed.fetch_add(1, Ordering::Relaxed);
                         ops.fetch_add(r.stats.ops_ok, Ordering::Relaxed);
+                        snapshots.fetch_add(r.stats.snapshots, Ordering::Relaxed);
+                        installs.fetch_add(r.stats.installs, Ordering::Relaxed);
                     }
                     Ok(r) => {
                         let v = r.violation.expect("checked above");
@@ -151,10 +155,13 @@ fn main() -> ExitCode {
     let failed = failed.into_inner().expect("threads joined");
     let ops = ops.load(Ordering::Relaxed);
     eprintln!(
-        "{} seeds in {secs:.1} s ({} threads); {ops} client operations committed, {:.0} per second of wall time",
+        "{} seeds in {secs:.1} s ({} threads); {ops} client operations committed, {:.0} per second of wall time; \
+         {} snapshots taken, {} installed from a leader",
         hi - lo,
         args.threads,
-        ops as f64 / secs
+        ops as f64 / secs,
+        snapshots.load(Ordering::Relaxed),
+        installs.load(Ordering::Relaxed),
     );
     println!("{} passed, {} failed", passed.load(Ordering::Relaxed), failed.len());
     if failed.is_empty() {
@@ -169,9 +176,11 @@ fn print_summary(r: &Report) {
     let s = &r.stats;
     println!(
         "seed {}: {} nodes, {} clients, pre_vote={} check_quorum={}, drop={}ppm dup={}ppm; \
-         {} events, {:.1} s simulated, {} ops ok, {} unknown, max term {}, {} crashes, {} partitions, {} disk faults",
+         {} events, {:.1} s simulated, {} ops ok, {} unknown, max term {}, {} crashes, {} partitions, {} disk faults, \
+         {} snapshots taken, {} installed",
         c.seed, c.nodes, c.clients, c.pre_vote, c.check_quorum, c.net.drop_ppm, c.net.dup_ppm,
-        s.events, s.sim_us as f64 / 1e6, s.ops_ok, s.ops_unknown, s.max_term, s.crashes, s.partitions, s.disk_faults
+        s.events, s.sim_us as f64 / 1e6, s.ops_ok, s.ops_unknown, s.max_term, s.crashes, s.partitions, s.disk_faults,
+        s.snapshots, s.installs
     );
     match &r.violation {
         None => println!("all properties held"),

@@ -38,15 +38,29 @@ enum Event {
     Tick(usize),
     Deliver(Message),
     FsyncDone(usize, u64),
+    /// A background snapshot write finished (host, incarnation).
+    SnapshotDone(usize, u64),
     Crash(usize),
     Restart(usize),
     Isolate(usize),
     NextFault,
     EndFaults,
     ClientStart(usize),
-    Request { node: usize, client: usize, attempt: u64, cmd: Command },
-    Response { client: usize, attempt: u64, reply: Reply },
-    ClientTimeout { client: usize, op: usize },
+    Request {
+        node: usize,
+        client: usize,
+        attempt: u64,
+        cmd: Command,
+    },
+    Response {
+        client: usize,
+        attempt: u64,
+        reply: Reply,
+    },
+    ClientTimeout {
+        client: usize,
+        op: usize,
+    },
     End,
 }
 
@@ -103,6 +117,10 @@ pub struct Stats {
     pub disk_faults: u64,
     /// Messages dropped by the network.
     pub dropped: u64,
+    /// Snapshots taken (log compaction, Raft §7).
+    pub snapshots: u64,
+    /// Snapshots installed from a leader.
+    pub installs: u64,
 }
 
 /// The outcome of one run.
@@ -179,6 +197,7 @@ impl World {
                     read_mode: if cfg.lease_reads { ReadMode::LeaseBased } else { ReadMode::Safe },
                     append_bytes_max: cfg.append_bytes_max,
                     inflight_bytes_max: cfg.append_bytes_max.max(64 << 20),
+                    snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
                     #[cfg(feature = "planted-bugs")]
                     planted_bug: cfg.bug,
                     ..Config::new(*id)
@@ -318,14 +337,7 @@ impl World {
                 let host = &mut self.hosts[i];
                 if let Some(node) = host.node.as_mut() {
                     if let Err(e) = node.store_mut().sync() {
-                        // A storage error stops the node rather than risk safety (ARCHITECTURE.md,
-                        // design rule 5); an operator restarts it later, with space freed.
-                        self.stats.disk_faults += 1;
-                        self.log(|| format!("n{} storage error, node stops: {e}", i + 1));
-                        self.handle(Event::Crash(i));
-                        let after = u64::from(self.rng.in_range(200_000, 2_000_000));
-                        self.schedule(after, Event::Restart(i));
-                        return;
+                        return self.storage_fault(i, e);
                     }
                 }
                 host.disk.sync();
@@ -333,6 +345,11 @@ impl World {
                     self.complete(i, inflight);
                 }
                 self.pump(i);
+            }
+            Event::SnapshotDone(i, incarnation) => {
+                if self.hosts[i].incarnation == incarnation {
+                    self.finish_snapshot(i);
+                }
             }
             Event::Crash(i) => {
                 if self.hosts[i].node.is_some() {
@@ -349,9 +366,21 @@ impl World {
                     self.log(|| format!("restart n{}", i + 1));
                     // The operator fixed the disk (failing syncs, full disk) before restarting.
                     self.hosts[i].fs.clear_faults();
-                    if let Err(e) = self.hosts[i].restart() {
-                        let detail = format!("node {} cannot recover its WAL: {e}", i + 1);
-                        return self.fail(violation("Storage", detail));
+                    match self.hosts[i].restart() {
+                        Ok(Some(snap)) => {
+                            let (id, inc) = (self.hosts[i].id, self.hosts[i].incarnation);
+                            let r = self.checks.sms.on_restore(id, snap).and_then(|_| {
+                                self.checks.mono.observe_restore(id, inc, snap.index)
+                            });
+                            if let Err(v) = r {
+                                return self.fail(v);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let detail = format!("node {} cannot recover its WAL: {e}", i + 1);
+                            return self.fail(violation("Storage", detail));
+                        }
                     }
                     self.pump(i);
                 }
@@ -424,6 +453,45 @@ impl World {
                     aborted.push((client, attempt));
                 }
             }
+            // 2. Snapshot chunks, then a completed snapshot, before the entries after it.
+            let mut stored = Ok(None);
+            for c in &rd.snapshot_chunks {
+                if let Err(e) = node.store_mut().write_snapshot_chunk(c) {
+                    stored = Err(e);
+                    break;
+                }
+            }
+            if let (Ok(_), Some(meta)) = (&stored, &rd.snapshot) {
+                stored = node.store_mut().install_snapshot(meta).map(|d| Some((meta.clone(), d)));
+            }
+            let installed = match stored {
+                Ok(x) => x,
+                Err(e) => return self.storage_fault(i, e),
+            };
+            if let Some((meta, data)) = installed {
+                // Raft Fig. 13, step 8: reset the state machine from the snapshot.
+                let Some(kv) = crate::kv::Kv::decode(&data) else {
+                    let detail = format!("{} installed a snapshot that does not decode", host.id);
+                    return self.fail(violation("Snapshot", detail));
+                };
+                host.kv = kv;
+                host.applied = meta.index.0;
+                host.snapshot_index = host.snapshot_index.max(meta.index.0);
+                host.disk.install(meta.clone());
+                let (id, inc) = (host.id, host.incarnation);
+                self.stats.installs += 1;
+                self.log(|| format!("n{} installs snapshot {}", id.0, meta.id()));
+                let r = self
+                    .checks
+                    .sms
+                    .on_restore(id, meta.id())
+                    .and_then(|_| self.checks.mono.observe_restore(id, inc, meta.index));
+                if let Err(v) = r {
+                    return self.fail(v);
+                }
+            }
+            let host = &mut self.hosts[i];
+            let node = host.node.as_mut().expect("running: it produced a Ready");
             // 1. The leader's appends and heartbeats may leave before the write.
             node.store_mut().write(&rd.entries, rd.hard_state);
             host.disk.write(rd.entries, rd.hard_state);
@@ -486,6 +554,69 @@ impl World {
             node.advance(inflight.ack);
         }
         self.serve_reads(i);
+        self.maybe_start_snapshot(i);
+    }
+
+    /// The snapshot policy (Raft §7: "servers take snapshots ... when the log reaches a fixed
+    /// size"): every `snapshot_every` applied entries, the state machine's view at the applied
+    /// index is taken at once and written in the background; applies go on meanwhile.
+    fn maybe_start_snapshot(&mut self, i: usize) {
+        let every = self.cfg.snapshot_every;
+        let host = &mut self.hosts[i];
+        let Some(node) = host.node.as_ref() else { return };
+        if every == 0 || host.snapshot_job.is_some() || host.applied < host.snapshot_index + every {
+            return;
+        }
+        let meta = match node.snapshot_meta(flotilla_raft::LogIndex(host.applied)) {
+            Ok(m) => m,
+            Err(e) => {
+                let detail = format!("{}: cannot describe a snapshot: {e}", host.id);
+                return self.fail(violation("Snapshot", detail));
+            }
+        };
+        host.snapshot_job = Some((meta, host.kv.encode()));
+        let (d, inc) = (u64::from(self.cfg.snapshot_write_us), host.incarnation);
+        self.schedule(d, Event::SnapshotDone(i, inc));
+    }
+
+    /// The background write finished: store the snapshot, then compact the log up to
+    /// `snapshot_keep` entries below it.
+    fn finish_snapshot(&mut self, i: usize) {
+        let keep = self.cfg.snapshot_keep;
+        let host = &mut self.hosts[i];
+        let (Some(node), Some((meta, data))) = (host.node.as_mut(), host.snapshot_job.take())
+        else {
+            return;
+        };
+        if meta.index.0 <= host.snapshot_index {
+            return; // A newer snapshot was installed meanwhile.
+        }
+        if let Err(e) = node.store_mut().save_snapshot(&meta, &data) {
+            return self.storage_fault(i, e);
+        }
+        host.snapshot_index = meta.index.0;
+        self.stats.snapshots += 1;
+        let at = flotilla_raft::LogIndex(
+            meta.index.0.saturating_sub(keep).max(node.first_index().prev().0),
+        );
+        let Ok(at) = node.snapshot_meta(at) else { return };
+        host.disk.compact(&at);
+        if let Err(e) = node.store_mut().compact(&at) {
+            return self.storage_fault(i, e);
+        }
+        let id = host.id;
+        self.log(|| format!("n{} snapshot {} compacted through {}", id.0, meta.id(), at.index));
+        self.pump(i);
+    }
+
+    /// A storage error stops the node rather than risk safety (ARCHITECTURE.md, design rule
+    /// 5); an operator restarts it later, with the disk fixed.
+    fn storage_fault(&mut self, i: usize, e: flotilla_storage::WalError) {
+        self.stats.disk_faults += 1;
+        self.log(|| format!("n{} storage error, node stops: {e}", i + 1));
+        self.handle(Event::Crash(i));
+        let after = u64::from(self.rng.in_range(200_000, 2_000_000));
+        self.schedule(after, Event::Restart(i));
     }
 
     /// Thesis §6.4 step 4: a read is served once the state machine has applied its read index.
@@ -570,23 +701,21 @@ impl World {
                 let after = u64::from(self.rng.in_range(0, 5_000));
                 self.schedule(after, Event::Isolate(i));
             }
-            let entry_at = |idx: u64| self.hosts[i].entry_at(idx);
+            let holds = |e: EntryId| self.hosts[i].holds(e);
             let r = leader_completeness::check_new_leader(
                 id,
                 st.term,
                 self.checks.sms.committed(),
-                entry_at,
+                holds,
             )
-            .and_then(|_| self.checks.durability.check(id, entry_at));
+            .and_then(|_| self.checks.durability.check(id, holds));
             if let Err(v) = r {
                 return self.fail(v);
             }
         }
         let entry_at = |idx: u64| self.hosts[i].entry_at(idx);
         let durable_at = |n: NodeId, e: EntryId| {
-            self.hosts
-                .get((n.0 - 1) as usize)
-                .is_some_and(|h| h.disk.durable_entry(e.index.0) == Some(e))
+            self.hosts.get((n.0 - 1) as usize).is_some_and(|h| h.disk.durably_holds(e))
         };
         let membership =
             self.hosts[i].node.as_ref().expect("observed running").membership().clone();
@@ -602,7 +731,8 @@ impl World {
             return self.fail(v);
         }
         let last = entry_at(st.last_index.0).unwrap_or_default();
-        if let Err(v) = self.checks.append_only.observe_leader(id, st.term, last, entry_at) {
+        let holds = |e: EntryId| self.hosts[i].holds(e);
+        if let Err(v) = self.checks.append_only.observe_leader(id, st.term, last, holds) {
             self.fail(v);
         }
     }
@@ -927,8 +1057,7 @@ impl World {
             return self.fail(v);
         }
         if let Some(l) = self.leader() {
-            let r =
-                self.checks.durability.check(self.hosts[l].id, |idx| self.hosts[l].entry_at(idx));
+            let r = self.checks.durability.check(self.hosts[l].id, |e| self.hosts[l].holds(e));
             if let Err(v) = r {
                 return self.fail(v);
             }

@@ -61,3 +61,26 @@ fn linearizability_check_catches_stale_local_reads() {
     let (seed, v) = found.expect("stale reads are found within 100 seeds");
     assert_eq!(v.property, "Linearizability", "seed {seed}: {v}");
 }
+
+/// Issue 5: with compaction on, servers snapshot and compact, and servers that were down or
+/// cut off long enough catch up through InstallSnapshot (in small chunks, so transfers span
+/// several and are interrupted by crashes and losses), with every checker green.
+#[test]
+fn compaction_runs_snapshot_and_install() {
+    let (mut taken, mut installed) = (0, 0);
+    for seed in 1..=10 {
+        let cfg = SimConfig {
+            fault_us: 5_000_000,
+            snapshot_every: 20,
+            snapshot_keep: 5,
+            snapshot_chunk_bytes: 64,
+            ..SimConfig::from_seed(seed)
+        };
+        let r = run(cfg);
+        assert!(r.violation.is_none(), "seed {seed}: {}", r.violation.unwrap());
+        taken += r.stats.snapshots;
+        installed += r.stats.installs;
+    }
+    assert!(taken > 50, "snapshots taken: {taken}");
+    assert!(installed > 5, "snapshots installed from a leader: {installed}");
+}

@@ -20,12 +20,8 @@ impl Durability {
     }
 
     /// Checks a log (a leader's, or the final one) for every acknowledged entry.
-    pub fn check(
-        &self,
-        id: NodeId,
-        entry_at: impl Fn(u64) -> Option<EntryId>,
-    ) -> Result<(), Violation> {
-        match self.acked.iter().find(|a| entry_at(a.index.0) != Some(**a)) {
+    pub fn check(&self, id: NodeId, holds: impl Fn(EntryId) -> bool) -> Result<(), Violation> {
+        match self.acked.iter().find(|a| !holds(**a)) {
             Some(lost) => Err(violation(
                 "No acknowledged write lost",
                 format!("acknowledged entry {lost} is not in {id}'s log"),

@@ -20,10 +20,10 @@ impl LeaderAppendOnly {
         id: NodeId,
         term: Term,
         last: EntryId,
-        entry_at: impl Fn(u64) -> Option<EntryId>,
+        holds: impl Fn(EntryId) -> bool,
     ) -> Result<(), Violation> {
         if let Some((t, seen)) = self.last.get(&id) {
-            if *t == term && entry_at(seen.index.0) != Some(*seen) {
+            if *t == term && !holds(*seen) {
                 return Err(violation(
                     "Leader Append-Only",
                     format!("leader {id} of term {} lost its entry {seen}", term.0),

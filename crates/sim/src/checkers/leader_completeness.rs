@@ -13,11 +13,11 @@ pub fn check_new_leader(
     id: NodeId,
     term: Term,
     committed: &[EntryId],
-    entry_at: impl Fn(u64) -> Option<EntryId>,
+    holds: impl Fn(EntryId) -> bool,
 ) -> Result<(), Violation> {
     // Entries committed in a higher term than the leader's cannot exist yet (the leader's
     // term is the newest), so every one of them must be present.
-    match committed.iter().find(|c| entry_at(c.index.0) != Some(**c)) {
+    match committed.iter().find(|c| !holds(**c)) {
         Some(missing) => Err(violation(
             "Leader Completeness",
             format!("leader {id} of term {} lacks committed entry {missing}", term.0),

@@ -9,6 +9,11 @@ use super::{violation, Violation};
 pub fn check(logs: &[(NodeId, &[Entry])]) -> Result<(), Violation> {
     for (i, (a, la)) in logs.iter().enumerate() {
         for (b, lb) in &logs[i + 1..] {
+            // Compare where both still hold entries (compaction removes prefixes).
+            let start = |l: &[Entry]| l.first().map_or(u64::MAX, |e| e.index.0);
+            let from = start(la).max(start(lb));
+            let la = &la[la.iter().take_while(|e| e.index.0 < from).count()..];
+            let lb = &lb[lb.iter().take_while(|e| e.index.0 < from).count()..];
             let n = la.len().min(lb.len());
             // The highest index where both hold the same term: everything below must agree.
             if let Some(k) = (0..n).rev().find(|k| la[*k].term == lb[*k].term) {
@@ -18,7 +23,7 @@ pub fn check(logs: &[(NodeId, &[Entry])]) -> Result<(), Violation> {
                         format!(
                             "{a} and {b} share {} but differ at index {}: {:?} vs {:?}",
                             la[k].id(),
-                            d + 1,
+                            la[d].index,
                             la[d],
                             lb[d]
                         ),

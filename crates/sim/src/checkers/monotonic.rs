@@ -16,6 +16,16 @@ pub struct Monotonic {
 }
 
 impl Monotonic {
+    /// Runs `check` on the (commit, applied) pair of (node, incarnation).
+    fn update(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        check: impl FnOnce(&mut (LogIndex, LogIndex)) -> Result<(), (&'static str, String)>,
+    ) -> Result<(), Violation> {
+        check(self.seen.entry((id, incarnation)).or_default()).map_err(|(p, d)| violation(p, d))
+    }
+
     /// The node's commit index now.
     pub fn observe_commit(
         &mut self,
@@ -23,15 +33,34 @@ impl Monotonic {
         incarnation: u64,
         commit: LogIndex,
     ) -> Result<(), Violation> {
-        let e = self.seen.entry((id, incarnation)).or_default();
-        if commit < e.0 {
-            return Err(violation(
-                "Monotonic commit",
-                format!("{id} commit went from {} to {}", e.0, commit),
-            ));
-        }
-        e.0 = commit;
-        Ok(())
+        self.update(id, incarnation, |e| {
+            if commit < e.0 {
+                return Err((
+                    "Monotonic commit",
+                    format!("{id} commit went from {} to {commit}", e.0),
+                ));
+            }
+            e.0 = commit;
+            Ok(())
+        })
+    }
+
+    /// The node replaced its state machine with a snapshot through `index` (Raft §7): it
+    /// must lie ahead of what it applied.
+    pub fn observe_restore(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        index: LogIndex,
+    ) -> Result<(), Violation> {
+        self.update(id, incarnation, |e| {
+            if index <= e.1 && index > LogIndex::ZERO {
+                let d = format!("{id} restored a snapshot through {index} after applying {}", e.1);
+                return Err(("Applied exactly once, in order", d));
+            }
+            e.1 = e.1.max(index);
+            Ok(())
+        })
     }
 
     /// The node applied the entry at `index`: it must be the next one.
@@ -41,14 +70,13 @@ impl Monotonic {
         incarnation: u64,
         index: LogIndex,
     ) -> Result<(), Violation> {
-        let e = self.seen.entry((id, incarnation)).or_default();
-        if index != e.1.next() {
-            return Err(violation(
-                "Applied exactly once, in order",
-                format!("{id} applied index {index} after {}", e.1),
-            ));
-        }
-        e.1 = index;
-        Ok(())
+        self.update(id, incarnation, |e| {
+            if index != e.1.next() {
+                let d = format!("{id} applied index {index} after {}", e.1);
+                return Err(("Applied exactly once, in order", d));
+            }
+            e.1 = index;
+            Ok(())
+        })
     }
 }

@@ -31,6 +31,18 @@ impl StateMachineSafety {
         }
     }
 
+    /// A snapshot through `last` replaced `id`'s state machine: its last entry must be the
+    /// one applied at that index everywhere (State Machine Safety across compaction).
+    pub fn on_restore(&mut self, id: NodeId, last: EntryId) -> Result<(), Violation> {
+        match self.agreed.get(last.index.0 as usize - 1) {
+            Some(want) if *want != last => Err(violation(
+                "State Machine Safety",
+                format!("{id} restored a snapshot through {last} where {want} was applied"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Entries known committed (applied somewhere), in index order.
     pub fn committed(&self) -> &[EntryId] {
         &self.agreed
