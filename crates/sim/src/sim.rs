@@ -121,6 +121,9 @@ pub struct Stats {
     pub snapshots: u64,
     /// Snapshots installed from a leader.
     pub installs: u64,
+    /// Snapshots during whose background write the state machine applied more entries
+    /// (the service did not stop for them).
+    pub snapshots_overlapped: u64,
 }
 
 /// The outcome of one run.
@@ -596,6 +599,9 @@ impl World {
         }
         host.snapshot_index = meta.index.0;
         self.stats.snapshots += 1;
+        if host.applied > meta.index.0 {
+            self.stats.snapshots_overlapped += 1;
+        }
         let at = flotilla_raft::LogIndex(
             meta.index.0.saturating_sub(keep).max(node.first_index().prev().0),
         );

@@ -67,7 +67,7 @@ fn linearizability_check_catches_stale_local_reads() {
 /// several and are interrupted by crashes and losses), with every checker green.
 #[test]
 fn compaction_runs_snapshot_and_install() {
-    let (mut taken, mut installed) = (0, 0);
+    let (mut taken, mut installed, mut overlapped) = (0, 0, 0);
     for seed in 1..=10 {
         let cfg = SimConfig {
             fault_us: 5_000_000,
@@ -80,7 +80,9 @@ fn compaction_runs_snapshot_and_install() {
         assert!(r.violation.is_none(), "seed {seed}: {}", r.violation.unwrap());
         taken += r.stats.snapshots;
         installed += r.stats.installs;
+        overlapped += r.stats.snapshots_overlapped;
     }
+    assert!(overlapped > 10, "applies continued during background snapshot writes: {overlapped}");
     assert!(taken > 50, "snapshots taken: {taken}");
     assert!(installed > 5, "snapshots installed from a leader: {installed}");
 }
