@@ -47,6 +47,24 @@ impl Membership {
         Ok(Membership { voters, outgoing: BTreeSet::new(), learners })
     }
 
+    /// A joint configuration (Thesis §4.3) as recorded in storage: `voters` (incoming),
+    /// `outgoing` (empty for a simple configuration) and `learners`.
+    pub fn joint(
+        voters: impl IntoIterator<Item = NodeId>,
+        outgoing: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+    ) -> Result<Membership, ConfigError> {
+        let mut m = Membership::new(voters, learners)?;
+        m.outgoing = outgoing.into_iter().collect();
+        if m.outgoing.contains(&NodeId::ZERO) {
+            return Err(ConfigError::Membership("node id 0 is reserved"));
+        }
+        if m.outgoing.intersection(&m.learners).next().is_some() {
+            return Err(ConfigError::Membership("a node is both outgoing voter and learner"));
+        }
+        Ok(m)
+    }
+
     /// Voting members (of the new configuration, when joint).
     pub fn voters(&self) -> &BTreeSet<NodeId> {
         &self.voters

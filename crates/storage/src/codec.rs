@@ -191,10 +191,18 @@ pub fn decode_hard_state(buf: &[u8]) -> Result<HardState, Malformed> {
 }
 
 /// Encodes a membership: voter count (u32), voters (u64 each), learner count, learners.
+///
+/// A joint configuration appends its outgoing voters as a third set; a simple one omits it,
+/// which keeps records written before joint configurations were stored readable.
 pub fn encode_membership(out: &mut Vec<u8>, m: &Membership) {
-    for set in [m.voters(), m.learners()] {
+    let sets: &[&std::collections::BTreeSet<NodeId>] = if m.is_joint() {
+        &[m.voters(), m.learners(), m.outgoing_voters()]
+    } else {
+        &[m.voters(), m.learners()]
+    };
+    for set in sets {
         out.extend_from_slice(&(set.len() as u32).to_le_bytes());
-        for id in set {
+        for id in *set {
             out.extend_from_slice(&id.0.to_le_bytes());
         }
     }
@@ -203,8 +211,11 @@ pub fn encode_membership(out: &mut Vec<u8>, m: &Membership) {
 /// Decodes [`encode_membership`].
 pub fn decode_membership(buf: &[u8]) -> Result<Membership, Malformed> {
     let mut r = Reader { buf, at: 0 };
-    let mut sets = [Vec::new(), Vec::new()];
-    for set in &mut sets {
+    let mut sets = [Vec::new(), Vec::new(), Vec::new()];
+    for (i, set) in sets.iter_mut().enumerate() {
+        if i == 2 && r.at == r.buf.len() {
+            break; // not joint
+        }
         let n = r.u32()? as usize;
         if n > 1 << 16 {
             return Err(Malformed("membership too large"));
@@ -214,8 +225,8 @@ pub fn decode_membership(buf: &[u8]) -> Result<Membership, Malformed> {
         }
     }
     r.done()?;
-    let [voters, learners] = sets;
-    Membership::new(voters, learners).map_err(|_| Malformed("invalid membership"))
+    let [voters, learners, outgoing] = sets;
+    Membership::joint(voters, outgoing, learners).map_err(|_| Malformed("invalid membership"))
 }
 
 /// Encodes a compaction mark: index (u64), term (u64).
@@ -237,6 +248,21 @@ pub fn decode_compacted(buf: &[u8]) -> Result<(LogIndex, Term), Malformed> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Regression: memberships were stored without their outgoing voters, so a compaction
+    /// point or snapshot taken in a joint configuration lost half of it.
+    #[test]
+    fn joint_memberships_round_trip() {
+        let ids = |v: &[u64]| v.iter().map(|i| NodeId(*i)).collect::<Vec<_>>();
+        for m in [
+            Membership::new(ids(&[1, 2, 3]), ids(&[4])).unwrap(),
+            Membership::joint(ids(&[1, 2, 5]), ids(&[1, 2, 3]), ids(&[4])).unwrap(),
+        ] {
+            let mut out = Vec::new();
+            encode_membership(&mut out, &m);
+            assert_eq!(decode_membership(&out).unwrap(), m);
+        }
+    }
 
     proptest! {
         #[test]

@@ -1,0 +1,16 @@
+//! # flotilla-server
+//!
+//! The server around the Raft core: etcd's v3 gRPC API over an MVCC key-value store.
+
+#![deny(missing_docs)]
+
+pub mod mvcc;
+pub mod pb;
+
+/// The generated gRPC services (servers and clients) of `etcdserverpb`.
+#[allow(missing_docs, clippy::all)]
+pub mod rpc {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Cluster.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
+}

@@ -1,0 +1,697 @@
+//! The replicated state machine: a multi-version key-value store with etcd's semantics.
+//!
+//! - One global revision, starting at 1 for an empty store; each write request (put, a delete
+//!   that deletes something, a txn with writes) takes the next one.
+//! - Per key: `create_revision` (of its current generation), `mod_revision`, and `version`
+//!   (writes in this generation; a delete ends the generation).
+//! - Range over one key, `[key, range_end)`, every key from `key` on (`range_end = "\0"`), or
+//!   everything (`key = range_end = "\0"`); with limit, count only, keys only, sort, revision
+//!   filters, and at a historical revision until compaction removed it.
+//! - Txn: compares on value, version, create and mod revision, then the success or failure
+//!   ops, all at one revision.
+//!
+//! Deterministic: the same commands in the same order give the same store on every server
+//! (Raft's State Machine Safety gives the order).
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BufMut, Bytes};
+use thiserror::Error;
+
+use crate::pb::{self, KeyValue};
+
+/// Why a request failed (nothing changed). Messages follow etcd's, which clients match.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum MvccError {
+    /// The requested revision was compacted away.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is in the future.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// `ignore_value` on a missing key.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A txn writes one key twice.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// Leases are not supported yet.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A request without an operation, or with an unknown enum value.
+    #[error("etcdserver: {0}")]
+    Invalid(&'static str),
+}
+
+/// One version of a key: `None` is a deletion (tombstone).
+type Version = (i64, Option<KeyValue>);
+
+/// The store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mvcc {
+    revision: i64,
+    compact_revision: i64,
+    /// Each key's versions, oldest first, by mod revision.
+    keys: BTreeMap<Bytes, Vec<Version>>,
+}
+
+/// A read-only view for ranges (the current state or a historical revision).
+fn live_at(history: &[Version], rev: i64) -> Option<&KeyValue> {
+    let i = history.partition_point(|(r, _)| *r <= rev);
+    history[..i].last().and_then(|(_, kv)| kv.as_ref())
+}
+
+impl Mvcc {
+    /// An empty store at revision 1.
+    pub fn new() -> Mvcc {
+        Mvcc { revision: 1, compact_revision: 0, keys: BTreeMap::new() }
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The revision up to which history was compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.keys.values().filter(|h| live_at(h, self.revision).is_some()).count()
+    }
+
+    /// Whether no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn current(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(|h| h.last()).and_then(|(_, kv)| kv.as_ref())
+    }
+
+    /// Keys in `[key, range_end)` by etcd's conventions.
+    fn span<'a>(
+        &'a self,
+        key: &'a Bytes,
+        range_end: &'a Bytes,
+    ) -> Box<dyn Iterator<Item = (&'a Bytes, &'a Vec<Version>)> + 'a> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        if range_end.is_empty() {
+            return Box::new(self.keys.get_key_value(key).into_iter());
+        }
+        let all_from = range_end.as_ref() == b"\0";
+        let start = if key.as_ref() == b"\0" && all_from { Unbounded } else { Included(key) };
+        let end = if all_from { Unbounded } else { Excluded(range_end) };
+        if let (Included(s), Excluded(e)) = (&start, &end) {
+            if s >= e {
+                return Box::new(std::iter::empty());
+            }
+        }
+        Box::new(self.keys.range::<Bytes, _>((start, end)))
+    }
+
+    /// Range (a read: no revision change).
+    pub fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, MvccError> {
+        let rev = if r.revision <= 0 { self.revision } else { r.revision };
+        if rev > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        if rev < self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        let in_filters = |kv: &KeyValue| {
+            (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+        };
+        let mut kvs: Vec<KeyValue> = self
+            .span(&r.key, &r.range_end)
+            .filter_map(|(_, h)| live_at(h, rev))
+            .filter(|kv| in_filters(kv))
+            .cloned()
+            .collect();
+        let count = kvs.len() as i64;
+        match (r.sort_order, r.sort_target) {
+            (0, _) | (1, 0) => {} // already ascending by key
+            (o @ (1 | 2), t @ 0..=4) => {
+                kvs.sort_by(|a, b| match t {
+                    0 => a.key.cmp(&b.key),
+                    1 => a.version.cmp(&b.version),
+                    2 => a.create_revision.cmp(&b.create_revision),
+                    3 => a.mod_revision.cmp(&b.mod_revision),
+                    _ => a.value.cmp(&b.value),
+                });
+                if o == 2 {
+                    kvs.reverse();
+                }
+            }
+            _ => return Err(MvccError::Invalid("unknown sort order or target")),
+        }
+        let mut more = false;
+        if r.limit > 0 && kvs.len() as i64 > r.limit {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        if r.count_only {
+            kvs.clear();
+        } else if r.keys_only {
+            for kv in &mut kvs {
+                kv.value = Bytes::new();
+            }
+        }
+        Ok(pb::RangeResponse { header: None, kvs, more, count })
+    }
+
+    /// Applies one write request from the log at the next revision.
+    pub fn apply(&mut self, req: &pb::internal_request::Request) -> Result<Applied, MvccError> {
+        use pb::internal_request::Request;
+        match req {
+            Request::Put(p) => {
+                self.check_put(p)?;
+                let rev = self.revision + 1;
+                let prev = self.put_at(p, rev);
+                self.revision = rev;
+                Ok(Applied::Put(pb::PutResponse {
+                    header: None,
+                    prev_kv: prev.filter(|_| p.prev_kv),
+                }))
+            }
+            Request::DeleteRange(d) => {
+                let rev = self.revision + 1;
+                let resp = self.delete_at(d, rev);
+                if resp.deleted > 0 {
+                    self.revision = rev;
+                }
+                Ok(Applied::DeleteRange(resp))
+            }
+            Request::Txn(t) => {
+                let rev = self.revision + 1;
+                self.check_txn(t, &[])?;
+                // A put with ignore_value can still fail half way through (its key deleted by
+                // an earlier op of the txn): keep a copy to roll back to, only then.
+                let backup = txn_may_fail(t).then(|| self.clone());
+                let (resp, wrote) = match self.txn_at(t, rev) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        if let Some(b) = backup {
+                            *self = b;
+                        }
+                        return Err(e);
+                    }
+                };
+                if wrote {
+                    self.revision = rev;
+                }
+                Ok(Applied::Txn(resp))
+            }
+            Request::Compaction(c) => {
+                self.compact(c.revision)?;
+                Ok(Applied::Compaction(pb::CompactionResponse { header: None }))
+            }
+        }
+    }
+
+    fn check_put(&self, p: &pb::PutRequest) -> Result<(), MvccError> {
+        if p.lease != 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        if (p.ignore_value || p.ignore_lease) && self.current(&p.key).is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        Ok(())
+    }
+
+    fn put_at(&mut self, p: &pb::PutRequest, rev: i64) -> Option<KeyValue> {
+        let prev = self.current(&p.key).cloned();
+        let value = match (&prev, p.ignore_value) {
+            (Some(kv), true) => kv.value.clone(),
+            _ => p.value.clone(),
+        };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |k| k.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |k| k.version + 1),
+            value,
+            lease: 0,
+        };
+        self.keys.entry(p.key.clone()).or_default().push((rev, Some(kv)));
+        prev
+    }
+
+    fn delete_at(&mut self, d: &pb::DeleteRangeRequest, rev: i64) -> pb::DeleteRangeResponse {
+        let doomed: Vec<(Bytes, KeyValue)> = self
+            .span(&d.key, &d.range_end)
+            .filter_map(|(k, h)| h.last().and_then(|(_, kv)| kv.clone()).map(|kv| (k.clone(), kv)))
+            .collect();
+        for (k, _) in &doomed {
+            self.keys.get_mut(k).expect("listed above").push((rev, None));
+        }
+        pb::DeleteRangeResponse {
+            header: None,
+            deleted: doomed.len() as i64,
+            prev_kvs: if d.prev_kv {
+                doomed.into_iter().map(|(_, kv)| kv).collect()
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// Refuses a txn that would write one key twice on the branch it takes (etcd refuses
+    /// it on either branch; so do we), or that is malformed.
+    fn check_txn(&self, t: &pb::TxnRequest, seen: &[Bytes]) -> Result<(), MvccError> {
+        use pb::request_op::Request;
+        for branch in [&t.success, &t.failure] {
+            let mut keys: Vec<Bytes> = seen.to_vec();
+            for op in branch {
+                match &op.request {
+                    Some(Request::RequestPut(p)) => {
+                        if keys.contains(&p.key) {
+                            return Err(MvccError::DuplicateKey);
+                        }
+                        if p.lease != 0 {
+                            return Err(MvccError::LeaseNotFound);
+                        }
+                        keys.push(p.key.clone());
+                    }
+                    Some(Request::RequestTxn(inner)) => self.check_txn(inner, &keys)?,
+                    Some(_) => {}
+                    None => return Err(MvccError::Invalid("txn op without a request")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn compare(&self, c: &pb::Compare) -> Result<bool, MvccError> {
+        use pb::compare::TargetUnion;
+        let kv = self.current(&c.key);
+        let ord = match (&c.target_union, c.target) {
+            (Some(TargetUnion::Value(v)), 3) => match kv {
+                Some(kv) => kv.value.cmp(v),
+                None => return Ok(false),
+            },
+            (Some(TargetUnion::Version(v)), 0) => kv.map_or(0, |k| k.version).cmp(v),
+            (Some(TargetUnion::CreateRevision(v)), 1) => kv.map_or(0, |k| k.create_revision).cmp(v),
+            (Some(TargetUnion::ModRevision(v)), 2) => kv.map_or(0, |k| k.mod_revision).cmp(v),
+            (Some(TargetUnion::Lease(v)), 4) => kv.map_or(0, |k| k.lease).cmp(v),
+            (None, 0) => kv.map_or(0, |k| k.version).cmp(&0),
+            _ => return Err(MvccError::Invalid("compare target and value disagree")),
+        };
+        use std::cmp::Ordering::*;
+        Ok(match c.result {
+            0 => ord == Equal,
+            1 => ord == Greater,
+            2 => ord == Less,
+            3 => ord != Equal,
+            _ => return Err(MvccError::Invalid("unknown compare result")),
+        })
+    }
+
+    fn txn_at(
+        &mut self,
+        t: &pb::TxnRequest,
+        rev: i64,
+    ) -> Result<(pb::TxnResponse, bool), MvccError> {
+        use pb::request_op::Request;
+        use pb::response_op::Response;
+        let mut succeeded = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        let mut wrote = false;
+        for op in ops {
+            let resp = match op.request.as_ref().expect("checked by check_txn") {
+                Request::RequestRange(r) => {
+                    // Reads inside a txn see the txn's earlier writes at this revision.
+                    let mut r = r.clone();
+                    if r.revision <= 0 {
+                        r.revision = 0;
+                    }
+                    let saved = self.revision;
+                    self.revision = self.revision.max(if wrote { rev } else { saved });
+                    let out = self.range(&r);
+                    self.revision = saved;
+                    Response::ResponseRange(out?)
+                }
+                Request::RequestPut(p) => {
+                    if (p.ignore_value || p.ignore_lease) && self.current(&p.key).is_none() {
+                        return Err(MvccError::KeyNotFound);
+                    }
+                    let prev = self.put_at(p, rev);
+                    wrote = true;
+                    Response::ResponsePut(pb::PutResponse {
+                        header: None,
+                        prev_kv: prev.filter(|_| p.prev_kv),
+                    })
+                }
+                Request::RequestDeleteRange(d) => {
+                    let resp = self.delete_at(d, rev);
+                    wrote |= resp.deleted > 0;
+                    Response::ResponseDeleteRange(resp)
+                }
+                Request::RequestTxn(inner) => {
+                    let (resp, w) = self.txn_at(inner, rev)?;
+                    wrote |= w;
+                    Response::ResponseTxn(resp)
+                }
+            };
+            responses.push(pb::ResponseOp { response: Some(resp) });
+        }
+        Ok((pb::TxnResponse { header: None, succeeded, responses }, wrote))
+    }
+
+    /// Discards history below `rev` (etcd's Compact): ranges at older revisions fail with
+    /// [`MvccError::Compacted`] from now on.
+    pub fn compact(&mut self, rev: i64) -> Result<(), MvccError> {
+        if rev <= self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        self.keys.retain(|_, h| {
+            // Keep the newest version at or below `rev` (if live) and everything after.
+            let i = h.partition_point(|(r, _)| *r <= rev);
+            let keep_from = match h[..i].last() {
+                Some((_, Some(_))) => i - 1,
+                _ => i,
+            };
+            h.drain(..keep_from);
+            !h.is_empty()
+        });
+        self.compact_revision = rev;
+        Ok(())
+    }
+
+    /// The whole store, for a Raft snapshot (Raft §7): revision, compact revision, then each
+    /// key's versions. Deterministic.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::new();
+        out.put_i64_le(self.revision);
+        out.put_i64_le(self.compact_revision);
+        out.put_u64_le(self.keys.len() as u64);
+        for (k, h) in &self.keys {
+            put_bytes(&mut out, k);
+            out.put_u64_le(h.len() as u64);
+            for (rev, kv) in h {
+                out.put_i64_le(*rev);
+                match kv {
+                    None => out.put_u8(0),
+                    Some(kv) => {
+                        out.put_u8(1);
+                        out.put_i64_le(kv.create_revision);
+                        out.put_i64_le(kv.version);
+                        put_bytes(&mut out, &kv.value);
+                    }
+                }
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
+    pub fn decode(mut b: &[u8]) -> Option<Mvcc> {
+        fn need(b: &[u8], n: usize) -> Option<()> {
+            (b.remaining() >= n).then_some(())
+        }
+        fn get_bytes(b: &mut &[u8]) -> Option<Bytes> {
+            need(b, 4)?;
+            let n = b.get_u32_le() as usize;
+            need(b, n)?;
+            let v = Bytes::copy_from_slice(&b[..n]);
+            b.advance(n);
+            Some(v)
+        }
+        need(b, 24)?;
+        let revision = b.get_i64_le();
+        let compact_revision = b.get_i64_le();
+        let n = b.get_u64_le();
+        let mut keys = BTreeMap::new();
+        for _ in 0..n {
+            let key = get_bytes(&mut b)?;
+            need(b, 8)?;
+            let m = b.get_u64_le();
+            let mut h = Vec::new();
+            for _ in 0..m {
+                need(b, 9)?;
+                let rev = b.get_i64_le();
+                let kv = match b.get_u8() {
+                    0 => None,
+                    1 => {
+                        need(b, 16)?;
+                        let create_revision = b.get_i64_le();
+                        let version = b.get_i64_le();
+                        let value = get_bytes(&mut b)?;
+                        Some(KeyValue {
+                            key: key.clone(),
+                            create_revision,
+                            mod_revision: rev,
+                            version,
+                            value,
+                            lease: 0,
+                        })
+                    }
+                    _ => return None,
+                };
+                h.push((rev, kv));
+            }
+            keys.insert(key, h);
+        }
+        b.is_empty().then_some(Mvcc { revision, compact_revision, keys })
+    }
+}
+
+/// Whether a txn has an op that can fail after others were applied.
+fn txn_may_fail(t: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    t.success.iter().chain(&t.failure).any(|op| match &op.request {
+        Some(Request::RequestPut(p)) => p.ignore_value || p.ignore_lease,
+        Some(Request::RequestTxn(inner)) => txn_may_fail(inner),
+        _ => false,
+    })
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.put_u32_le(b.len() as u32);
+    out.put_slice(b);
+}
+
+/// The result of one applied write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// A put.
+    Put(pb::PutResponse),
+    /// A delete.
+    DeleteRange(pb::DeleteRangeResponse),
+    /// A txn.
+    Txn(pb::TxnResponse),
+    /// A compaction.
+    Compaction(pb::CompactionResponse),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::internal_request::Request;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn put(m: &mut Mvcc, k: &str, v: &str) -> pb::PutResponse {
+        let p = pb::PutRequest { key: b(k), value: b(v), prev_kv: true, ..Default::default() };
+        match m.apply(&Request::Put(p)).unwrap() {
+            Applied::Put(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn del(m: &mut Mvcc, k: &str, end: &str) -> pb::DeleteRangeResponse {
+        let d = pb::DeleteRangeRequest { key: b(k), range_end: b(end), prev_kv: true };
+        match m.apply(&Request::DeleteRange(d)).unwrap() {
+            Applied::DeleteRange(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn get(
+        m: &Mvcc,
+        k: &str,
+        end: &str,
+        rev: i64,
+    ) -> Result<Vec<(String, String, i64, i64, i64)>, MvccError> {
+        let r =
+            pb::RangeRequest { key: b(k), range_end: b(end), revision: rev, ..Default::default() };
+        Ok(m.range(&r)?
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8(kv.key.to_vec()).unwrap(),
+                    String::from_utf8(kv.value.to_vec()).unwrap(),
+                    kv.create_revision,
+                    kv.mod_revision,
+                    kv.version,
+                )
+            })
+            .collect())
+    }
+
+    #[test]
+    fn revisions_versions_and_generations_follow_etcd() {
+        let mut m = Mvcc::new();
+        assert_eq!(m.revision(), 1, "an empty store is at revision 1");
+        assert_eq!(put(&mut m, "a", "1").prev_kv, None);
+        assert_eq!(m.revision(), 2);
+        let prev = put(&mut m, "a", "2").prev_kv.unwrap();
+        assert_eq!((prev.value, prev.version), (b("1"), 1));
+        assert_eq!(get(&m, "a", "", 0).unwrap(), [("a".into(), "2".into(), 2, 3, 2)]);
+        // A delete ends the generation; a new put starts one (version 1, new create revision).
+        assert_eq!(del(&mut m, "a", "").deleted, 1);
+        assert_eq!(m.revision(), 4);
+        assert_eq!(del(&mut m, "a", "").deleted, 0);
+        assert_eq!(m.revision(), 4, "deleting nothing takes no revision");
+        put(&mut m, "a", "3");
+        assert_eq!(get(&m, "a", "", 0).unwrap(), [("a".into(), "3".into(), 5, 5, 1)]);
+    }
+
+    #[test]
+    fn ranges_prefixes_all_limits_counts_and_history() {
+        let mut m = Mvcc::new();
+        for (k, v) in [("a", "1"), ("ab", "2"), ("abc", "3"), ("b", "4")] {
+            put(&mut m, k, v);
+        }
+        let keys = |r: Vec<(String, String, i64, i64, i64)>| -> Vec<String> {
+            r.into_iter().map(|x| x.0).collect()
+        };
+        assert_eq!(keys(get(&m, "a", "b", 0).unwrap()), ["a", "ab", "abc"], "prefix a");
+        assert_eq!(keys(get(&m, "ab", "\0", 0).unwrap()), ["ab", "abc", "b"], "from ab");
+        assert_eq!(keys(get(&m, "\0", "\0", 0).unwrap()), ["a", "ab", "abc", "b"], "all");
+        assert_eq!(keys(get(&m, "b", "a", 0).unwrap()), Vec::<String>::new(), "empty range");
+        let r =
+            pb::RangeRequest { key: b("a"), range_end: b("\0"), limit: 2, ..Default::default() };
+        let resp = m.range(&r).unwrap();
+        assert_eq!((resp.kvs.len(), resp.more, resp.count), (2, true, 4));
+        let r = pb::RangeRequest {
+            key: b("a"),
+            range_end: b("\0"),
+            count_only: true,
+            ..Default::default()
+        };
+        let resp = m.range(&r).unwrap();
+        assert_eq!((resp.kvs.len(), resp.count), (0, 4));
+        let r = pb::RangeRequest { key: b("a"), keys_only: true, ..Default::default() };
+        assert_eq!(m.range(&r).unwrap().kvs[0].value, Bytes::new());
+        let r = pb::RangeRequest {
+            key: b("a"),
+            range_end: b("\0"),
+            sort_order: 2,
+            sort_target: 3,
+            ..Default::default()
+        };
+        assert_eq!(m.range(&r).unwrap().kvs[0].key, b("b"), "descending by mod revision");
+        // History: at revision 3 only a and ab existed.
+        assert_eq!(keys(get(&m, "\0", "\0", 3).unwrap()), ["a", "ab"]);
+        assert_eq!(get(&m, "a", "", 99), Err(MvccError::FutureRevision));
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_version_and_refuses_older_reads() {
+        let mut m = Mvcc::new();
+        put(&mut m, "a", "1"); // 2
+        put(&mut m, "a", "2"); // 3
+        put(&mut m, "b", "1"); // 4
+        del(&mut m, "b", ""); // 5
+        m.compact(4).unwrap();
+        assert_eq!(get(&m, "a", "", 3), Err(MvccError::Compacted));
+        assert_eq!(get(&m, "a", "", 4).unwrap()[0].1, "2");
+        assert_eq!(get(&m, "b", "", 4).unwrap().len(), 1, "b still lived at 4");
+        assert_eq!(get(&m, "b", "", 5).unwrap().len(), 0);
+        assert_eq!(m.compact(4), Err(MvccError::Compacted));
+        assert_eq!(m.compact(9), Err(MvccError::FutureRevision));
+        m.compact(5).unwrap();
+        assert!(!m.keys.contains_key(&b("b")), "a deleted key's history goes at compaction");
+    }
+
+    #[test]
+    fn txn_compares_and_applies_one_branch_at_one_revision() {
+        use pb::compare::TargetUnion;
+        let mut m = Mvcc::new();
+        put(&mut m, "k", "v1"); // 2
+        let txn = |value: &str| pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: 0,
+                target: 3,
+                key: b("k"),
+                target_union: Some(TargetUnion::Value(b(value))),
+                range_end: Bytes::new(),
+            }],
+            success: vec![
+                pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: b("k"),
+                        value: b("v2"),
+                        ..Default::default()
+                    })),
+                },
+                pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: b("other"),
+                        value: b("x"),
+                        ..Default::default()
+                    })),
+                },
+            ],
+            failure: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                    key: b("k"),
+                    ..Default::default()
+                })),
+            }],
+        };
+        let Applied::Txn(r) = m.apply(&Request::Txn(txn("nope"))).unwrap() else { panic!() };
+        assert!(!r.succeeded);
+        assert_eq!(m.revision(), 2, "a read-only branch takes no revision");
+        let Applied::Txn(r) = m.apply(&Request::Txn(txn("v1"))).unwrap() else { panic!() };
+        assert!(r.succeeded);
+        assert_eq!(m.revision(), 3, "both puts share one revision");
+        assert_eq!(get(&m, "other", "", 0).unwrap()[0].3, 3);
+        // Version compare: a missing key has version 0.
+        let c = pb::Compare {
+            result: 0,
+            target: 0,
+            key: b("missing"),
+            target_union: Some(TargetUnion::Version(0)),
+            range_end: Bytes::new(),
+        };
+        assert!(m.compare(&c).unwrap());
+        let mut dup = txn("v2");
+        dup.success.push(dup.success[0].clone());
+        assert_eq!(m.apply(&Request::Txn(dup)), Err(MvccError::DuplicateKey));
+        assert_eq!(m.revision(), 3, "a refused txn changes nothing");
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let mut m = Mvcc::new();
+        put(&mut m, "a", "1");
+        put(&mut m, "a", "2");
+        put(&mut m, "b", "3");
+        del(&mut m, "b", "");
+        m.compact(3).unwrap();
+        let back = Mvcc::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        let enc = m.encode();
+        assert_eq!(Mvcc::decode(&enc[..enc.len() - 1]), None);
+    }
+}

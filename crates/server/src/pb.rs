@@ -1,0 +1,326 @@
+//! The protobuf messages of etcd's v3 API that Flotilla serves, declared with `prost` derives
+//! (no `.proto` files, no `protoc`): message and field numbers follow etcd's published API
+//! (`etcdserverpb`, `mvccpb`), so etcdctl and etcd's client libraries talk to Flotilla
+//! unchanged. Services are generated in `build.rs` from these types.
+//!
+//! Only what Flotilla implements is declared; unknown fields a newer client sends are skipped
+//! by protobuf's rules.
+
+#![allow(missing_docs)] // Field meanings are etcd's, documented in its API reference.
+
+/// The header of every response: which cluster and member answered, the store revision and
+/// the Raft term.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseHeader {
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+    #[prost(uint64, tag = "4")]
+    pub raft_term: u64,
+}
+
+/// A key and its MVCC metadata (`mvccpb.KeyValue`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(int64, tag = "2")]
+    pub create_revision: i64,
+    #[prost(int64, tag = "3")]
+    pub mod_revision: i64,
+    #[prost(int64, tag = "4")]
+    pub version: i64,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub value: bytes::Bytes,
+    #[prost(int64, tag = "6")]
+    pub lease: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub range_end: bytes::Bytes,
+    #[prost(int64, tag = "3")]
+    pub limit: i64,
+    #[prost(int64, tag = "4")]
+    pub revision: i64,
+    /// 0 none, 1 ascend, 2 descend.
+    #[prost(int32, tag = "5")]
+    pub sort_order: i32,
+    /// 0 key, 1 version, 2 create, 3 mod, 4 value.
+    #[prost(int32, tag = "6")]
+    pub sort_target: i32,
+    #[prost(bool, tag = "7")]
+    pub serializable: bool,
+    #[prost(bool, tag = "8")]
+    pub keys_only: bool,
+    #[prost(bool, tag = "9")]
+    pub count_only: bool,
+    #[prost(int64, tag = "10")]
+    pub min_mod_revision: i64,
+    #[prost(int64, tag = "11")]
+    pub max_mod_revision: i64,
+    #[prost(int64, tag = "12")]
+    pub min_create_revision: i64,
+    #[prost(int64, tag = "13")]
+    pub max_create_revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub kvs: Vec<KeyValue>,
+    #[prost(bool, tag = "3")]
+    pub more: bool,
+    #[prost(int64, tag = "4")]
+    pub count: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: bytes::Bytes,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+    #[prost(bool, tag = "4")]
+    pub prev_kv: bool,
+    #[prost(bool, tag = "5")]
+    pub ignore_value: bool,
+    #[prost(bool, tag = "6")]
+    pub ignore_lease: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub range_end: bytes::Bytes,
+    #[prost(bool, tag = "3")]
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub deleted: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(oneof = "request_op::Request", tags = "1, 2, 3, 4")]
+    pub request: Option<request_op::Request>,
+}
+
+pub mod request_op {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Request {
+        #[prost(message, tag = "1")]
+        RequestRange(super::RangeRequest),
+        #[prost(message, tag = "2")]
+        RequestPut(super::PutRequest),
+        #[prost(message, tag = "3")]
+        RequestDeleteRange(super::DeleteRangeRequest),
+        #[prost(message, tag = "4")]
+        RequestTxn(super::TxnRequest),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseOp {
+    #[prost(oneof = "response_op::Response", tags = "1, 2, 3, 4")]
+    pub response: Option<response_op::Response>,
+}
+
+pub mod response_op {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Response {
+        #[prost(message, tag = "1")]
+        ResponseRange(super::RangeResponse),
+        #[prost(message, tag = "2")]
+        ResponsePut(super::PutResponse),
+        #[prost(message, tag = "3")]
+        ResponseDeleteRange(super::DeleteRangeResponse),
+        #[prost(message, tag = "4")]
+        ResponseTxn(super::TxnResponse),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Compare {
+    /// 0 equal, 1 greater, 2 less, 3 not equal.
+    #[prost(int32, tag = "1")]
+    pub result: i32,
+    /// 0 version, 1 create, 2 mod, 3 value, 4 lease.
+    #[prost(int32, tag = "2")]
+    pub target: i32,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub key: bytes::Bytes,
+    #[prost(oneof = "compare::TargetUnion", tags = "4, 5, 6, 7, 8")]
+    pub target_union: Option<compare::TargetUnion>,
+    #[prost(bytes = "bytes", tag = "64")]
+    pub range_end: bytes::Bytes,
+}
+
+pub mod compare {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum TargetUnion {
+        #[prost(int64, tag = "4")]
+        Version(i64),
+        #[prost(int64, tag = "5")]
+        CreateRevision(i64),
+        #[prost(int64, tag = "6")]
+        ModRevision(i64),
+        #[prost(bytes = "bytes", tag = "7")]
+        Value(bytes::Bytes),
+        #[prost(int64, tag = "8")]
+        Lease(i64),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub compare: Vec<Compare>,
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub responses: Vec<ResponseOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionRequest {
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    #[prost(bool, tag = "2")]
+    pub physical: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Member {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, repeated, tag = "3")]
+    pub peer_urls: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub client_urls: Vec<String>,
+    #[prost(bool, tag = "5")]
+    pub is_learner: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberListRequest {
+    #[prost(bool, tag = "1")]
+    pub linearizable: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberListResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(int64, tag = "3")]
+    pub db_size: i64,
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+    #[prost(uint64, tag = "5")]
+    pub raft_index: u64,
+    #[prost(uint64, tag = "6")]
+    pub raft_term: u64,
+    #[prost(uint64, tag = "7")]
+    pub raft_applied_index: u64,
+    #[prost(string, repeated, tag = "8")]
+    pub errors: Vec<String>,
+    #[prost(int64, tag = "9")]
+    pub db_size_in_use: i64,
+    #[prost(bool, tag = "10")]
+    pub is_learner: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderRequest {
+    #[prost(uint64, tag = "1")]
+    pub target_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// What a log entry carries: one write, with an id unique to the proposing server so that
+/// the proposer recognises its own entry when it is applied. Flotilla's own message, not
+/// etcd's.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InternalRequest {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5")]
+    pub request: Option<internal_request::Request>,
+}
+
+pub mod internal_request {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Request {
+        #[prost(message, tag = "2")]
+        Put(super::PutRequest),
+        #[prost(message, tag = "3")]
+        DeleteRange(super::DeleteRangeRequest),
+        #[prost(message, tag = "4")]
+        Txn(super::TxnRequest),
+        #[prost(message, tag = "5")]
+        Compaction(super::CompactionRequest),
+    }
+}
