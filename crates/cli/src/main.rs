@@ -1,22 +1,23 @@
-//! The `flotilla` command.
-//!
-//! Today `flotilla dev` runs a local 3-node cluster of the Raft core in one process, with a
-//! real-time tick and an in-memory network, proposing entries and printing each node's role,
-//! term, commit and applied index. The networked server with etcd's v3 API replaces its
-//! internals when it lands (issue 7); the command stays.
+//! The `flotilla` command: `serve` one member, `dev` a local 3-member cluster of real server
+//! processes, and client commands speaking etcd's v3 API (so they work against etcd too).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use flotilla_raft::testkit::Cluster;
-use flotilla_raft::{Config, NodeId};
+use flotilla_server::config::ServerConfig;
+use flotilla_server::pb;
+use flotilla_server::rpc::cluster_client::ClusterClient;
+use flotilla_server::rpc::k_v_client::KVClient as KvClient;
+use flotilla_server::rpc::maintenance_client::MaintenanceClient;
+
+mod dev;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "flotilla",
     version,
-    about = "Flotilla: Raft consensus and a replicated key-value store"
+    about = "Flotilla: Raft consensus and a replicated key-value store speaking etcd's v3 API"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,84 +26,349 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a local 3-node cluster (in one process, in memory, for now) until Ctrl-C.
+    /// Run a local 3-member cluster as three server processes on loopback, until Ctrl-C.
     Dev {
-        /// Milliseconds per Raft tick.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        tick_ms: u64,
+        /// Where the members keep their data (one directory each); reused on the next run.
+        #[arg(long, default_value = "./flotilla-data")]
+        data_dir: std::path::PathBuf,
         /// Stop after this many seconds (default: run until interrupted).
         #[arg(long)]
         duration_secs: Option<u64>,
-        /// Proposals per second the demo client sends to the leader.
-        #[arg(long, default_value_t = 100)]
-        proposals_per_sec: u64,
     },
+    /// Run one member (flags named after etcd's; also FLOTILLA_* environment variables).
+    Serve(ServeArgs),
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a key, or a prefix or range of keys.
+    Get {
+        /// The key (or the start of the range).
+        key: String,
+        /// The end of the range (exclusive).
+        range_end: Option<String>,
+        /// Read every key with this prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Read at this revision.
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Serve from the member's local state, possibly stale.
+        #[arg(long)]
+        serializable: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a key, or a prefix of keys.
+    Del {
+        /// The key.
+        key: String,
+        /// Delete every key with this prefix.
+        #[arg(long)]
+        prefix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Each endpoint's status: leader, term, commit and applied index.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cluster membership.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// List the members.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Conn {
+    /// Client endpoints, comma-separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379", env = "FLOTILLA_ENDPOINTS")]
+    endpoints: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// This member's name.
+    #[arg(long, env = "FLOTILLA_NAME", default_value = "default")]
+    name: String,
+    /// Data directory.
+    #[arg(long, env = "FLOTILLA_DATA_DIR", default_value = "./default.flotilla")]
+    data_dir: std::path::PathBuf,
+    /// Client URL to listen on.
+    #[arg(long, env = "FLOTILLA_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// Peer URL to listen on.
+    #[arg(long, env = "FLOTILLA_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// Initial members: name=peer-url,...
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER", default_value = "default=http://127.0.0.1:2380")]
+    initial_cluster: String,
+    /// Separates clusters started from the same member list.
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER_TOKEN", default_value = "flotilla-cluster")]
+    initial_cluster_token: String,
+    /// Milliseconds per Raft tick (heartbeat every 2 ticks, election after 10 to 20).
+    #[arg(long, env = "FLOTILLA_TICK_MS", default_value_t = 50)]
+    tick_ms: u64,
+    /// Largest client request, bytes (etcd's default).
+    #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+}
+
+fn endpoints(conn: &Conn) -> Vec<String> {
+    conn.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Tries each endpoint in turn until one answers.
+async fn with_endpoint<T, F, Fut>(conn: &Conn, f: F) -> Result<T, String>
+where
+    F: Fn(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut last = String::from("no endpoint given");
+    for ep in endpoints(conn) {
+        let ch = match tonic::transport::Endpoint::from_shared(ep.clone()) {
+            Ok(e) => match e.connect_timeout(Duration::from_secs(2)).connect().await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    last = format!("{ep}: {e}");
+                    continue;
+                }
+            },
+            Err(e) => return Err(format!("{ep}: {e}")),
+        };
+        match f(ch).await {
+            Ok(v) => return Ok(v),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                last = format!("{ep}: {}", s.message())
+            }
+            Err(s) => return Err(format!("{ep}: {}", s.message())),
+        }
+    }
+    Err(last)
+}
+
+async fn client(cmd: Command) -> Result<(), String> {
+    match cmd {
+        Command::Put { key, value, conn } => {
+            let req = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+            let r = with_endpoint(&conn, |ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).put(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            let rev = r.header.map_or(0, |h| h.revision);
+            if conn.json {
+                println!("{{\"revision\":{rev}}}");
+            } else {
+                println!("OK (revision {rev})");
+            }
+        }
+        Command::Get { key, range_end, prefix, rev, serializable, conn } => {
+            let end = match (prefix, range_end) {
+                (true, _) => prefix_end(key.as_bytes()),
+                (false, Some(e)) => e.into_bytes(),
+                (false, None) => Vec::new(),
+            };
+            let req = pb::RangeRequest {
+                key: key.into(),
+                range_end: end.into(),
+                revision: rev,
+                serializable,
+                ..Default::default()
+            };
+            let r = with_endpoint(&conn, |ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).range(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            if conn.json {
+                let kvs: Vec<String> = r
+                    .kvs
+                    .iter()
+                    .map(|kv| {
+                        format!(
+                            "{{\"key\":{:?},\"value\":{:?},\"create_revision\":{},\"mod_revision\":{},\"version\":{}}}",
+                            text(&kv.key), text(&kv.value), kv.create_revision, kv.mod_revision, kv.version
+                        )
+                    })
+                    .collect();
+                let rev = r.header.map_or(0, |h| h.revision);
+                println!(
+                    "{{\"revision\":{rev},\"count\":{},\"kvs\":[{}]}}",
+                    r.count,
+                    kvs.join(",")
+                );
+            } else {
+                for kv in r.kvs {
+                    println!("{}\n{}", text(&kv.key), text(&kv.value));
+                }
+            }
+        }
+        Command::Del { key, prefix, conn } => {
+            let end = if prefix { prefix_end(key.as_bytes()) } else { Vec::new() };
+            let req =
+                pb::DeleteRangeRequest { key: key.into(), range_end: end.into(), prev_kv: false };
+            let r = with_endpoint(&conn, |ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).delete_range(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            if conn.json {
+                println!("{{\"deleted\":{}}}", r.deleted);
+            } else {
+                println!("{}", r.deleted);
+            }
+        }
+        Command::Status { conn } => {
+            for ep in endpoints(&conn) {
+                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let r = with_endpoint(&one, |ch| async move {
+                    MaintenanceClient::new(ch)
+                        .status(pb::StatusRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await;
+                match r {
+                    Ok(s) => {
+                        let id = s.header.as_ref().map_or(0, |h| h.member_id);
+                        if conn.json {
+                            println!(
+                                "{{\"endpoint\":{ep:?},\"member\":{id},\"leader\":{},\"term\":{},\"commit\":{},\"applied\":{},\"version\":{:?}}}",
+                                s.leader, s.raft_term, s.raft_index, s.raft_applied_index, s.version
+                            );
+                        } else {
+                            println!(
+                                "{ep}: member {id}{} term {} commit {} applied {} (leader {})",
+                                if s.leader == id { " (leader)" } else { "" },
+                                s.raft_term,
+                                s.raft_index,
+                                s.raft_applied_index,
+                                s.leader
+                            );
+                        }
+                    }
+                    Err(e) => println!("{ep}: unreachable: {e}"),
+                }
+            }
+        }
+        Command::Member { command: MemberCommand::List { conn } } => {
+            let r = with_endpoint(&conn, |ch| async move {
+                ClusterClient::new(ch)
+                    .member_list(pb::MemberListRequest { linearizable: false })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            for m in r.members {
+                if conn.json {
+                    println!(
+                        "{{\"id\":{},\"name\":{:?},\"peer_urls\":{:?},\"client_urls\":{:?},\"is_learner\":{}}}",
+                        m.id, m.name, m.peer_urls, m.client_urls, m.is_learner
+                    );
+                } else {
+                    println!(
+                        "{:x}, {}, {}, {}, {}",
+                        m.id,
+                        m.name,
+                        m.peer_urls.join(","),
+                        m.client_urls.join(","),
+                        if m.is_learner { "learner" } else { "voter" }
+                    );
+                }
+            }
+        }
+        Command::Dev { .. } | Command::Serve(_) => unreachable!("handled by main"),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Dev { tick_ms, duration_secs, proposals_per_sec } => {
-            dev(tick_ms, duration_secs, proposals_per_sec)
-        }
-    }
-}
-
-fn dev(tick_ms: u64, duration_secs: Option<u64>, proposals_per_sec: u64) -> ExitCode {
-    // Election jitter differs from run to run; the core itself stays deterministic per seed.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
-    let mut cluster =
-        Cluster::with_config(3, |id| Config { rng_seed: seed ^ id.0, ..Config::new(id) });
-    println!("flotilla dev: 3 nodes in one process (in-memory network), tick {tick_ms} ms");
-    println!("Ctrl-C to stop.");
-    let tick = Duration::from_millis(tick_ms);
-    let start = Instant::now();
-    let mut next_tick = start;
-    let mut next_report = start;
-    let mut proposed: u64 = 0;
-    loop {
-        let now = Instant::now();
-        if duration_secs.is_some_and(|d| now.duration_since(start) >= Duration::from_secs(d)) {
-            report(&cluster, proposed);
-            return ExitCode::SUCCESS;
-        }
-        if now >= next_tick {
-            cluster.tick_all();
-            next_tick += tick;
-        }
-        let due = (now.duration_since(start).as_secs_f64() * proposals_per_sec as f64) as u64;
-        if let Some(leader) = cluster.leader() {
-            while proposed < due {
-                if cluster.propose(leader, &format!("demo-{proposed}")).is_err() {
-                    break;
+        Command::Serve(a) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let flags = flotilla_server::config::Flags {
+                name: a.name,
+                data_dir: a.data_dir,
+                listen_client_urls: a.listen_client_urls,
+                listen_peer_urls: a.listen_peer_urls,
+                initial_cluster: a.initial_cluster,
+                initial_cluster_token: a.initial_cluster_token,
+                tick_ms: a.tick_ms,
+                max_request_bytes: a.max_request_bytes,
+            };
+            let config = match ServerConfig::from_flags(&flags) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("flotilla serve: invalid configuration: {e}");
+                    return ExitCode::from(2);
                 }
-                proposed += 1;
+            };
+            match flotilla_server::server::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla serve: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
-        cluster.deliver_all();
-        if now >= next_report {
-            report(&cluster, proposed);
-            next_report += Duration::from_secs(1);
+        Command::Dev { data_dir, duration_secs } => dev::run(&data_dir, duration_secs),
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("flotilla: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(client(cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        std::thread::sleep(next_tick.saturating_duration_since(Instant::now()).min(tick));
     }
-}
-
-fn report(cluster: &Cluster, proposed: u64) {
-    let mut line = format!("proposed={proposed:<7}");
-    for id in cluster.ids() {
-        let st = cluster.node(id).status();
-        line.push_str(&format!(
-            " | {} {:<13} term={} commit={} applied={}",
-            NodeId::from(id.0),
-            st.role.to_string(),
-            st.term.0,
-            st.commit.0,
-            st.applied.0
-        ));
-    }
-    println!("{line}");
 }

@@ -4,8 +4,14 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod config;
+pub mod driver;
 pub mod mvcc;
 pub mod pb;
+pub mod server;
+pub mod transport;
+pub mod wire;
 
 /// The generated gRPC services (servers and clients) of `etcdserverpb`.
 #[allow(missing_docs, clippy::all)]

@@ -1,0 +1,249 @@
+//! etcd's v3 gRPC services over the driver: each call becomes one [`Request`] and waits for
+//! its answer. Errors carry etcd's messages and status codes, which clients match on.
+
+// `tonic::Status` is the error type of every gRPC handler; boxing it here would only be undone.
+#![allow(clippy::result_large_err)]
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::config::ServerConfig;
+use crate::driver::{ApiError, Header, Input, Request, StatusInfo};
+use crate::mvcc::{Applied, MvccError};
+use crate::pb;
+
+/// The shared state of the services.
+#[derive(Clone, Debug)]
+pub struct Api {
+    tx: Arc<Mutex<mpsc::Sender<Input>>>,
+    cluster_id: u64,
+    member_id: u64,
+    config: Arc<ServerConfig>,
+}
+
+fn status_of(e: ApiError) -> Status {
+    match e {
+        ApiError::Mvcc(MvccError::Compacted | MvccError::FutureRevision) => {
+            Status::out_of_range(format!("etcdserver: {e}"))
+        }
+        ApiError::Mvcc(
+            MvccError::KeyNotFound | MvccError::DuplicateKey | MvccError::Invalid(_),
+        ) => Status::invalid_argument(e.to_string()),
+        ApiError::Mvcc(MvccError::LeaseNotFound) => Status::not_found(e.to_string()),
+        ApiError::NoLeader | ApiError::LeaderChanged | ApiError::Timeout | ApiError::Stopped => {
+            Status::unavailable(e.to_string())
+        }
+        ApiError::Storage(_) => Status::internal(e.to_string()),
+        ApiError::Transfer(_) => Status::failed_precondition(e.to_string()),
+    }
+}
+
+impl Api {
+    /// Services for `config`, sending to the driver through `tx`.
+    pub fn new(config: Arc<ServerConfig>, tx: mpsc::Sender<Input>) -> Api {
+        Api {
+            tx: Arc::new(Mutex::new(tx)),
+            cluster_id: config.cluster_id,
+            member_id: config.id().0,
+            config,
+        }
+    }
+
+    fn send(&self, input: Input) -> Result<(), Status> {
+        self.tx
+            .lock()
+            .map_err(|_| Status::internal("driver channel poisoned"))?
+            .send(input)
+            .map_err(|_| status_of(ApiError::Stopped))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(T, Header), ApiError>>) -> Request,
+    ) -> Result<(T, pb::ResponseHeader), Status> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Client(make(tx)))?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Ok((v, h)))) => Ok((v, self.header(h))),
+            Ok(Ok(Err(e))) => Err(status_of(e)),
+            Ok(Err(_)) => Err(status_of(ApiError::Stopped)),
+            Err(_) => Err(status_of(ApiError::Timeout)),
+        }
+    }
+
+    fn header(&self, h: Header) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: h.revision,
+            raft_term: h.term,
+        }
+    }
+
+    async fn write(
+        &self,
+        w: pb::internal_request::Request,
+    ) -> Result<(Applied, pb::ResponseHeader), Status> {
+        self.call(|tx| Request::Write(w, tx)).await
+    }
+
+    /// The node's state.
+    pub async fn status_info(&self) -> Result<StatusInfo, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Client(Request::Status(tx)))?;
+        rx.await.map_err(|_| status_of(ApiError::Stopped))
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("driver answered with another kind of result")
+}
+
+#[tonic::async_trait]
+impl crate::rpc::k_v_server::KV for Api {
+    async fn range(
+        &self,
+        r: GrpcRequest<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let (mut out, header) = self.call(|tx| Request::Range(r.into_inner(), tx)).await?;
+        out.header = Some(header);
+        Ok(Response::new(out))
+    }
+
+    async fn put(
+        &self,
+        r: GrpcRequest<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        match self.write(pb::internal_request::Request::Put(r.into_inner())).await? {
+            (Applied::Put(mut out), h) => {
+                out.header = Some(h);
+                Ok(Response::new(out))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        r: GrpcRequest<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        match self.write(pb::internal_request::Request::DeleteRange(r.into_inner())).await? {
+            (Applied::DeleteRange(mut out), h) => {
+                out.header = Some(h);
+                Ok(Response::new(out))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn txn(
+        &self,
+        r: GrpcRequest<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        match self.write(pb::internal_request::Request::Txn(r.into_inner())).await? {
+            (Applied::Txn(mut out), h) => {
+                fill_headers(&mut out, &h);
+                out.header = Some(h);
+                Ok(Response::new(out))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        r: GrpcRequest<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        match self.write(pb::internal_request::Request::Compaction(r.into_inner())).await? {
+            (Applied::Compaction(mut out), h) => {
+                out.header = Some(h);
+                Ok(Response::new(out))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// etcd fills the header of every response inside a txn.
+fn fill_headers(t: &mut pb::TxnResponse, h: &pb::ResponseHeader) {
+    use pb::response_op::Response as R;
+    for r in &mut t.responses {
+        match &mut r.response {
+            Some(R::ResponseRange(x)) => x.header = Some(h.clone()),
+            Some(R::ResponsePut(x)) => x.header = Some(h.clone()),
+            Some(R::ResponseDeleteRange(x)) => x.header = Some(h.clone()),
+            Some(R::ResponseTxn(x)) => {
+                fill_headers(x, h);
+                x.header = Some(h.clone());
+            }
+            None => {}
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl crate::rpc::cluster_server::Cluster for Api {
+    async fn member_list(
+        &self,
+        _r: GrpcRequest<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let st = self.status_info().await?;
+        let me = self.member_id;
+        let client_url = format!("http://{}", self.config.client_addr);
+        let members = self
+            .config
+            .members
+            .iter()
+            .filter(|m| st.voters.contains(&m.id.0) || st.learners.contains(&m.id.0))
+            .map(|m| pb::Member {
+                id: m.id.0,
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.clone()],
+                client_urls: if m.id.0 == me { vec![client_url.clone()] } else { vec![] },
+                is_learner: st.learners.contains(&m.id.0),
+            })
+            .collect();
+        let header = self.header(Header { revision: st.revision, term: st.term });
+        Ok(Response::new(pb::MemberListResponse { header: Some(header), members }))
+    }
+}
+
+#[tonic::async_trait]
+impl crate::rpc::maintenance_server::Maintenance for Api {
+    async fn status(
+        &self,
+        _r: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let st = self.status_info().await?;
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.header(Header { revision: st.revision, term: st.term })),
+            version: concat!("flotilla-", env!("CARGO_PKG_VERSION")).to_string(),
+            db_size: st.db_size,
+            leader: st.leader,
+            raft_index: st.commit,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            errors: st.error.into_iter().collect(),
+            db_size_in_use: st.db_size,
+            is_learner: st.is_learner,
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        r: GrpcRequest<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = flotilla_raft::NodeId(r.into_inner().target_id);
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Client(Request::MoveLeader(target, tx)))?;
+        rx.await.map_err(|_| status_of(ApiError::Stopped))?.map_err(status_of)?;
+        let st = self.status_info().await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.header(Header { revision: st.revision, term: st.term })),
+        }))
+    }
+}

@@ -1,0 +1,197 @@
+//! Server configuration: etcd's flag names where the meaning is the same, checked before any
+//! port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_raft::NodeId;
+use thiserror::Error;
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its Raft id (its position in `--initial-cluster`, from 1).
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+}
+
+/// A server's configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This member's name (`--name`).
+    pub name: String,
+    /// Where the WAL and snapshots live (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// The client (gRPC) address (`--listen-client-urls`).
+    pub client_addr: SocketAddr,
+    /// The peer address (`--listen-peer-urls`).
+    pub peer_addr: SocketAddr,
+    /// The initial members (`--initial-cluster`), this one included.
+    pub members: Vec<MemberInfo>,
+    /// Derived from `--initial-cluster` and `--initial-cluster-token`: peers of another
+    /// cluster are refused.
+    pub cluster_id: u64,
+    /// One Raft tick. Heartbeats every 2 ticks, elections after 10 to 20.
+    pub tick: Duration,
+    /// Largest client request accepted (`--max-request-bytes`, etcd's default 1.5 MiB).
+    pub max_request_bytes: usize,
+}
+
+/// The flags of `flotilla serve`, as given (named after etcd's).
+#[derive(Clone, Debug)]
+pub struct Flags {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen-client-urls`.
+    pub listen_client_urls: String,
+    /// `--listen-peer-urls`.
+    pub listen_peer_urls: String,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// `--tick-ms`.
+    pub tick_ms: u64,
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+}
+
+/// A configuration that cannot run.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A URL is not `http://HOST:PORT` with an IP address.
+    #[error("{flag}: {url:?} is not http://IP:PORT")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// The value.
+        url: String,
+    },
+    /// `--initial-cluster` is not `name=url,...`.
+    #[error("--initial-cluster: {0}")]
+    BadCluster(String),
+    /// `--name` is not among the initial members.
+    #[error("--name {0:?} is not in --initial-cluster")]
+    NotAMember(String),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses `http://IP:PORT` (one URL; etcd accepts lists, Flotilla one per member for now).
+pub fn parse_url(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || ConfigError::BadUrl { flag, url: url.to_string() };
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    rest.trim_end_matches('/').parse().map_err(|_| bad())
+}
+
+/// FNV-1a, for a stable cluster id from the initial configuration.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl ServerConfig {
+    /// Builds and checks a configuration from etcd-style flag values.
+    pub fn from_flags(f: &Flags) -> Result<ServerConfig, ConfigError> {
+        let (name, initial_cluster, tick_ms, max_request_bytes) =
+            (f.name.as_str(), f.initial_cluster.as_str(), f.tick_ms, f.max_request_bytes);
+        let (listen_client_urls, listen_peer_urls) = (&f.listen_client_urls, &f.listen_peer_urls);
+        let initial_cluster_token = &f.initial_cluster_token;
+        let data_dir = f.data_dir.clone();
+        let client_addr = parse_url("--listen-client-urls", listen_client_urls)?;
+        let peer_addr = parse_url("--listen-peer-urls", listen_peer_urls)?;
+        let mut members = Vec::new();
+        for (i, part) in initial_cluster.split(',').enumerate() {
+            let (n, url) = part
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadCluster(format!("{part:?} is not name=url")))?;
+            parse_url("--initial-cluster", url)?;
+            if members.iter().any(|m: &MemberInfo| m.name == n) {
+                return Err(ConfigError::BadCluster(format!("name {n:?} appears twice")));
+            }
+            members.push(MemberInfo {
+                id: NodeId(i as u64 + 1),
+                name: n.to_string(),
+                peer_url: url.to_string(),
+            });
+        }
+        if !members.iter().any(|m| m.name == name) {
+            return Err(ConfigError::NotAMember(name.to_string()));
+        }
+        if !(1..=60_000).contains(&tick_ms) {
+            return Err(ConfigError::Invalid(format!("--tick-ms {tick_ms} must be in 1..=60000")));
+        }
+        if max_request_bytes == 0 {
+            return Err(ConfigError::Invalid("--max-request-bytes must be positive".into()));
+        }
+        let cluster_id = fnv1a(format!("{initial_cluster}/{initial_cluster_token}").as_bytes());
+        Ok(ServerConfig {
+            name: name.to_string(),
+            data_dir,
+            client_addr,
+            peer_addr,
+            members,
+            cluster_id,
+            tick: Duration::from_millis(tick_ms),
+            max_request_bytes,
+        })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.members.iter().find(|m| m.name == self.name).expect("checked at construction").id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(name: &str, cluster: &str, client: &str) -> Flags {
+        Flags {
+            name: name.into(),
+            data_dir: "/tmp/x".into(),
+            listen_client_urls: client.into(),
+            listen_peer_urls: "http://127.0.0.1:2380".into(),
+            initial_cluster: cluster.into(),
+            initial_cluster_token: "t".into(),
+            tick_ms: 50,
+            max_request_bytes: 1 << 20,
+        }
+    }
+
+    fn cfg(name: &str, cluster: &str, client: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_flags(&flags(name, cluster, client))
+    }
+
+    #[test]
+    fn flags_are_checked_with_clear_messages() {
+        let c = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381";
+        let ok = cfg("b", c, "http://127.0.0.1:2379").unwrap();
+        assert_eq!(ok.id(), NodeId(2));
+        assert_eq!(ok.members.len(), 2);
+        assert_eq!(
+            cfg("z", c, "http://127.0.0.1:2379").unwrap_err().to_string(),
+            "--name \"z\" is not in --initial-cluster"
+        );
+        assert!(matches!(cfg("a", c, "localhost:2379"), Err(ConfigError::BadUrl { .. })));
+        assert!(matches!(cfg("a", "a", "http://127.0.0.1:2379"), Err(ConfigError::BadCluster(_))));
+        let other = ServerConfig::from_flags(&Flags {
+            initial_cluster_token: "other-token".into(),
+            ..flags("a", c, "http://127.0.0.1:2379")
+        })
+        .unwrap();
+        assert_ne!(other.cluster_id, ok.cluster_id, "the token separates clusters");
+    }
+}

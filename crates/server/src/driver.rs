@@ -1,0 +1,511 @@
+//! The driver: one thread that owns the Raft node, its log and the MVCC store, and executes
+//! the core's output in the order of the `Ready` contract (send the leader's messages;
+//! persist and sync; send the answers; apply; advance). Client requests and peer messages
+//! reach it through one channel; everything queued is taken before the next `Ready`, so many
+//! proposals share one write and one fsync (group commit). The tokio shell around it holds no
+//! protocol logic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla_raft::{Config, EntryKind, LogIndex, LogStore, Node, NodeId, Role};
+use flotilla_storage::{DiskLog, RealFs};
+use prost::Message as _;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::mvcc::{Applied, Mvcc, MvccError};
+use crate::pb;
+use crate::transport::{PeerFrame, Peers};
+
+/// Why a client request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ApiError {
+    /// The store refused it (nothing changed).
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    /// No leader is known: retry.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The entry was replaced after a leader change: it did not take effect.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// No answer in time: the outcome is unknown.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The node stopped after a storage error; writes fail, reads keep working.
+    #[error("etcdserver: storage failure, writes are refused: {0}")]
+    Storage(String),
+    /// The server is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A leadership transfer was refused.
+    #[error("etcdserver: {0}")]
+    Transfer(String),
+}
+
+/// What a response header needs from the driver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The store revision.
+    pub revision: i64,
+    /// The Raft term.
+    pub term: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<(T, Header), ApiError>>;
+
+/// A node's state, for Status and `flotilla dev`.
+#[derive(Clone, Debug, Default)]
+pub struct StatusInfo {
+    /// Leader known (0: none).
+    pub leader: u64,
+    /// Term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Store revision.
+    pub revision: i64,
+    /// Approximate store size in bytes.
+    pub db_size: i64,
+    /// Whether this node is a learner.
+    pub is_learner: bool,
+    /// Current voters and learners.
+    pub voters: Vec<u64>,
+    /// Learners.
+    pub learners: Vec<u64>,
+    /// A storage error that stopped writes, if any.
+    pub error: Option<String>,
+}
+
+/// A client request for the driver.
+#[derive(Debug)]
+pub enum Request {
+    /// A write, through the log.
+    Write(pb::internal_request::Request, Reply<Applied>),
+    /// A read: linearizable (ReadIndex, Thesis §6.4) unless `serializable`.
+    Range(pb::RangeRequest, Reply<pb::RangeResponse>),
+    /// The node's state.
+    Status(oneshot::Sender<StatusInfo>),
+    /// Leadership transfer (Thesis §3.10).
+    MoveLeader(NodeId, oneshot::Sender<Result<(), ApiError>>),
+}
+
+/// The driver's input.
+#[derive(Debug)]
+pub enum Input {
+    /// From a peer.
+    Peer(PeerFrame),
+    /// From a client.
+    Client(Request),
+    /// Stop after the current batch.
+    Stop,
+}
+
+/// How long a client request may wait for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+struct PendingWrite {
+    reply: Reply<Applied>,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    req: pb::RangeRequest,
+    reply: Reply<pb::RangeResponse>,
+    index: Option<u64>,
+    deadline: Instant,
+}
+
+/// The driver's state.
+pub struct Driver {
+    node: Node<DiskLog<RealFs>>,
+    mvcc: Mvcc,
+    peers: Peers,
+    tick: Duration,
+    writes: HashMap<u64, PendingWrite>,
+    /// Our proposals by log index, to fail the waiter if another entry lands there.
+    proposed: BTreeMap<u64, u64>,
+    reads: HashMap<u64, PendingRead>,
+    next_id: u64,
+    applied: u64,
+    halted: Option<String>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.node.id())
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+/// Why the driver could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The data directory could not be read or created.
+    #[error("data directory: {0}")]
+    Storage(#[from] flotilla_storage::WalError),
+    /// The stored state is inconsistent.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl Driver {
+    /// Opens (or creates) the node's data in `dir` and rebuilds the store from the newest
+    /// snapshot and the log after it.
+    pub fn open(
+        config: Config,
+        dir: &std::path::Path,
+        membership: flotilla_raft::Membership,
+        peers: Peers,
+        tick: Duration,
+    ) -> Result<Driver, StartError> {
+        let wal_dir = dir.join("wal");
+        let opts = flotilla_storage::WalOptions::default();
+        let log = match DiskLog::open(RealFs, &wal_dir, opts) {
+            Ok((log, rec)) => {
+                if let Some((path, at)) = rec.torn_tail {
+                    tracing::warn!(file = %path.display(), offset = at, "cut off a torn WAL tail");
+                }
+                log
+            }
+            Err(flotilla_storage::WalError::NotFound(_)) => {
+                DiskLog::create(RealFs, &wal_dir, membership, opts)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (mvcc, applied) = match log.load_snapshot()? {
+            Some((meta, data)) => {
+                let m = Mvcc::decode(&data).ok_or_else(|| {
+                    StartError::Raft(format!("snapshot {} does not decode", meta.id()))
+                })?;
+                (m, meta.index)
+            }
+            None => (Mvcc::new(), LogIndex::ZERO),
+        };
+        let node =
+            Node::restart(config, log, applied).map_err(|e| StartError::Raft(e.to_string()))?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Ok(Driver {
+            node,
+            mvcc,
+            peers,
+            tick,
+            writes: HashMap::new(),
+            proposed: BTreeMap::new(),
+            reads: HashMap::new(),
+            // Request ids must not repeat across restarts (an old entry could be mistaken for
+            // a new request): start from the clock.
+            next_id: seed,
+            applied: applied.0,
+            halted: None,
+        })
+    }
+
+    /// Runs until `Stop` or until every sender is gone.
+    pub fn run(mut self, rx: mpsc::Receiver<Input>) {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(input) => {
+                    self.handle(input);
+                    // Group commit: take everything already queued before the next Ready.
+                    let mut stop = false;
+                    for _ in 0..4096 {
+                        match rx.try_recv() {
+                            Ok(Input::Stop) => {
+                                stop = true;
+                                break;
+                            }
+                            Ok(i) => self.handle(i),
+                            Err(_) => break,
+                        }
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                next_tick += self.tick;
+                if self.halted.is_none() {
+                    if let Err(e) = self.node.tick() {
+                        self.halt(e.to_string());
+                    }
+                }
+                self.expire();
+            }
+            self.process();
+        }
+        let _ = self.node.store_mut().sync();
+    }
+
+    fn header(&self) -> Header {
+        Header { revision: self.mvcc.revision(), term: self.node.status().term.0 }
+    }
+
+    fn halt(&mut self, e: String) {
+        tracing::error!(error = %e, "storage failure: the node stops writing");
+        for (_, w) in self.writes.drain() {
+            let _ = w.reply.send(Err(ApiError::Storage(e.clone())));
+        }
+        self.halted = Some(e);
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer(PeerFrame::Raft(m)) => {
+                if self.halted.is_none() {
+                    if let Err(e) = self.node.step(m) {
+                        tracing::debug!(error = %e, "message refused");
+                    }
+                }
+            }
+            Input::Peer(PeerFrame::Forward(data)) => {
+                // A follower's client write: propose it if we lead, else drop it (the
+                // follower's client times out and retries).
+                let _ = self.node.propose(data);
+            }
+            Input::Client(req) => self.client(req),
+            Input::Stop => {}
+        }
+    }
+
+    fn client(&mut self, req: Request) {
+        match req {
+            Request::Write(w, reply) => {
+                if let Some(e) = &self.halted {
+                    let _ = reply.send(Err(ApiError::Storage(e.clone())));
+                    return;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                let data =
+                    Bytes::from(pb::InternalRequest { id, request: Some(w) }.encode_to_vec());
+                match self.node.propose(data.clone()) {
+                    Ok(entry) => {
+                        self.proposed.insert(entry.index.0, id);
+                    }
+                    Err(flotilla_raft::ProposeError::NotLeader { leader_hint: Some(l) }) => {
+                        // A client may talk to any member: the leader proposes it, and we
+                        // answer when we apply it here.
+                        self.peers.send(l, &PeerFrame::Forward(data));
+                    }
+                    Err(flotilla_raft::ProposeError::NotLeader { leader_hint: None }) => {
+                        let _ = reply.send(Err(ApiError::NoLeader));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ApiError::Transfer(e.to_string())));
+                        return;
+                    }
+                }
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                self.writes.insert(id, PendingWrite { reply, deadline });
+            }
+            Request::Range(r, reply) => {
+                if r.serializable {
+                    let out = self.mvcc.range(&r).map_err(ApiError::from);
+                    let _ = reply.send(out.map(|o| (o, self.header())));
+                    return;
+                }
+                self.next_id += 1;
+                let id = self.next_id;
+                match self.node.read_index(Bytes::copy_from_slice(&id.to_le_bytes())) {
+                    Ok(()) => {
+                        let deadline = Instant::now() + REQUEST_TIMEOUT;
+                        self.reads.insert(id, PendingRead { req: r, reply, index: None, deadline });
+                    }
+                    Err(flotilla_raft::ReadError::NoLeader) => {
+                        let _ = reply.send(Err(ApiError::NoLeader));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ApiError::Transfer(e.to_string())));
+                    }
+                }
+            }
+            Request::Status(reply) => {
+                let st = self.node.status();
+                let m = self.node.membership();
+                let _ = reply.send(StatusInfo {
+                    leader: st.leader.map_or(0, |l| l.0),
+                    term: st.term.0,
+                    commit: st.commit.0,
+                    applied: self.applied,
+                    revision: self.mvcc.revision(),
+                    db_size: self.mvcc.encode().len() as i64,
+                    is_learner: m.learners().contains(&self.node.id()),
+                    voters: m.voters().iter().chain(m.outgoing_voters()).map(|v| v.0).collect(),
+                    learners: m.learners().iter().map(|v| v.0).collect(),
+                    error: self.halted.clone(),
+                });
+            }
+            Request::MoveLeader(target, reply) => {
+                let r = self
+                    .node
+                    .transfer_leader(target)
+                    .map_err(|e| ApiError::Transfer(e.to_string()));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Fails requests past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> =
+            self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(w) = self.writes.remove(&id) {
+                let _ = w.reply.send(Err(ApiError::Timeout));
+            }
+        }
+        let late: Vec<u64> =
+            self.reads.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(r) = self.reads.remove(&id) {
+                let _ = r.reply.send(Err(ApiError::Timeout));
+            }
+        }
+    }
+
+    /// Executes every `Ready` the node has, in the documented order.
+    fn process(&mut self) {
+        while self.halted.is_none() && self.node.has_ready() {
+            let rd = match self.node.ready() {
+                Ok(rd) => rd,
+                Err(e) => return self.halt(e.to_string()),
+            };
+            let ack = rd.ack();
+            // 1. The leader's appends and heartbeats go out before its own write.
+            for m in rd.messages {
+                self.peers.send(m.to, &PeerFrame::Raft(m));
+            }
+            // 2. Persist (snapshot chunks, a completed snapshot, entries, hard state) and sync.
+            let store = self.node.store_mut();
+            let mut r = Ok(());
+            for c in &rd.snapshot_chunks {
+                r = r.and_then(|_| store.write_snapshot_chunk(c));
+            }
+            if let (Ok(()), Some(meta)) = (&r, &rd.snapshot) {
+                match store.install_snapshot(meta) {
+                    Ok(data) => match Mvcc::decode(&data) {
+                        Some(m) => {
+                            self.mvcc = m;
+                            self.applied = meta.index.0;
+                        }
+                        None => {
+                            return self.halt(format!("snapshot {} does not decode", meta.id()))
+                        }
+                    },
+                    Err(e) => r = Err(e),
+                }
+            }
+            let store = self.node.store_mut();
+            store.write(&rd.entries, rd.hard_state);
+            if let Err(e) = r.and_then(|_| if rd.must_sync { store.sync() } else { Ok(()) }) {
+                return self.halt(e.to_string());
+            }
+            // 3. Answers, now that what they promise is durable.
+            for m in rd.persisted_messages {
+                self.peers.send(m.to, &PeerFrame::Raft(m));
+            }
+            // 4. Apply.
+            for e in rd.committed_entries {
+                self.apply(e);
+            }
+            for rs in rd.read_states {
+                let id = u64::from_le_bytes(rs.ctx[..].try_into().unwrap_or([0; 8]));
+                if let Some(r) = self.reads.get_mut(&id) {
+                    r.index = Some(rs.index.0);
+                }
+            }
+            for ctx in rd.aborted_reads {
+                let id = u64::from_le_bytes(ctx[..].try_into().unwrap_or([0; 8]));
+                if let Some(r) = self.reads.remove(&id) {
+                    let _ = r.reply.send(Err(ApiError::LeaderChanged));
+                }
+            }
+            // 5. Advance.
+            self.node.advance(ack);
+        }
+        self.serve_reads();
+    }
+
+    fn apply(&mut self, e: flotilla_raft::Entry) {
+        self.applied = e.index.0;
+        let mine = self.proposed.remove(&e.index.0);
+        if e.kind != EntryKind::Normal || e.data.is_empty() {
+            if let Some(id) = mine {
+                self.fail_write(id, ApiError::LeaderChanged);
+            }
+            return;
+        }
+        let Ok(req) = pb::InternalRequest::decode(e.data.clone()) else {
+            tracing::error!(index = e.index.0, "an entry in the log does not decode; skipped");
+            return;
+        };
+        if let Some(id) = mine.filter(|id| *id != req.id) {
+            self.fail_write(id, ApiError::LeaderChanged);
+        }
+        let Some(op) = req.request else { return };
+        let result = self.mvcc.apply(&op).map_err(ApiError::from);
+        if let Some(w) = self.writes.remove(&req.id) {
+            let header = self.header();
+            let _ = w.reply.send(result.map(|a| (a, header)));
+        }
+    }
+
+    fn fail_write(&mut self, id: u64, e: ApiError) {
+        if let Some(w) = self.writes.remove(&id) {
+            let _ = w.reply.send(Err(e));
+        }
+    }
+
+    /// Thesis §6.4 step 4: serve a read once the store has applied its read index.
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let r = self.reads.remove(&id).expect("listed above");
+            let out = self.mvcc.range(&r.req).map_err(ApiError::from);
+            let _ = r.reply.send(out.map(|o| (o, self.header())));
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.node.id()
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.node.status().role == Role::Leader
+    }
+
+    /// The store.
+    pub fn store(&self) -> &DiskLog<RealFs> {
+        self.node.store()
+    }
+
+    /// The first index of the log.
+    pub fn first_index(&self) -> LogIndex {
+        self.node.store().first_index()
+    }
+}

@@ -1,0 +1,150 @@
+//! Starting a server: bind both ports (after the configuration was checked), start the peer
+//! transport, the driver thread and the gRPC services; stop cleanly on SIGTERM or Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use flotilla_raft::{Config, Membership, NodeId};
+use thiserror::Error;
+
+use crate::api::Api;
+use crate::config::{parse_url, ServerConfig};
+use crate::driver::{Driver, Input};
+use crate::transport::{self, Peers, TransportStats};
+
+/// Why the server stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Start(#[from] crate::driver::StartError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs a server until SIGTERM or Ctrl-C.
+pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let config = Arc::new(config);
+    let me = config.id();
+    rt.block_on(async move {
+        let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.peer_addr, source })?;
+        let client_listener = tokio::net::TcpListener::bind(config.client_addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.client_addr, source })?;
+        let stats = Arc::new(TransportStats::default());
+        let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> = config
+            .members
+            .iter()
+            .filter(|m| m.id != me)
+            .map(|m| (m.id, parse_url("--initial-cluster", &m.peer_url).expect("checked")))
+            .collect();
+        let peers = Peers::start(
+            &tokio::runtime::Handle::current(),
+            me,
+            config.cluster_id,
+            peer_addrs,
+            stats.clone(),
+        );
+        let voters: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
+        let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
+        let raft_config = Config {
+            // Seeded per member and start, so that restarted members do not time out in step.
+            rng_seed: me.0 ^ std::process::id() as u64,
+            ..Config::new(me)
+        };
+        let driver = Driver::open(raft_config, &config.data_dir, membership, peers, config.tick)?;
+        let (tx, rx) = mpsc::channel::<Input>();
+        let driver_thread = std::thread::Builder::new()
+            .name(format!("driver-{}", config.name))
+            .spawn(move || driver.run(rx))
+            .map_err(ServeError::Runtime)?;
+        let peer_tx = std::sync::Mutex::new(tx.clone());
+        let deliver = Arc::new(move |f| {
+            if let Ok(t) = peer_tx.lock() {
+                let _ = t.send(Input::Peer(f));
+            }
+        });
+        let deliver = move |f| deliver(f);
+        tokio::spawn(transport::listen(peer_listener, config.cluster_id, me, stats, deliver));
+        let api = Api::new(config.clone(), tx.clone());
+        let max = config.max_request_bytes;
+        tracing::info!(name = %config.name, id = me.0, client = %config.client_addr, peer = %config.peer_addr, "serving");
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        let incoming = tokio_stream_from(client_listener);
+        let r = tonic::transport::Server::builder()
+            .add_service(
+                crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::cluster_server::ClusterServer::new(api.clone())
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::maintenance_server::MaintenanceServer::new(api)
+                    .max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        let _ = tx.send(Input::Stop);
+        let _ = driver_thread.join();
+        r.map_err(ServeError::from)
+    })
+}
+
+/// The accepted connections of `listener` as the stream tonic serves.
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    async_stream_accept(listener)
+}
+
+fn async_stream_accept(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    struct Accept(tokio::net::TcpListener);
+    impl futures_core::Stream for Accept {
+        type Item = Result<tokio::net::TcpStream, std::io::Error>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            match self.0.poll_accept(cx) {
+                std::task::Poll::Ready(Ok((s, _))) => {
+                    let _ = s.set_nodelay(true);
+                    std::task::Poll::Ready(Some(Ok(s)))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        }
+    }
+    Accept(listener)
+}
