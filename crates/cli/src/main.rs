@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Largest client request, bytes (etcd's default).
     #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
+    /// Applied entries between snapshots (the log is then compacted, keeping up to 5000).
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    snapshot_count: u64,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -337,6 +340,7 @@ fn main() -> ExitCode {
                 initial_cluster_token: a.initial_cluster_token,
                 tick_ms: a.tick_ms,
                 max_request_bytes: a.max_request_bytes,
+                snapshot_count: a.snapshot_count,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

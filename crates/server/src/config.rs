@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Largest client request accepted (`--max-request-bytes`, etcd's default 1.5 MiB).
     pub max_request_bytes: usize,
+    /// When to snapshot and compact (`--snapshot-count`).
+    pub snapshot: crate::driver::SnapshotPolicy,
 }
 
 /// The flags of `flotilla serve`, as given (named after etcd's).
@@ -60,6 +62,8 @@ pub struct Flags {
     pub tick_ms: u64,
     /// `--max-request-bytes`.
     pub max_request_bytes: usize,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
 }
 
 /// A configuration that cannot run.
@@ -132,6 +136,9 @@ impl ServerConfig {
         if !(1..=60_000).contains(&tick_ms) {
             return Err(ConfigError::Invalid(format!("--tick-ms {tick_ms} must be in 1..=60000")));
         }
+        if f.snapshot_count == 0 {
+            return Err(ConfigError::Invalid("--snapshot-count must be positive".into()));
+        }
         if max_request_bytes == 0 {
             return Err(ConfigError::Invalid("--max-request-bytes must be positive".into()));
         }
@@ -145,6 +152,10 @@ impl ServerConfig {
             cluster_id,
             tick: Duration::from_millis(tick_ms),
             max_request_bytes,
+            snapshot: crate::driver::SnapshotPolicy {
+                every: f.snapshot_count,
+                keep: (f.snapshot_count / 2).min(5_000),
+            },
         })
     }
 
@@ -168,6 +179,7 @@ mod tests {
             initial_cluster_token: "t".into(),
             tick_ms: 50,
             max_request_bytes: 1 << 20,
+            snapshot_count: 10_000,
         }
     }
 

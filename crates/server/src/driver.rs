@@ -102,8 +102,27 @@ pub enum Input {
     Peer(PeerFrame),
     /// From a client.
     Client(Request),
+    /// A background snapshot write finished.
+    SnapshotSaved(Result<flotilla_raft::SnapshotInfo, String>),
     /// Stop after the current batch.
     Stop,
+}
+
+/// When the driver snapshots the store and compacts the log (Raft §7).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Snapshot once this many entries were applied since the last one (etcd's
+    /// `--snapshot-count`).
+    pub every: u64,
+    /// Entries kept in the log below the snapshot, so that followers slightly behind catch
+    /// up from the log rather than a snapshot (etcd keeps 5000).
+    pub keep: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { every: 10_000, keep: 5_000 }
+    }
 }
 
 /// How long a client request may wait for its answer.
@@ -134,6 +153,12 @@ pub struct Driver {
     next_id: u64,
     applied: u64,
     halted: Option<String>,
+    policy: SnapshotPolicy,
+    /// Index of the newest snapshot, and whether one is being written.
+    snapshot_index: u64,
+    snapshotting: bool,
+    /// The driver's own input, for the background snapshot writer's report.
+    self_tx: mpsc::Sender<Input>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -165,6 +190,8 @@ impl Driver {
         membership: flotilla_raft::Membership,
         peers: Peers,
         tick: Duration,
+        policy: SnapshotPolicy,
+        self_tx: mpsc::Sender<Input>,
     ) -> Result<Driver, StartError> {
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
@@ -207,6 +234,10 @@ impl Driver {
             next_id: seed,
             applied: applied.0,
             halted: None,
+            policy,
+            snapshot_index: applied.0,
+            snapshotting: false,
+            self_tx,
         })
     }
 
@@ -278,6 +309,7 @@ impl Driver {
                 let _ = self.node.propose(data);
             }
             Input::Client(req) => self.client(req),
+            Input::SnapshotSaved(r) => self.snapshot_saved(r),
             Input::Stop => {}
         }
     }
@@ -404,6 +436,7 @@ impl Driver {
                         Some(m) => {
                             self.mvcc = m;
                             self.applied = meta.index.0;
+                            self.snapshot_index = meta.index.0;
                         }
                         None => {
                             return self.halt(format!("snapshot {} does not decode", meta.id()))
@@ -441,6 +474,64 @@ impl Driver {
             self.node.advance(ack);
         }
         self.serve_reads();
+        self.maybe_snapshot();
+    }
+
+    /// Raft §7: once `policy.every` entries were applied since the last snapshot, take the
+    /// store's state at the applied index (a copy made here, so applies go on) and write it
+    /// on another thread; the log is compacted when the write reports back.
+    fn maybe_snapshot(&mut self) {
+        if self.snapshotting
+            || self.halted.is_some()
+            || self.applied < self.snapshot_index + self.policy.every
+        {
+            return;
+        }
+        let meta = match self.node.snapshot_meta(LogIndex(self.applied)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot describe a snapshot yet");
+                return;
+            }
+        };
+        let writer = match self.node.store().snapshot_writer() {
+            Ok(w) => w,
+            Err(e) => return self.halt(e.to_string()),
+        };
+        let data = self.mvcc.encode();
+        let tx = self.self_tx.clone();
+        self.snapshotting = true;
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            let r = writer.save(&meta, &data).map_err(|e| e.to_string());
+            let _ = tx.send(Input::SnapshotSaved(r));
+        });
+        if let Err(e) = spawned {
+            self.snapshotting = false;
+            tracing::warn!(error = %e, "cannot start the snapshot writer");
+        }
+    }
+
+    fn snapshot_saved(&mut self, r: Result<flotilla_raft::SnapshotInfo, String>) {
+        self.snapshotting = false;
+        let info = match r {
+            Ok(i) => i,
+            Err(e) => return self.halt(format!("snapshot write: {e}")),
+        };
+        let index = info.meta.index.0;
+        self.node.store_mut().snapshot_saved(info);
+        self.snapshot_index = self.snapshot_index.max(index);
+        let first = self.node.store().first_index().prev().0;
+        let at = LogIndex(index.saturating_sub(self.policy.keep).max(first));
+        if let Ok(at) = self.node.snapshot_meta(at) {
+            if let Err(e) = self.node.store_mut().compact(&at) {
+                return self.halt(e.to_string());
+            }
+            tracing::info!(
+                snapshot = index,
+                compacted_through = at.index.0,
+                "snapshot saved, log compacted"
+            );
+        }
     }
 
     fn apply(&mut self, e: flotilla_raft::Entry) {

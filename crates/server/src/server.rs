@@ -72,8 +72,16 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
             rng_seed: me.0 ^ std::process::id() as u64,
             ..Config::new(me)
         };
-        let driver = Driver::open(raft_config, &config.data_dir, membership, peers, config.tick)?;
         let (tx, rx) = mpsc::channel::<Input>();
+        let driver = Driver::open(
+            raft_config,
+            &config.data_dir,
+            membership,
+            peers,
+            config.tick,
+            config.snapshot,
+            tx.clone(),
+        )?;
         let driver_thread = std::thread::Builder::new()
             .name(format!("driver-{}", config.name))
             .spawn(move || driver.run(rx))

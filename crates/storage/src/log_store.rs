@@ -95,6 +95,19 @@ impl<F: FileSystem> DiskLog<F> {
         Ok(())
     }
 
+    /// A separate handle on the snapshot directory, for writing a snapshot on another
+    /// thread while the log goes on ([`DiskLog::snapshot_saved`] then registers it).
+    pub fn snapshot_writer(&self) -> Result<SnapshotStore<F>, WalError> {
+        self.snaps.reopen()
+    }
+
+    /// Registers a snapshot written through [`DiskLog::snapshot_writer`].
+    pub fn snapshot_saved(&mut self, info: SnapshotInfo) {
+        if self.latest.as_ref().is_none_or(|l| l.meta.index < info.meta.index) {
+            self.latest = Some(info);
+        }
+    }
+
     /// Compacts the log through `at.index` (from `Node::snapshot_meta`), which a stored
     /// snapshot must cover: the compaction mark is made durable, then WAL segments holding
     /// only compacted entries are deleted.

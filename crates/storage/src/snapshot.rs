@@ -176,6 +176,11 @@ impl<F: FileSystem> SnapshotStore<F> {
         Ok(SnapshotInfo { meta: meta.clone(), size: out.len() as u64 })
     }
 
+    /// Another handle on the same directory.
+    pub fn reopen(&self) -> Result<SnapshotStore<F>, WalError> {
+        SnapshotStore::new(self.fs.clone(), &self.dir, self.keep)
+    }
+
     /// The file of snapshot `(index, term)`.
     pub fn path_of(&self, index: LogIndex, term: Term) -> PathBuf {
         join(&self.dir, &name(index, term))
@@ -199,8 +204,12 @@ impl<F: FileSystem> SnapshotStore<F> {
         let mut removed = false;
         for n in names.iter().take(names.len().saturating_sub(self.keep)) {
             let p = join(&self.dir, n);
-            self.fs.remove(&p).map_err(|e| WalError::io("remove", &p, e))?;
-            removed = true;
+            // Another handle may have pruned it already.
+            match self.fs.remove(&p) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(WalError::io("remove", &p, e)),
+            }
         }
         // Leftovers of interrupted saves.
         for n in self.fs.list(&self.dir).map_err(|e| WalError::io("list", &self.dir, e))? {

@@ -1,0 +1,248 @@
+//! The server as a user runs it: `flotilla serve` processes on loopback, driven through the
+//! etcd v3 gRPC API. Generous deadlines with retries, never fixed sleeps that race.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_server::pb;
+use flotilla_server::rpc::k_v_client::KVClient;
+use flotilla_server::rpc::maintenance_client::MaintenanceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Option<Child>,
+    args: Vec<String>,
+    client: String,
+}
+
+impl Server {
+    fn start(&mut self) {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flotilla serve starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
+    let initial = initial.join(",");
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| {
+            let mut s = Server {
+                child: None,
+                args: vec![
+                    "--name".into(),
+                    format!("m{i}"),
+                    "--data-dir".into(),
+                    dir.join(format!("m{i}")).display().to_string(),
+                    "--listen-client-urls".into(),
+                    format!("http://127.0.0.1:{c}"),
+                    "--listen-peer-urls".into(),
+                    format!("http://127.0.0.1:{p}"),
+                    "--initial-cluster".into(),
+                    initial.clone(),
+                    "--snapshot-count".into(),
+                    snapshot_count.to_string(),
+                    "--tick-ms".into(),
+                    "20".into(),
+                ],
+                client: format!("http://127.0.0.1:{c}"),
+            };
+            s.start();
+            s
+        })
+        .collect()
+}
+
+async fn kv(ep: &str) -> Option<KVClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    Some(KVClient::new(ch))
+}
+
+/// Puts through any server that accepts, retrying until `deadline`.
+async fn put(servers: &[&str], key: &str, value: &str, deadline: Instant) -> i64 {
+    loop {
+        for ep in servers {
+            if let Some(mut c) = kv(ep).await {
+                let req = pb::PutRequest {
+                    key: key.to_string().into(),
+                    value: value.to_string().into(),
+                    ..Default::default()
+                };
+                if let Ok(r) = c.put(req).await {
+                    return r.into_inner().header.unwrap().revision;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no server accepted the put of {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(ep: &str, key: &str, serializable: bool) -> Option<String> {
+    let mut c = kv(ep).await?;
+    let req = pb::RangeRequest { key: key.to_string().into(), serializable, ..Default::default() };
+    let r = c.range(req).await.ok()?.into_inner();
+    r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Raft §7 through the whole server: a member down while the others write past several
+/// snapshots catches up by InstallSnapshot when it returns, and restarts of every member
+/// rebuild the store from snapshot plus log.
+#[test]
+fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path(), 40);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "first", "1", deadline));
+    servers[2].kill();
+    for i in 0..150 {
+        rt.block_on(put(&[&eps[0], &eps[1]], &format!("k{}", i % 10), &format!("v{i}"), deadline));
+    }
+    servers[2].start();
+    // It catches up: its local (serializable) read sees the last write.
+    loop {
+        if rt.block_on(get(&eps[2], "k9", true)).as_deref() == Some("v149") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member 3 did not catch up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snaps = dir.path().join("m2/wal/snap");
+    let names: Vec<String> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // The leader compacted far past where member 3 stopped, so only a snapshot could have
+    // brought it back.
+    assert!(names.iter().any(|n| n.ends_with(".snap")), "it holds a snapshot: {names:?}");
+    // Restart everyone: the data is rebuilt from snapshot plus log.
+    for s in &mut servers {
+        s.kill();
+    }
+    for s in &mut servers {
+        s.start();
+    }
+    loop {
+        let got = rt.block_on(get(&eps[1], "k3", false));
+        if got.as_deref() == Some("v143") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no linearizable read after restart: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rt.block_on(get(&eps[0], "first", false)).as_deref(), Some("1"));
+}
+
+/// Bad input: an oversize request gets a gRPC error and the server keeps serving; a peer
+/// that sends garbage to the peer port is dropped and the server keeps serving.
+#[test]
+fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, p) = (free_port(), free_port());
+    let mut s = Server {
+        child: None,
+        args: vec![
+            "--name".into(),
+            "solo".into(),
+            "--data-dir".into(),
+            dir.path().join("solo").display().to_string(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{c}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{p}"),
+            "--initial-cluster".into(),
+            format!("solo=http://127.0.0.1:{p}"),
+        ],
+        client: format!("http://127.0.0.1:{c}"),
+    };
+    s.start();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&s.client], "k", "v", deadline));
+    let big = pb::PutRequest {
+        key: "big".into(),
+        value: vec![7u8; 2 << 20].into(),
+        ..Default::default()
+    };
+    let err = rt.block_on(async { kv(&s.client).await.unwrap().put(big).await }).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    {
+        use std::io::Write;
+        let mut peer = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        let _ = peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xff\xff\xff");
+    }
+    rt.block_on(put(&[&s.client], "k", "v2", deadline));
+    assert_eq!(rt.block_on(get(&s.client, "k", false)).as_deref(), Some("v2"));
+    let st = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        MaintenanceClient::new(ch).status(pb::StatusRequest {}).await.unwrap().into_inner()
+    });
+    assert_eq!(st.leader, 1, "a single member leads itself");
+}
+
+/// An invalid configuration gives a clear message and a non-zero exit before any port is
+/// bound.
+#[test]
+fn invalid_configuration_exits_non_zero_before_binding() {
+    let port = free_port();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--name",
+            "nobody",
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{port}"),
+            "--initial-cluster",
+            "a=http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name \"nobody\" is not in --initial-cluster"), "{err}");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing was bound");
+}
