@@ -11,6 +11,7 @@ use flotilla_server::rpc::cluster_client::ClusterClient;
 use flotilla_server::rpc::k_v_client::KVClient as KvClient;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
 
+mod bench;
 mod dev;
 
 #[derive(Parser, Debug)]
@@ -79,6 +80,8 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A load generator over etcd's v3 API (runs against etcd too).
+    Bench(bench::BenchArgs),
     /// Cluster membership.
     Member {
         #[command(subcommand)]
@@ -134,6 +137,9 @@ struct ServeArgs {
     /// Applied entries between snapshots (the log is then compacted, keeping up to 5000).
     #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
+    /// Where to serve Prometheus /metrics and /health (http://IP:PORT; none by default).
+    #[arg(long, env = "FLOTILLA_LISTEN_METRICS_URLS", default_value = "")]
+    listen_metrics_urls: String,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -315,6 +321,7 @@ async fn client(cmd: Command) -> Result<(), String> {
                 }
             }
         }
+        Command::Bench(a) => bench::run(a).await?,
         Command::Dev { .. } | Command::Serve(_) => unreachable!("handled by main"),
     }
     Ok(())
@@ -341,6 +348,7 @@ fn main() -> ExitCode {
                 tick_ms: a.tick_ms,
                 max_request_bytes: a.max_request_bytes,
                 snapshot_count: a.snapshot_count,
+                listen_metrics_urls: a.listen_metrics_urls,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,
@@ -359,7 +367,7 @@ fn main() -> ExitCode {
         }
         Command::Dev { data_dir, duration_secs } => dev::run(&data_dir, duration_secs),
         cmd => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("flotilla: {e}");

@@ -178,7 +178,7 @@ fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
 #[test]
 fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, p) = (free_port(), free_port());
+    let (c, p, m) = (free_port(), free_port(), free_port());
     let mut s = Server {
         child: None,
         args: vec![
@@ -192,6 +192,8 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
             format!("http://127.0.0.1:{p}"),
             "--initial-cluster".into(),
             format!("solo=http://127.0.0.1:{p}"),
+            "--listen-metrics-urls".into(),
+            format!("http://127.0.0.1:{m}"),
         ],
         client: format!("http://127.0.0.1:{c}"),
     };
@@ -222,6 +224,25 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
         MaintenanceClient::new(ch).status(pb::StatusRequest {}).await.unwrap().into_inner()
     });
     assert_eq!(st.leader, 1, "a single member leads itself");
+    // Operations: /health is up, and /metrics counts the bad peer connection and the writes.
+    let http = |path: &str| {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", m)).unwrap();
+        t.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        t.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(http("/health").starts_with("HTTP/1.1 200"), "{}", http("/health"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut metrics = http("/metrics");
+    while !metrics.contains("flotilla_peer_bad_connections_total 1") {
+        assert!(Instant::now() < deadline, "the bad peer connection is counted: {metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+        metrics = http("/metrics");
+    }
+    assert!(metrics.contains("flotilla_commits_total 2"), "{metrics}");
+    assert!(metrics.contains("flotilla_has_leader 1"), "{metrics}");
 }
 
 /// An invalid configuration gives a clear message and a non-zero exit before any port is

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// When to snapshot and compact (`--snapshot-count`).
     pub snapshot: crate::driver::SnapshotPolicy,
+    /// Where `/metrics` and `/health` are served (`--listen-metrics-urls`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The flags of `flotilla serve`, as given (named after etcd's).
@@ -64,6 +66,8 @@ pub struct Flags {
     pub max_request_bytes: usize,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// `--listen-metrics-urls` (empty: none).
+    pub listen_metrics_urls: String,
 }
 
 /// A configuration that cannot run.
@@ -114,6 +118,10 @@ impl ServerConfig {
         let initial_cluster_token = &f.initial_cluster_token;
         let data_dir = f.data_dir.clone();
         let client_addr = parse_url("--listen-client-urls", listen_client_urls)?;
+        let metrics_addr = match f.listen_metrics_urls.as_str() {
+            "" => None,
+            u => Some(parse_url("--listen-metrics-urls", u)?),
+        };
         let peer_addr = parse_url("--listen-peer-urls", listen_peer_urls)?;
         let mut members = Vec::new();
         for (i, part) in initial_cluster.split(',').enumerate() {
@@ -156,6 +164,7 @@ impl ServerConfig {
                 every: f.snapshot_count,
                 keep: (f.snapshot_count / 2).min(5_000),
             },
+            metrics_addr,
         })
     }
 
@@ -180,6 +189,7 @@ mod tests {
             tick_ms: 50,
             max_request_bytes: 1 << 20,
             snapshot_count: 10_000,
+            listen_metrics_urls: String::new(),
         }
     }
 

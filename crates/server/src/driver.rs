@@ -6,6 +6,7 @@
 //! protocol logic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 struct PendingWrite {
     reply: Reply<Applied>,
     deadline: Instant,
+    proposed_at: Instant,
 }
 
 struct PendingRead {
@@ -159,6 +161,8 @@ pub struct Driver {
     snapshotting: bool,
     /// The driver's own input, for the background snapshot writer's report.
     self_tx: mpsc::Sender<Input>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    leader: Option<NodeId>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -168,6 +172,21 @@ impl std::fmt::Debug for Driver {
             .field("applied", &self.applied)
             .finish()
     }
+}
+
+/// What the driver is connected to.
+#[derive(Debug)]
+pub struct Wiring {
+    /// The peer transport.
+    pub peers: Peers,
+    /// One Raft tick.
+    pub tick: Duration,
+    /// When to snapshot.
+    pub policy: SnapshotPolicy,
+    /// The driver's own input channel (the background snapshot writer reports there).
+    pub self_tx: mpsc::Sender<Input>,
+    /// Counters for `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Why the driver could not start.
@@ -188,11 +207,9 @@ impl Driver {
         config: Config,
         dir: &std::path::Path,
         membership: flotilla_raft::Membership,
-        peers: Peers,
-        tick: Duration,
-        policy: SnapshotPolicy,
-        self_tx: mpsc::Sender<Input>,
+        w: Wiring,
     ) -> Result<Driver, StartError> {
+        let Wiring { peers, tick, policy, self_tx, metrics } = w;
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
         let log = match DiskLog::open(RealFs, &wal_dir, opts) {
@@ -238,6 +255,8 @@ impl Driver {
             snapshot_index: applied.0,
             snapshotting: false,
             self_tx,
+            metrics,
+            leader: None,
         })
     }
 
@@ -288,6 +307,7 @@ impl Driver {
 
     fn halt(&mut self, e: String) {
         tracing::error!(error = %e, "storage failure: the node stops writing");
+        self.metrics.storage_failed.store(1, Ordering::Relaxed);
         for (_, w) in self.writes.drain() {
             let _ = w.reply.send(Err(ApiError::Storage(e.clone())));
         }
@@ -323,6 +343,7 @@ impl Driver {
                 }
                 self.next_id += 1;
                 let id = self.next_id;
+                self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
                 let data =
                     Bytes::from(pb::InternalRequest { id, request: Some(w) }.encode_to_vec());
                 match self.node.propose(data.clone()) {
@@ -343,8 +364,9 @@ impl Driver {
                         return;
                     }
                 }
-                let deadline = Instant::now() + REQUEST_TIMEOUT;
-                self.writes.insert(id, PendingWrite { reply, deadline });
+                let now = Instant::now();
+                let deadline = now + REQUEST_TIMEOUT;
+                self.writes.insert(id, PendingWrite { reply, deadline, proposed_at: now });
             }
             Request::Range(r, reply) => {
                 if r.serializable {
@@ -400,6 +422,7 @@ impl Driver {
             self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
         for id in late {
             if let Some(w) = self.writes.remove(&id) {
+                self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
                 let _ = w.reply.send(Err(ApiError::Timeout));
             }
         }
@@ -420,6 +443,15 @@ impl Driver {
                 Err(e) => return self.halt(e.to_string()),
             };
             let ack = rd.ack();
+            if let Some(soft) = rd.soft_state {
+                if soft.leader != self.leader {
+                    self.leader = soft.leader;
+                    self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .has_leader
+                        .store(u64::from(soft.leader.is_some()), Ordering::Relaxed);
+                }
+            }
             // 1. The leader's appends and heartbeats go out before its own write.
             for m in rd.messages {
                 self.peers.send(m.to, &PeerFrame::Raft(m));
@@ -437,6 +469,7 @@ impl Driver {
                             self.mvcc = m;
                             self.applied = meta.index.0;
                             self.snapshot_index = meta.index.0;
+                            self.metrics.snapshots_installed.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
                             return self.halt(format!("snapshot {} does not decode", meta.id()))
@@ -447,8 +480,15 @@ impl Driver {
             }
             let store = self.node.store_mut();
             store.write(&rd.entries, rd.hard_state);
+            let t0 = Instant::now();
             if let Err(e) = r.and_then(|_| if rd.must_sync { store.sync() } else { Ok(()) }) {
                 return self.halt(e.to_string());
+            }
+            if rd.must_sync {
+                self.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .fsync_us_sum
+                    .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             // 3. Answers, now that what they promise is durable.
             for m in rd.persisted_messages {
@@ -472,6 +512,8 @@ impl Driver {
             }
             // 5. Advance.
             self.node.advance(ack);
+            let lag = self.node.commit_index().0.saturating_sub(self.applied);
+            self.metrics.apply_lag.store(lag, Ordering::Relaxed);
         }
         self.serve_reads();
         self.maybe_snapshot();
@@ -518,6 +560,7 @@ impl Driver {
             Err(e) => return self.halt(format!("snapshot write: {e}")),
         };
         let index = info.meta.index.0;
+        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
         self.node.store_mut().snapshot_saved(info);
         self.snapshot_index = self.snapshot_index.max(index);
         let first = self.node.store().first_index().prev().0;
@@ -554,12 +597,17 @@ impl Driver {
         let result = self.mvcc.apply(&op).map_err(ApiError::from);
         if let Some(w) = self.writes.remove(&req.id) {
             let header = self.header();
+            self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .commit_latency_us_sum
+                .fetch_add(w.proposed_at.elapsed().as_micros() as u64, Ordering::Relaxed);
             let _ = w.reply.send(result.map(|a| (a, header)));
         }
     }
 
     fn fail_write(&mut self, id: u64, e: ApiError) {
         if let Some(w) = self.writes.remove(&id) {
+            self.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
             let _ = w.reply.send(Err(e));
         }
     }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod driver;
+pub mod metrics;
 pub mod mvcc;
 pub mod pb;
 pub mod server;

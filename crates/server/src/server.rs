@@ -77,10 +77,13 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
             raft_config,
             &config.data_dir,
             membership,
-            peers,
-            config.tick,
-            config.snapshot,
-            tx.clone(),
+            crate::driver::Wiring {
+                peers,
+                tick: config.tick,
+                policy: config.snapshot,
+                self_tx: tx.clone(),
+                metrics: stats.clone(),
+            },
         )?;
         let driver_thread = std::thread::Builder::new()
             .name(format!("driver-{}", config.name))
@@ -93,7 +96,13 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
             }
         });
         let deliver = move |f| deliver(f);
-        tokio::spawn(transport::listen(peer_listener, config.cluster_id, me, stats, deliver));
+        tokio::spawn(transport::listen(peer_listener, config.cluster_id, me, stats.clone(), deliver));
+        if let Some(addr) = config.metrics_addr {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tokio::spawn(crate::metrics::serve(l, stats));
+        }
         let api = Api::new(config.clone(), tx.clone());
         let max = config.max_request_bytes;
         tracing::info!(name = %config.name, id = me.0, client = %config.client_addr, peer = %config.peer_addr, "serving");

@@ -4,7 +4,7 @@
 //! and is counted; the node keeps running.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,16 +59,7 @@ impl PeerFrame {
     }
 }
 
-/// Counters for `/metrics` and tests.
-#[derive(Debug, Default)]
-pub struct TransportStats {
-    /// Frames dropped because a peer's queue was full.
-    pub dropped_full: AtomicU64,
-    /// Inbound connections dropped for a bad frame or handshake.
-    pub bad_frames: AtomicU64,
-    /// Frames sent.
-    pub sent: AtomicU64,
-}
+pub use crate::metrics::Metrics as TransportStats;
 
 /// The sending side: one queue per peer.
 #[derive(Clone, Debug)]
@@ -93,7 +84,7 @@ impl Peers {
         for (id, addr) in peers {
             let (tx, rx) = mpsc::channel(QUEUE);
             let hs = Handshake { cluster_id, from: me, to: id };
-            rt.spawn(connection(addr, hs, rx, stats.clone()));
+            rt.spawn(connection(addr, hs, rx));
             queues.insert(id, tx);
         }
         Peers { queues, stats }
@@ -103,18 +94,13 @@ impl Peers {
     pub fn send(&self, to: NodeId, frame: &PeerFrame) {
         if let Some(q) = self.queues.get(&to) {
             if q.try_send(Bytes::from(frame.encode())).is_err() {
-                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+                self.stats.peer_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-async fn connection(
-    addr: std::net::SocketAddr,
-    hs: Handshake,
-    mut rx: mpsc::Receiver<Bytes>,
-    stats: Arc<TransportStats>,
-) {
+async fn connection(addr: std::net::SocketAddr, hs: Handshake, mut rx: mpsc::Receiver<Bytes>) {
     let mut backoff = Duration::from_millis(20);
     let mut pending: Option<Bytes> = None;
     loop {
@@ -156,12 +142,10 @@ async fn connection(
             // Batch: everything already queued goes in the same write.
             while let Ok(more) = rx.try_recv() {
                 wire::put_frame(&mut buf, &more);
-                stats.sent.fetch_add(1, Ordering::Relaxed);
                 if buf.len() > 4 << 20 {
                     break;
                 }
             }
-            stats.sent.fetch_add(1, Ordering::Relaxed);
             if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
                 break;
             }
@@ -183,7 +167,7 @@ pub async fn listen(
         let deliver = deliver.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_peer(stream, cluster_id, me, &deliver).await {
-                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                stats.peer_bad_frames.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%remote, error = %e, "dropping peer connection");
             }
         });

@@ -1,0 +1,200 @@
+//! `flotilla bench`: a load generator speaking etcd's v3 API, so that the same run measures
+//! Flotilla or etcd. Closed loop: `clients` concurrent requests spread over `conns` gRPC
+//! connections and over the endpoints; latencies into an HDR histogram; a progress bar while
+//! it runs; throughput and percentiles at the end, as text or JSON.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_server::pb;
+use flotilla_server::rpc::k_v_client::KVClient;
+use hdrhistogram::Histogram;
+
+/// The options of one run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Client endpoints, comma-separated.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379"
+    )]
+    endpoints: String,
+    /// Concurrent requests in flight.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// gRPC connections (requests are spread over them).
+    #[arg(long, default_value_t = 4)]
+    conns: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    key_space: u64,
+    /// Share of reads (linearizable gets), 0.0 to 1.0; the rest are puts.
+    #[arg(long, default_value_t = 0.0)]
+    read_ratio: f64,
+    /// Serve reads locally (possibly stale) instead of linearizably.
+    #[arg(long)]
+    serializable: bool,
+    /// Run this long (seconds), unless --total is given.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Run this many operations instead of a duration.
+    #[arg(long)]
+    total: Option<u64>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar (for scripts).
+    #[arg(long)]
+    quiet: bool,
+}
+
+struct Shared {
+    done: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Runs the benchmark; returns an error message if no endpoint could be reached.
+pub async fn run(a: BenchArgs) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&a.read_ratio) || a.clients == 0 || a.conns == 0 || a.key_space == 0 {
+        return Err(
+            "--read-ratio must be in [0, 1]; --clients, --conns, --key-space positive".into()
+        );
+    }
+    let endpoints: Vec<String> =
+        a.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let mut channels = Vec::new();
+    for i in 0..a.conns {
+        let ep = &endpoints[i % endpoints.len()];
+        let ch = tonic::transport::Endpoint::from_shared(ep.clone())
+            .map_err(|e| format!("{ep}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("{ep}: {e}"))?;
+        channels.push(ch);
+    }
+    let shared = Arc::new(Shared {
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let value: bytes::Bytes = vec![b'x'; a.value_size].into();
+    let total = a.total;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let mut kv = KVClient::new(channels[c % channels.len()].clone());
+        let shared = shared.clone();
+        let value = value.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            // A small per-client generator (SplitMix64): keys and the read/write mix.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c as u64 + 1);
+            let mut next = move || {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            while !shared.stop.load(Ordering::Relaxed) {
+                if let Some(t) = total {
+                    if shared.done.load(Ordering::Relaxed) >= t {
+                        break;
+                    }
+                }
+                let key: bytes::Bytes = format!("bench/{:08}", next() % a.key_space).into();
+                let read = (next() % 1_000_000) as f64 / 1_000_000.0 < a.read_ratio;
+                let t0 = Instant::now();
+                let ok = if read {
+                    let req = pb::RangeRequest {
+                        key,
+                        serializable: a.serializable,
+                        ..Default::default()
+                    };
+                    kv.range(req).await.is_ok()
+                } else {
+                    let req = pb::PutRequest { key, value: value.clone(), ..Default::default() };
+                    kv.put(req).await.is_ok()
+                };
+                if ok {
+                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                    shared.done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            h
+        }));
+    }
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new(a.duration_secs),
+        }
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = shared.done.load(Ordering::Relaxed);
+        let secs = start.elapsed().as_secs_f64();
+        bar.set_message(format!("{:.0} ops/s", done as f64 / secs.max(1e-9)));
+        match total {
+            Some(t) => {
+                bar.set_position(done.min(t));
+                if done >= t {
+                    break;
+                }
+            }
+            None => {
+                bar.set_position(secs as u64);
+                if secs >= a.duration_secs as f64 {
+                    break;
+                }
+            }
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for t in tasks {
+        if let Ok(th) = t.await {
+            let _ = h.add(th);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let done = h.len();
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let throughput = done as f64 / secs;
+    if a.json {
+        println!(
+            "{{\"clients\":{},\"conns\":{},\"value_size\":{},\"read_ratio\":{},\"ops\":{done},\"errors\":{errors},\"seconds\":{secs:.3},\"throughput\":{throughput:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
+            a.clients, a.conns, a.value_size, a.read_ratio,
+            ms(0.5), ms(0.9), ms(0.99), ms(0.999), h.max() as f64 / 1000.0
+        );
+    } else {
+        println!("{done} operations in {secs:.2} s ({errors} errors): {throughput:.0} ops/s");
+        println!(
+            "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench-vs-etcd's results.jsonl into a Markdown table and an SVG plot
+(no dependencies beyond the standard library)."""
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out = sys.argv[2]
+by = {(r["system"], r["op"], r["clients"]): r for r in rows}
+clients = sorted({r["clients"] for r in rows})
+
+lines = [
+    "| op | clients | etcd ops/s | flotilla ops/s | ratio | etcd p50 ms | flotilla p50 ms | etcd p99 ms | flotilla p99 ms | etcd RSS MiB | flotilla RSS MiB |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+for op in ("put", "get"):
+    for c in clients:
+        e, f = by.get(("etcd", op, c)), by.get(("flotilla", op, c))
+        if not e or not f:
+            continue
+        lines.append(
+            f"| {op} | {c} | {e['throughput']:.0f} | {f['throughput']:.0f} | {f['throughput'] / max(e['throughput'], 1e-9):.2f}x "
+            f"| {e['p50_ms']:.3f} | {f['p50_ms']:.3f} | {e['p99_ms']:.3f} | {f['p99_ms']:.3f} "
+            f"| {e['rss_kb'] / 1024:.0f} | {f['rss_kb'] / 1024:.0f} |"
+        )
+open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
+
+# A grouped bar chart of throughput: for each op and client count, etcd and flotilla.
+groups = [(op, c) for op in ("put", "get") for c in clients]
+W, H, pad = 900, 360, 50
+peak = max([r["throughput"] for r in rows] + [1])
+bw = (W - 2 * pad) / (len(groups) * 3)
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+       f'<text x="{W/2}" y="18" text-anchor="middle" font-size="14">Throughput (ops/s), 256-byte values, 3 members, fsync on</text>']
+for i, (op, c) in enumerate(groups):
+    x0 = pad + i * 3 * bw
+    for j, (sys, color) in enumerate((("etcd", "#4a7ebb"), ("flotilla", "#d9822b"))):
+        r = by.get((sys, op, c))
+        if not r:
+            continue
+        h = (H - 2 * pad) * r["throughput"] / peak
+        svg.append(f'<rect x="{x0 + j * bw:.1f}" y="{H - pad - h:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" fill="{color}"/>')
+    svg.append(f'<text x="{x0 + bw:.1f}" y="{H - pad + 14}" text-anchor="middle">{op} {c}</text>')
+svg.append(f'<rect x="{W - 170}" y="30" width="10" height="10" fill="#4a7ebb"/><text x="{W - 155}" y="39">etcd</text>')
+svg.append(f'<rect x="{W - 100}" y="30" width="10" height="10" fill="#d9822b"/><text x="{W - 85}" y="39">flotilla</text>')
+svg.append("</svg>")
+open(f"{out}/bench-vs-etcd.svg", "w").write("\n".join(svg) + "\n")
