@@ -80,12 +80,44 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A transaction: compares, then the success or the failure operations, atomically.
+    /// Compares: `value(KEY) = V`, `version(KEY) > N`, `create(KEY) < N`, `mod(KEY) != N`;
+    /// operations: `put KEY VALUE`, `get KEY`, `del KEY`.
+    Txn {
+        /// A comparison (repeatable; all must hold).
+        #[arg(long = "compare")]
+        compares: Vec<String>,
+        /// An operation run if every comparison holds (repeatable).
+        #[arg(long = "success")]
+        success: Vec<String>,
+        /// An operation run otherwise (repeatable).
+        #[arg(long = "failure")]
+        failure: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Leadership.
+    Leader {
+        #[command(subcommand)]
+        command: LeaderCommand,
+    },
     /// A load generator over etcd's v3 API (runs against etcd too).
     Bench(bench::BenchArgs),
     /// Cluster membership.
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaderCommand {
+    /// Hand leadership to member TARGET (its id, as `member list` shows it, in hex).
+    Transfer {
+        /// The member id (hex).
+        target: String,
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -155,6 +187,62 @@ fn prefix_end(key: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+fn parse_compare(s: &str) -> Result<pb::Compare, String> {
+    use pb::compare::TargetUnion;
+    let bad = || format!("compare {s:?}: expected e.g. value(key) = v, version(key) > 1");
+    let (lhs, rest) = s.split_once(')').ok_or_else(bad)?;
+    let (target, key) = lhs.split_once('(').ok_or_else(bad)?;
+    let rest = rest.trim();
+    let (op, value) = ["!=", "=", ">", "<"]
+        .iter()
+        .find_map(|op| rest.strip_prefix(op).map(|v| (*op, v.trim())))
+        .ok_or_else(bad)?;
+    let result = match op {
+        "=" => 0,
+        ">" => 1,
+        "<" => 2,
+        _ => 3,
+    };
+    let value = value.trim_matches('"');
+    let num = || value.parse::<i64>().map_err(|_| bad());
+    let (target, union) = match target.trim() {
+        "value" => (3, TargetUnion::Value(value.to_string().into())),
+        "version" => (0, TargetUnion::Version(num()?)),
+        "create" => (1, TargetUnion::CreateRevision(num()?)),
+        "mod" => (2, TargetUnion::ModRevision(num()?)),
+        _ => return Err(bad()),
+    };
+    Ok(pb::Compare {
+        result,
+        target,
+        key: key.trim_matches('"').to_string().into(),
+        target_union: Some(union),
+        range_end: Default::default(),
+    })
+}
+
+fn parse_op(s: &str) -> Result<pb::RequestOp, String> {
+    use pb::request_op::Request;
+    let w: Vec<&str> = s.split_whitespace().collect();
+    let req = match w.as_slice() {
+        ["put", k, v] => Request::RequestPut(pb::PutRequest {
+            key: k.to_string().into(),
+            value: v.to_string().into(),
+            ..Default::default()
+        }),
+        ["get", k] => Request::RequestRange(pb::RangeRequest {
+            key: k.to_string().into(),
+            ..Default::default()
+        }),
+        ["del", k] => Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            key: k.to_string().into(),
+            ..Default::default()
+        }),
+        _ => return Err(format!("operation {s:?}: expected put KEY VALUE, get KEY or del KEY")),
+    };
+    Ok(pb::RequestOp { request: Some(req) })
 }
 
 fn text(b: &[u8]) -> String {
@@ -322,6 +410,64 @@ async fn client(cmd: Command) -> Result<(), String> {
             }
         }
         Command::Bench(a) => bench::run(a).await?,
+        Command::Txn { compares, success, failure, conn } => {
+            let req = pb::TxnRequest {
+                compare: compares.iter().map(|c| parse_compare(c)).collect::<Result<_, _>>()?,
+                success: success.iter().map(|o| parse_op(o)).collect::<Result<_, _>>()?,
+                failure: failure.iter().map(|o| parse_op(o)).collect::<Result<_, _>>()?,
+            };
+            let r = with_endpoint(&conn, |ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).txn(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            let rev = r.header.map_or(0, |h| h.revision);
+            if conn.json {
+                println!("{{\"succeeded\":{},\"revision\":{rev}}}", r.succeeded);
+            } else {
+                println!("{} (revision {rev})", if r.succeeded { "SUCCESS" } else { "FAILURE" });
+                for resp in r.responses {
+                    if let Some(pb::response_op::Response::ResponseRange(rr)) = resp.response {
+                        for kv in rr.kvs {
+                            println!("{}\n{}", text(&kv.key), text(&kv.value));
+                        }
+                    }
+                }
+            }
+        }
+        Command::Leader { command: LeaderCommand::Transfer { target, conn } } => {
+            let target = u64::from_str_radix(target.trim_start_matches("0x"), 16)
+                .map_err(|e| format!("member id {target:?}: {e}"))?;
+            // MoveLeader must reach the leader: find it first.
+            let mut moved = false;
+            for ep in endpoints(&conn) {
+                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let st = with_endpoint(&one, |ch| async move {
+                    MaintenanceClient::new(ch)
+                        .status(pb::StatusRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await;
+                let Ok(st) = st else { continue };
+                if st.header.as_ref().map(|h| h.member_id) != Some(st.leader) {
+                    continue;
+                }
+                with_endpoint(&one, |ch| async move {
+                    MaintenanceClient::new(ch)
+                        .move_leader(pb::MoveLeaderRequest { target_id: target })
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await?;
+                moved = true;
+                break;
+            }
+            if !moved {
+                return Err("no endpoint is the leader; give the leader's endpoint".into());
+            }
+            println!("leadership transfer to {target:x} started");
+        }
         Command::Dev { .. } | Command::Serve(_) => unreachable!("handled by main"),
     }
     Ok(())
