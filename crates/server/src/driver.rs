@@ -398,7 +398,7 @@ impl Driver {
                     commit: st.commit.0,
                     applied: self.applied,
                     revision: self.mvcc.revision(),
-                    db_size: self.mvcc.encode().len() as i64,
+                    db_size: self.mvcc.size_bytes() as i64,
                     is_learner: m.learners().contains(&self.node.id()),
                     voters: m.voters().iter().chain(m.outgoing_voters()).map(|v| v.0).collect(),
                     learners: m.learners().iter().map(|v| v.0).collect(),
@@ -540,10 +540,13 @@ impl Driver {
             Ok(w) => w,
             Err(e) => return self.halt(e.to_string()),
         };
-        let data = self.mvcc.encode();
+        // A clone shares every key and value (reference-counted bytes), so the copy taken here
+        // is cheap; the encoding and the write happen on the writer thread.
+        let view = self.mvcc.clone();
         let tx = self.self_tx.clone();
         self.snapshotting = true;
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            let data = view.encode();
             let r = writer.save(&meta, &data).map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
         });

@@ -51,6 +51,8 @@ type Version = (i64, Option<KeyValue>);
 pub struct Mvcc {
     revision: i64,
     compact_revision: i64,
+    /// Approximate bytes held (keys and values of every version).
+    bytes: u64,
     /// Each key's versions, oldest first, by mod revision.
     keys: BTreeMap<Bytes, Vec<Version>>,
 }
@@ -64,7 +66,7 @@ fn live_at(history: &[Version], rev: i64) -> Option<&KeyValue> {
 impl Mvcc {
     /// An empty store at revision 1.
     pub fn new() -> Mvcc {
-        Mvcc { revision: 1, compact_revision: 0, keys: BTreeMap::new() }
+        Mvcc { revision: 1, compact_revision: 0, bytes: 0, keys: BTreeMap::new() }
     }
 
     /// The current revision.
@@ -226,20 +228,32 @@ impl Mvcc {
 
     fn put_at(&mut self, p: &pb::PutRequest, rev: i64) -> Option<KeyValue> {
         let prev = self.current(&p.key).cloned();
+        // Own copies: the request's bytes are slices of a whole log entry or network frame,
+        // which a stored value would otherwise keep alive for as long as it lives.
         let value = match (&prev, p.ignore_value) {
             (Some(kv), true) => kv.value.clone(),
-            _ => p.value.clone(),
+            _ => Bytes::copy_from_slice(&p.value),
         };
+        let key = match &prev {
+            Some(kv) => kv.key.clone(),
+            None => Bytes::copy_from_slice(&p.key),
+        };
+        self.bytes += (key.len() + value.len()) as u64;
         let kv = KeyValue {
-            key: p.key.clone(),
+            key: key.clone(),
             create_revision: prev.as_ref().map_or(rev, |k| k.create_revision),
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |k| k.version + 1),
             value,
             lease: 0,
         };
-        self.keys.entry(p.key.clone()).or_default().push((rev, Some(kv)));
+        self.keys.entry(key).or_default().push((rev, Some(kv)));
         prev
+    }
+
+    /// Approximate bytes of keys and values held (all versions), for Status's db size.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes
     }
 
     fn delete_at(&mut self, d: &pb::DeleteRangeRequest, rev: i64) -> pb::DeleteRangeResponse {
@@ -390,7 +404,19 @@ impl Mvcc {
             !h.is_empty()
         });
         self.compact_revision = rev;
+        self.bytes = self.recount();
         Ok(())
+    }
+
+    fn recount(&self) -> u64 {
+        self.keys
+            .iter()
+            .map(|(k, h)| {
+                h.iter()
+                    .map(|(_, kv)| kv.as_ref().map_or(0, |kv| kv.value.len() + k.len()))
+                    .sum::<usize>() as u64
+            })
+            .sum()
     }
 
     /// The whole store, for a Raft snapshot (Raft §7): revision, compact revision, then each
@@ -467,7 +493,9 @@ impl Mvcc {
             }
             keys.insert(key, h);
         }
-        b.is_empty().then_some(Mvcc { revision, compact_revision, keys })
+        let mut m = Mvcc { revision, compact_revision, bytes: 0, keys };
+        m.bytes = m.recount();
+        b.is_empty().then_some(m)
     }
 }
 
@@ -691,6 +719,10 @@ mod tests {
         m.compact(3).unwrap();
         let back = Mvcc::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
+        let mut fresh = Mvcc::new();
+        put(&mut fresh, "x", "12345");
+        del(&mut fresh, "x", "");
+        assert_eq!(Mvcc::decode(&fresh.encode()).unwrap(), fresh, "size accounting agrees");
         let enc = m.encode();
         assert_eq!(Mvcc::decode(&enc[..enc.len() - 1]), None);
     }
