@@ -32,7 +32,17 @@ fn main() {
     );
     let cluster = service(
         "Cluster",
-        vec![method("member_list", "MemberList", "MemberListRequest", "MemberListResponse")],
+        vec![
+            method("member_add", "MemberAdd", "MemberAddRequest", "MemberAddResponse"),
+            method("member_remove", "MemberRemove", "MemberRemoveRequest", "MemberRemoveResponse"),
+            method("member_list", "MemberList", "MemberListRequest", "MemberListResponse"),
+            method(
+                "member_promote",
+                "MemberPromote",
+                "MemberPromoteRequest",
+                "MemberPromoteResponse",
+            ),
+        ],
     );
     let maintenance = service(
         "Maintenance",

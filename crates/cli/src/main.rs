@@ -128,6 +128,37 @@ enum MemberCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Add a member (start it afterwards with --initial-cluster-state existing).
+    Add {
+        /// Its name (for the printed configuration).
+        name: String,
+        /// Its peer URL.
+        #[arg(long)]
+        peer_urls: String,
+        /// Add it as a learner (a non-voting member that catches up first).
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a member (its id, in hex).
+    Remove {
+        /// The member id (hex).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Promote a learner to a voter (its id, in hex).
+    Promote {
+        /// The member id (hex).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn hex_id(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("member id {s:?}: {e}"))
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -172,6 +203,9 @@ struct ServeArgs {
     /// Where to serve Prometheus /metrics and /health (http://IP:PORT; none by default).
     #[arg(long, env = "FLOTILLA_LISTEN_METRICS_URLS", default_value = "")]
     listen_metrics_urls: String,
+    /// `new` to bootstrap a cluster, `existing` to join one (after `member add`).
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER_STATE", default_value = "new")]
+    initial_cluster_state: String,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -383,6 +417,53 @@ async fn client(cmd: Command) -> Result<(), String> {
                 }
             }
         }
+        Command::Member { command: MemberCommand::Add { name, peer_urls, learner, conn } } => {
+            let req =
+                pb::MemberAddRequest { peer_urls: vec![peer_urls.clone()], is_learner: learner };
+            let r = with_endpoint(&conn, |ch| {
+                let req = req.clone();
+                async move { ClusterClient::new(ch).member_add(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            let id = r.member.as_ref().map_or(0, |m| m.id);
+            let mut initial: Vec<String> = r
+                .members
+                .iter()
+                .map(|m| {
+                    let n = if m.id == id { name.clone() } else { m.name.clone() };
+                    format!("{n}={}", m.peer_urls.join(","))
+                })
+                .collect();
+            initial.sort();
+            if conn.json {
+                println!("{{\"id\":{id},\"initial_cluster\":{:?}}}", initial.join(","));
+            } else {
+                println!("Member {id:x} added{}", if learner { " as a learner" } else { "" });
+                println!("start it with: flotilla serve --name {name} --listen-peer-urls {peer_urls} --initial-cluster-state existing --initial-cluster <the members, in id order>");
+            }
+        }
+        Command::Member { command: MemberCommand::Remove { id, conn } } => {
+            let id = hex_id(&id)?;
+            with_endpoint(&conn, |ch| async move {
+                ClusterClient::new(ch)
+                    .member_remove(pb::MemberRemoveRequest { id })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            println!("Member {id:x} removed");
+        }
+        Command::Member { command: MemberCommand::Promote { id, conn } } => {
+            let id = hex_id(&id)?;
+            with_endpoint(&conn, |ch| async move {
+                ClusterClient::new(ch)
+                    .member_promote(pb::MemberPromoteRequest { id })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            println!("Member {id:x} promoted");
+        }
         Command::Member { command: MemberCommand::List { conn } } => {
             let r = with_endpoint(&conn, |ch| async move {
                 ClusterClient::new(ch)
@@ -495,6 +576,7 @@ fn main() -> ExitCode {
                 max_request_bytes: a.max_request_bytes,
                 snapshot_count: a.snapshot_count,
                 listen_metrics_urls: a.listen_metrics_urls,
+                initial_cluster_state: a.initial_cluster_state,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::config::ServerConfig;
-use crate::driver::{ApiError, Header, Input, Request, StatusInfo};
+use crate::driver::{ApiError, Header, Input, MemberEntry, Request, StatusInfo};
 use crate::mvcc::{Applied, MvccError};
 use crate::pb;
 
@@ -185,28 +185,75 @@ fn fill_headers(t: &mut pb::TxnResponse, h: &pb::ResponseHeader) {
     }
 }
 
+impl Api {
+    async fn member_op(
+        &self,
+        change: pb::MemberChange,
+    ) -> Result<(Vec<pb::Member>, pb::ResponseHeader), Status> {
+        let (entries, header) = self.call(|tx| Request::Member(change, tx)).await?;
+        Ok((entries.into_iter().map(|e| self.member(e)).collect(), header))
+    }
+
+    fn member(&self, e: MemberEntry) -> pb::Member {
+        let client_urls = if e.id == self.member_id {
+            vec![format!("http://{}", self.config.client_addr)]
+        } else {
+            vec![]
+        };
+        pb::Member {
+            id: e.id,
+            name: e.name,
+            peer_urls: vec![e.peer_url],
+            client_urls,
+            is_learner: e.is_learner,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl crate::rpc::cluster_server::Cluster for Api {
+    async fn member_add(
+        &self,
+        r: GrpcRequest<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let r = r.into_inner();
+        let [url] = r.peer_urls.as_slice() else {
+            return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
+        };
+        let change = pb::MemberChange {
+            kind: if r.is_learner { 2 } else { 1 },
+            id: 0,
+            peer_url: url.clone(),
+        };
+        let (members, header) = self.member_op(change).await?;
+        let member = members.iter().find(|m| m.peer_urls.first() == Some(url)).cloned();
+        Ok(Response::new(pb::MemberAddResponse { header: Some(header), member, members }))
+    }
+
+    async fn member_remove(
+        &self,
+        r: GrpcRequest<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let change = pb::MemberChange { kind: 4, id: r.into_inner().id, peer_url: String::new() };
+        let (members, header) = self.member_op(change).await?;
+        Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
+    }
+
+    async fn member_promote(
+        &self,
+        r: GrpcRequest<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let change = pb::MemberChange { kind: 3, id: r.into_inner().id, peer_url: String::new() };
+        let (members, header) = self.member_op(change).await?;
+        Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
+    }
+
     async fn member_list(
         &self,
         _r: GrpcRequest<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let st = self.status_info().await?;
-        let me = self.member_id;
-        let client_url = format!("http://{}", self.config.client_addr);
-        let members = self
-            .config
-            .members
-            .iter()
-            .filter(|m| st.voters.contains(&m.id.0) || st.learners.contains(&m.id.0))
-            .map(|m| pb::Member {
-                id: m.id.0,
-                name: m.name.clone(),
-                peer_urls: vec![m.peer_url.clone()],
-                client_urls: if m.id.0 == me { vec![client_url.clone()] } else { vec![] },
-                is_learner: st.learners.contains(&m.id.0),
-            })
-            .collect();
+        let members = st.members.into_iter().map(|e| self.member(e)).collect();
         let header = self.header(Header { revision: st.revision, term: st.term });
         Ok(Response::new(pb::MemberListResponse { header: Some(header), members }))
     }

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub snapshot: crate::driver::SnapshotPolicy,
     /// Where `/metrics` and `/health` are served (`--listen-metrics-urls`), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Joining a running cluster (`--initial-cluster-state existing`): this member starts
+    /// outside the configuration and waits for the change that adds it.
+    pub join_existing: bool,
 }
 
 /// The flags of `flotilla serve`, as given (named after etcd's).
@@ -68,6 +71,8 @@ pub struct Flags {
     pub snapshot_count: u64,
     /// `--listen-metrics-urls` (empty: none).
     pub listen_metrics_urls: String,
+    /// `--initial-cluster-state`: `new` or `existing`.
+    pub initial_cluster_state: String,
 }
 
 /// A configuration that cannot run.
@@ -150,7 +155,18 @@ impl ServerConfig {
         if max_request_bytes == 0 {
             return Err(ConfigError::Invalid("--max-request-bytes must be positive".into()));
         }
-        let cluster_id = fnv1a(format!("{initial_cluster}/{initial_cluster_token}").as_bytes());
+        // As in etcd, the token tells clusters apart; it cannot depend on the member list,
+        // which changes as members are added.
+        let cluster_id = fnv1a(format!("flotilla/{initial_cluster_token}").as_bytes());
+        let join_existing = match f.initial_cluster_state.as_str() {
+            "new" => false,
+            "existing" => true,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--initial-cluster-state {other:?} must be new or existing"
+                )))
+            }
+        };
         Ok(ServerConfig {
             name: name.to_string(),
             data_dir,
@@ -165,6 +181,7 @@ impl ServerConfig {
                 keep: (f.snapshot_count / 2).min(5_000),
             },
             metrics_addr,
+            join_existing,
         })
     }
 
@@ -190,6 +207,7 @@ mod tests {
             max_request_bytes: 1 << 20,
             snapshot_count: 10_000,
             listen_metrics_urls: String::new(),
+            initial_cluster_state: "new".into(),
         }
     }
 

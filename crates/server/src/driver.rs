@@ -81,6 +81,8 @@ pub struct StatusInfo {
     pub learners: Vec<u64>,
     /// A storage error that stopped writes, if any.
     pub error: Option<String>,
+    /// The members with their names and addresses.
+    pub members: Vec<MemberEntry>,
 }
 
 /// A client request for the driver.
@@ -94,6 +96,29 @@ pub enum Request {
     Status(oneshot::Sender<StatusInfo>),
     /// Leadership transfer (Thesis §3.10).
     MoveLeader(NodeId, oneshot::Sender<Result<(), ApiError>>),
+    /// A membership change (Thesis §4): answered with the members once it is applied here.
+    Member(pb::MemberChange, Reply<Vec<MemberEntry>>),
+}
+
+/// A member as the Cluster API lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEntry {
+    /// Its id.
+    pub id: u64,
+    /// Its name (empty until it has started and published it).
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+}
+
+/// What a pending membership request waits for.
+#[derive(Debug)]
+enum MemberWait {
+    Added(String),
+    Promoted(u64),
+    Removed(u64),
 }
 
 /// The driver's input.
@@ -163,6 +188,11 @@ pub struct Driver {
     self_tx: mpsc::Sender<Input>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     leader: Option<NodeId>,
+    /// Every member's name and peer URL (replicated through the log and in snapshots).
+    registry: BTreeMap<u64, (String, String)>,
+    me: (String, String),
+    published: bool,
+    member_waits: Vec<(MemberWait, Reply<Vec<MemberEntry>>, Instant)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -187,6 +217,10 @@ pub struct Wiring {
     pub self_tx: mpsc::Sender<Input>,
     /// Counters for `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The initial members' names and peer URLs, by id.
+    pub registry: BTreeMap<u64, (String, String)>,
+    /// This member's name and peer URL, published to the others once it runs.
+    pub me: (String, String),
 }
 
 /// Why the driver could not start.
@@ -209,7 +243,7 @@ impl Driver {
         membership: flotilla_raft::Membership,
         w: Wiring,
     ) -> Result<Driver, StartError> {
-        let Wiring { peers, tick, policy, self_tx, metrics } = w;
+        let Wiring { peers, tick, policy, self_tx, metrics, registry, me } = w;
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
         let log = match DiskLog::open(RealFs, &wal_dir, opts) {
@@ -224,11 +258,13 @@ impl Driver {
             }
             Err(e) => return Err(e.into()),
         };
+        let mut registry = registry;
         let (mvcc, applied) = match log.load_snapshot()? {
             Some((meta, data)) => {
-                let m = Mvcc::decode(&data).ok_or_else(|| {
+                let (r, m) = decode_state(&data).ok_or_else(|| {
                     StartError::Raft(format!("snapshot {} does not decode", meta.id()))
                 })?;
+                registry.extend(r);
                 (m, meta.index)
             }
             None => (Mvcc::new(), LogIndex::ZERO),
@@ -257,6 +293,10 @@ impl Driver {
             self_tx,
             metrics,
             leader: None,
+            registry,
+            me,
+            published: false,
+            member_waits: Vec::new(),
         })
     }
 
@@ -324,9 +364,19 @@ impl Driver {
                 }
             }
             Input::Peer(PeerFrame::Forward(data)) => {
-                // A follower's client write: propose it if we lead, else drop it (the
-                // follower's client times out and retries).
-                let _ = self.node.propose(data);
+                // A follower's client request: a membership change to make, or a write to
+                // propose, if we lead; else dropped (the follower's client times out).
+                match pb::InternalRequest::decode(data.clone()) {
+                    Ok(pb::InternalRequest {
+                        request: Some(pb::internal_request::Request::MemberChange(c)),
+                        ..
+                    }) => {
+                        let _ = self.member_change(&c);
+                    }
+                    _ => {
+                        let _ = self.node.propose(data);
+                    }
+                }
             }
             Input::Client(req) => self.client(req),
             Input::SnapshotSaved(r) => self.snapshot_saved(r),
@@ -403,7 +453,35 @@ impl Driver {
                     voters: m.voters().iter().chain(m.outgoing_voters()).map(|v| v.0).collect(),
                     learners: m.learners().iter().map(|v| v.0).collect(),
                     error: self.halted.clone(),
+                    members: self.members(),
                 });
+            }
+            Request::Member(change, reply) => {
+                let wait = match change.kind {
+                    1 | 2 => MemberWait::Added(change.peer_url.clone()),
+                    3 => MemberWait::Promoted(change.id),
+                    _ => MemberWait::Removed(change.id),
+                };
+                let r = if self.is_leader() {
+                    self.member_change(&change)
+                } else if let Some(l) = self.leader {
+                    let req = pb::InternalRequest {
+                        id: 0,
+                        request: Some(pb::internal_request::Request::MemberChange(change)),
+                    };
+                    self.peers.send(l, &PeerFrame::Forward(Bytes::from(req.encode_to_vec())));
+                    Ok(())
+                } else {
+                    Err(ApiError::NoLeader)
+                };
+                match r {
+                    Ok(()) => {
+                        self.member_waits.push((wait, reply, Instant::now() + REQUEST_TIMEOUT))
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Request::MoveLeader(target, reply) => {
                 let r = self
@@ -464,9 +542,12 @@ impl Driver {
             }
             if let (Ok(()), Some(meta)) = (&r, &rd.snapshot) {
                 match store.install_snapshot(meta) {
-                    Ok(data) => match Mvcc::decode(&data) {
-                        Some(m) => {
+                    Ok(data) => match decode_state(&data) {
+                        Some((r, m)) => {
                             self.mvcc = m;
+                            for (id, (name, url)) in r {
+                                self.learn_member(id, name, url);
+                            }
                             self.applied = meta.index.0;
                             self.snapshot_index = meta.index.0;
                             self.metrics.snapshots_installed.fetch_add(1, Ordering::Relaxed);
@@ -516,6 +597,7 @@ impl Driver {
             self.metrics.apply_lag.store(lag, Ordering::Relaxed);
         }
         self.serve_reads();
+        self.check_members();
         self.maybe_snapshot();
     }
 
@@ -543,10 +625,11 @@ impl Driver {
         // A clone shares every key and value (reference-counted bytes), so the copy taken here
         // is cheap; the encoding and the write happen on the writer thread.
         let view = self.mvcc.clone();
+        let registry = self.registry.clone();
         let tx = self.self_tx.clone();
         self.snapshotting = true;
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            let data = view.encode();
+            let data = encode_state(&registry, &view);
             let r = writer.save(&meta, &data).map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
         });
@@ -580,6 +663,133 @@ impl Driver {
         }
     }
 
+    /// The leader's half of a membership change (Thesis §4): a new member's address goes
+    /// into the log first, so that everyone can reach it once the change makes it a member.
+    fn member_change(&mut self, c: &pb::MemberChange) -> Result<(), ApiError> {
+        use flotilla_raft::ConfChange;
+        let change = match c.kind {
+            1 | 2 => {
+                if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
+                    return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
+                }
+                if self.registry.values().any(|(_, u)| *u == c.peer_url)
+                    && self
+                        .node
+                        .membership()
+                        .members()
+                        .any(|m| self.registry.get(&m.0).is_some_and(|(_, u)| *u == c.peer_url))
+                {
+                    return Err(ApiError::Transfer("Peer URLs already exists".into()));
+                }
+                let id = self
+                    .registry
+                    .keys()
+                    .copied()
+                    .chain(self.node.membership().members().map(|m| m.0))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                let attr = pb::InternalRequest {
+                    id: 0,
+                    request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+                        id,
+                        name: String::new(),
+                        peer_url: c.peer_url.clone(),
+                    })),
+                };
+                self.node
+                    .propose(Bytes::from(attr.encode_to_vec()))
+                    .map_err(|e| ApiError::Transfer(e.to_string()))?;
+                if c.kind == 1 {
+                    ConfChange::AddVoter(NodeId(id))
+                } else {
+                    ConfChange::AddLearner(NodeId(id))
+                }
+            }
+            3 => ConfChange::PromoteLearner(NodeId(c.id)),
+            _ => ConfChange::Remove(NodeId(c.id)),
+        };
+        self.node
+            .propose_conf_change(change)
+            .map(|_| ())
+            .map_err(|e| ApiError::Transfer(e.to_string()))
+    }
+
+    /// Records a member's name and address, and connects to it.
+    fn learn_member(&mut self, id: u64, name: String, url: String) {
+        let known = self.registry.get(&id).cloned();
+        let name = if name.is_empty() {
+            known.as_ref().map(|k| k.0.clone()).unwrap_or_default()
+        } else {
+            name
+        };
+        if known.as_ref().map(|k| &k.1) != Some(&url) || !self.peers.knows(NodeId(id)) {
+            if let Ok(addr) = crate::config::parse_url("peer URL", &url) {
+                self.peers.add(NodeId(id), addr);
+            }
+        }
+        self.registry.insert(id, (name, url));
+    }
+
+    /// The members, for the Cluster API.
+    pub fn members(&self) -> Vec<MemberEntry> {
+        let m = self.node.membership();
+        m.members()
+            .map(|id| {
+                let (name, peer_url) = self.registry.get(&id.0).cloned().unwrap_or_default();
+                MemberEntry { id: id.0, name, peer_url, is_learner: m.learners().contains(&id) }
+            })
+            .collect()
+    }
+
+    /// Answers membership requests whose change is now in effect here; publishes this
+    /// member's name once it is a member and a leader is known.
+    fn check_members(&mut self) {
+        let m = self.node.membership().clone();
+        let waits = std::mem::take(&mut self.member_waits);
+        let now = Instant::now();
+        for (w, reply, deadline) in waits {
+            let done = match &w {
+                MemberWait::Added(url) => {
+                    m.members().any(|id| self.registry.get(&id.0).is_some_and(|(_, u)| u == url))
+                }
+                MemberWait::Promoted(id) => m.voters().contains(&NodeId(*id)),
+                MemberWait::Removed(id) => !m.contains(NodeId(*id)),
+            };
+            if done {
+                let _ = reply.send(Ok((self.members(), self.header())));
+            } else if deadline <= now {
+                let _ = reply.send(Err(ApiError::Timeout));
+            } else {
+                self.member_waits.push((w, reply, deadline));
+            }
+        }
+        let me = self.node.id();
+        if !self.published && m.contains(me) && self.leader.is_some() && self.halted.is_none() {
+            // Always once per start: the local registry was seeded from this member's own
+            // flags, the others' may still lack its name.
+            let (name, url) = self.me.clone();
+            {
+                self.next_id += 1;
+                let attr = pb::InternalRequest {
+                    id: self.next_id,
+                    request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+                        id: me.0,
+                        name,
+                        peer_url: url,
+                    })),
+                };
+                let data = Bytes::from(attr.encode_to_vec());
+                if self.node.propose(data.clone()).is_err() {
+                    if let Some(l) = self.leader {
+                        self.peers.send(l, &PeerFrame::Forward(data));
+                    }
+                }
+            }
+            self.published = true;
+        }
+    }
+
     fn apply(&mut self, e: flotilla_raft::Entry) {
         self.applied = e.index.0;
         let mine = self.proposed.remove(&e.index.0);
@@ -597,6 +807,10 @@ impl Driver {
             self.fail_write(id, ApiError::LeaderChanged);
         }
         let Some(op) = req.request else { return };
+        if let pb::internal_request::Request::MemberAttr(a) = op {
+            self.learn_member(a.id, a.name, a.peer_url);
+            return;
+        }
         let result = self.mvcc.apply(&op).map_err(ApiError::from);
         if let Some(w) = self.writes.remove(&req.id) {
             let header = self.header();
@@ -650,4 +864,51 @@ impl Driver {
     pub fn first_index(&self) -> LogIndex {
         self.node.store().first_index()
     }
+}
+
+/// The state a snapshot holds: the member registry, then the MVCC store.
+fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<u8> {
+    use bytes::BufMut;
+    let mut out = Vec::new();
+    out.put_u32_le(registry.len() as u32);
+    for (id, (name, url)) in registry {
+        out.put_u64_le(*id);
+        for s in [name, url] {
+            out.put_u32_le(s.len() as u32);
+            out.put_slice(s.as_bytes());
+        }
+    }
+    out.extend_from_slice(&mvcc.encode());
+    out
+}
+
+fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, (String, String)>, Mvcc)> {
+    use bytes::Buf;
+    let take_str = |b: &mut &[u8]| -> Option<String> {
+        if b.remaining() < 4 {
+            return None;
+        }
+        let n = b.get_u32_le() as usize;
+        if b.remaining() < n {
+            return None;
+        }
+        let s = String::from_utf8(b[..n].to_vec()).ok()?;
+        b.advance(n);
+        Some(s)
+    };
+    if b.remaining() < 4 {
+        return None;
+    }
+    let n = b.get_u32_le();
+    let mut registry = BTreeMap::new();
+    for _ in 0..n {
+        if b.remaining() < 8 {
+            return None;
+        }
+        let id = b.get_u64_le();
+        let name = take_str(&mut b)?;
+        let url = take_str(&mut b)?;
+        registry.insert(id, (name, url));
+    }
+    Some((registry, Mvcc::decode(b)?))
 }

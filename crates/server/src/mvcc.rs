@@ -213,6 +213,9 @@ impl Mvcc {
                 self.compact(c.revision)?;
                 Ok(Applied::Compaction(pb::CompactionResponse { header: None }))
             }
+            Request::MemberAttr(_) | Request::MemberChange(_) => {
+                Err(MvccError::Invalid("not a key-value request"))
+            }
         }
     }
 

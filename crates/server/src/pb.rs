@@ -262,6 +262,52 @@ pub struct MemberListResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberAddRequest {
+    #[prost(string, repeated, tag = "1")]
+    pub peer_urls: Vec<String>,
+    #[prost(bool, tag = "2")]
+    pub is_learner: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberAddResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub member: Option<Member>,
+    #[prost(message, repeated, tag = "3")]
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberRemoveRequest {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberRemoveResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberPromoteRequest {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberPromoteResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusRequest {}
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -307,8 +353,32 @@ pub struct MoveLeaderResponse {
 pub struct InternalRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7")]
     pub request: Option<internal_request::Request>,
+}
+
+/// A member's address, replicated through the log so that every member can reach a member
+/// added later (Flotilla's own message).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberAttr {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub peer_url: String,
+}
+
+/// A membership change a follower forwards to the leader (Flotilla's own message).
+/// `kind`: 1 add voter, 2 add learner, 3 promote, 4 remove.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberChange {
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    #[prost(uint64, tag = "2")]
+    pub id: u64,
+    #[prost(string, tag = "3")]
+    pub peer_url: String,
 }
 
 pub mod internal_request {
@@ -322,5 +392,9 @@ pub mod internal_request {
         Txn(super::TxnRequest),
         #[prost(message, tag = "5")]
         Compaction(super::CompactionRequest),
+        #[prost(message, tag = "6")]
+        MemberAttr(super::MemberAttr),
+        #[prost(message, tag = "7")]
+        MemberChange(super::MemberChange),
     }
 }

@@ -65,7 +65,14 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
             peer_addrs,
             stats.clone(),
         );
-        let voters: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
+        // A member joining a running cluster bootstraps from the others; the log brings the
+        // change that adds it (Thesis §4.2: it catches up as a learner first if so added).
+        let voters: Vec<NodeId> = config
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !config.join_existing || *id != me)
+            .collect();
         let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
         let raft_config = Config {
             // Seeded per member and start, so that restarted members do not time out in step.
@@ -83,6 +90,20 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 policy: config.snapshot,
                 self_tx: tx.clone(),
                 metrics: stats.clone(),
+                registry: config
+                    .members
+                    .iter()
+                    .map(|m| (m.id.0, (m.name.clone(), m.peer_url.clone())))
+                    .collect(),
+                me: (
+                    config.name.clone(),
+                    config
+                        .members
+                        .iter()
+                        .find(|m| m.id == me)
+                        .map(|m| m.peer_url.clone())
+                        .unwrap_or_default(),
+                ),
             },
         )?;
         let driver_thread = std::thread::Builder::new()

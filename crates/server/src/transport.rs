@@ -66,6 +66,9 @@ pub use crate::metrics::Metrics as TransportStats;
 pub struct Peers {
     queues: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     stats: Arc<TransportStats>,
+    rt: tokio::runtime::Handle,
+    me: NodeId,
+    cluster_id: u64,
 }
 
 /// Frames queued per peer before new ones are dropped (Raft retries what is lost).
@@ -80,14 +83,27 @@ impl Peers {
         peers: BTreeMap<NodeId, std::net::SocketAddr>,
         stats: Arc<TransportStats>,
     ) -> Peers {
-        let mut queues = BTreeMap::new();
+        let mut p = Peers { queues: BTreeMap::new(), stats, rt: rt.clone(), me, cluster_id };
         for (id, addr) in peers {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let hs = Handshake { cluster_id, from: me, to: id };
-            rt.spawn(connection(addr, hs, rx));
-            queues.insert(id, tx);
+            p.add(id, addr);
         }
-        Peers { queues, stats }
+        p
+    }
+
+    /// Starts a connection to a member added later (or moved: the old one is dropped).
+    pub fn add(&mut self, id: NodeId, addr: std::net::SocketAddr) {
+        if id == self.me {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let hs = Handshake { cluster_id: self.cluster_id, from: self.me, to: id };
+        self.rt.spawn(connection(addr, hs, rx));
+        self.queues.insert(id, tx);
+    }
+
+    /// Whether a connection to `id` exists.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.queues.contains_key(&id)
     }
 
     /// Queues a frame for `to`; drops it if the queue is full or the peer unknown.
