@@ -11,6 +11,17 @@ fn method(name: &str, route: &str, input: &str, output: &str) -> tonic_build::ma
         .build()
 }
 
+fn streaming(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
+    tonic_build::manual::Method::builder()
+        .name(name)
+        .route_name(route)
+        .input_type(format!("crate::pb::{input}"))
+        .output_type(format!("crate::pb::{output}"))
+        .codec_path("tonic::codec::ProstCodec")
+        .server_streaming()
+        .build()
+}
+
 fn service(name: &str, methods: Vec<tonic_build::manual::Method>) -> tonic_build::manual::Service {
     let mut b = tonic_build::manual::Service::builder().name(name).package("etcdserverpb");
     for m in methods {
@@ -49,6 +60,7 @@ fn main() {
         vec![
             method("status", "Status", "StatusRequest", "StatusResponse"),
             method("move_leader", "MoveLeader", "MoveLeaderRequest", "MoveLeaderResponse"),
+            streaming("snapshot", "Snapshot", "SnapshotRequest", "SnapshotResponse"),
         ],
     );
     tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance]);

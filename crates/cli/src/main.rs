@@ -96,6 +96,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Snapshots of a member's state.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Leadership.
     Leader {
         #[command(subcommand)]
@@ -107,6 +112,17 @@ enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Save the state of the first reachable endpoint to FILE.
+    Save {
+        /// Where to write it.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -173,6 +189,10 @@ struct Conn {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
+    /// A TOML file of settings, keyed by flag name (`name = "n1"`, `data-dir = "..."`);
+    /// flags and FLOTILLA_* environment variables take precedence over it.
+    #[arg(long, env = "FLOTILLA_CONFIG_FILE")]
+    config_file: Option<std::path::PathBuf>,
     /// This member's name.
     #[arg(long, env = "FLOTILLA_NAME", default_value = "default")]
     name: String,
@@ -303,7 +323,14 @@ where
         };
         match f(ch).await {
             Ok(v) => return Ok(v),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            // Only errors that prove the request took no effect are retried elsewhere (no
+            // leader, or its entry was replaced by a new leader's): a write whose outcome is
+            // unknown (timed out) is never sent twice.
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && (s.message().contains("no leader")
+                        || s.message().contains("leader changed")) =>
+            {
                 last = format!("{ep}: {}", s.message())
             }
             Err(s) => return Err(format!("{ep}: {}", s.message())),
@@ -516,6 +543,42 @@ async fn client(cmd: Command) -> Result<(), String> {
                 }
             }
         }
+        Command::Snapshot { command: SnapshotCommand::Save { file, conn } } => {
+            let data = with_endpoint(&conn, |ch| async move {
+                let mut stream =
+                    MaintenanceClient::new(ch).snapshot(pb::SnapshotRequest {}).await?.into_inner();
+                let mut data = Vec::new();
+                let mut rev = 0;
+                while let Some(chunk) = stream.message().await? {
+                    rev = chunk.header.as_ref().map_or(rev, |h| h.revision);
+                    data.extend_from_slice(&chunk.blob);
+                }
+                Ok((data, rev))
+            })
+            .await?;
+            // The stream ends with the SHA-256 of the state: check it, keep the state.
+            use sha2::Digest;
+            let split = data.0.len().checked_sub(32).ok_or("snapshot stream too short")?;
+            let (body, sum) = data.0.split_at(split);
+            if sha2::Sha256::digest(body).as_slice() != sum {
+                return Err("snapshot checksum mismatch: the stream was damaged".into());
+            }
+            let len = body
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+                .filter(|n| 8 + n <= body.len())
+                .ok_or("snapshot stream: bad length")?;
+            let state = &body[8..8 + len];
+            let tmp = file.with_extension("part");
+            std::fs::write(&tmp, state).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+            println!(
+                "Snapshot saved at {} ({} bytes, revision {})",
+                file.display(),
+                state.len(),
+                data.1
+            );
+        }
         Command::Leader { command: LeaderCommand::Transfer { target, conn } } => {
             let target = u64::from_str_radix(target.trim_start_matches("0x"), 16)
                 .map_err(|e| format!("member id {target:?}: {e}"))?;
@@ -554,7 +617,63 @@ async fn client(cmd: Command) -> Result<(), String> {
     Ok(())
 }
 
+/// The settings `serve` reads from a file, by flag name.
+const FILE_KEYS: [&str; 10] = [
+    "name",
+    "data-dir",
+    "listen-client-urls",
+    "listen-peer-urls",
+    "initial-cluster",
+    "initial-cluster-token",
+    "initial-cluster-state",
+    "tick-ms",
+    "max-request-bytes",
+    "snapshot-count",
+];
+
+/// Reads `--config-file` (before the flags are parsed) and turns each setting into its
+/// FLOTILLA_* environment variable unless that is set already, so that flags override
+/// environment variables, which override the file.
+fn load_config_file() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--config-file")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--config-file=").map(str::to_string)))
+        .or_else(|| std::env::var("FLOTILLA_CONFIG_FILE").ok());
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("{path}: {e}"))?;
+    for (key, value) in table {
+        if !FILE_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "{path}: unknown setting {key:?} (known: {})",
+                FILE_KEYS.join(", ")
+            ));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(format!("{path}: {key} must be a string or an integer, not {other}"))
+            }
+        };
+        let var = format!("FLOTILLA_{}", key.to_uppercase().replace('-', "_"));
+        if std::env::var_os(&var).is_none() {
+            std::env::set_var(var, value);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        if let Err(e) = load_config_file() {
+            eprintln!("flotilla serve: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {

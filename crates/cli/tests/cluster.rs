@@ -267,3 +267,38 @@ fn invalid_configuration_exits_non_zero_before_binding() {
     assert!(err.contains("--name \"nobody\" is not in --initial-cluster"), "{err}");
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing was bound");
 }
+
+/// `serve` reads a TOML file of settings keyed by flag name; flags override it; a mistake in
+/// it is a clear error before anything starts.
+#[test]
+fn a_toml_config_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flotilla.toml");
+    std::fs::write(&file, "name = \"ghost\"\ninitial-cluster = \"a=http://127.0.0.1:1\"\n")
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config-file", file.to_str().unwrap()])
+        .env_remove("FLOTILLA_NAME")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--name \"ghost\" is not in --initial-cluster"),
+        "the file was read: {err}"
+    );
+    // A flag overrides the file: now the name is a member, and the next mistake is reported.
+    let out = Command::new(BIN)
+        .args(["serve", "--config-file", file.to_str().unwrap(), "--name", "a", "--tick-ms", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tick-ms 0 must be in 1..=60000"), "{err}");
+    std::fs::write(&file, "nmae = \"typo\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"nmae\""));
+}

@@ -259,8 +259,61 @@ impl crate::rpc::cluster_server::Cluster for Api {
     }
 }
 
+/// A finished list of responses as the stream tonic sends.
+#[derive(Debug)]
+pub struct Chunks(std::collections::VecDeque<pb::SnapshotResponse>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<pb::SnapshotResponse, Status>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
 #[tonic::async_trait]
 impl crate::rpc::maintenance_server::Maintenance for Api {
+    type SnapshotStream = Chunks;
+
+    /// The member's whole state, streamed in 1 MiB chunks: its length (u64), the state,
+    /// zeros to a multiple of 512 bytes, then the SHA-256 of all that (etcd's Snapshot
+    /// stream shape; the state is Flotilla's encoding, not a bbolt file).
+    async fn snapshot(
+        &self,
+        _r: GrpcRequest<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (state, header) = self.call(Request::Snapshot).await?;
+        // As etcd does, the stream ends with the SHA-256 of what precedes it, which clients
+        // (etcdctl snapshot save) check.
+        // etcdctl also expects the part before the checksum to fill whole 512-byte pages (a
+        // bbolt file does): the state goes after its length and is padded with zeros.
+        use sha2::Digest;
+        let mut data = Vec::with_capacity(state.len() + 8 + 512 + 32);
+        data.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        data.extend_from_slice(&state);
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        let sum = sha2::Sha256::digest(&data);
+        data.extend_from_slice(&sum);
+        let data = bytes::Bytes::from(data);
+        let mut out = std::collections::VecDeque::new();
+        let mut at = 0;
+        loop {
+            let end = (at + (1 << 20)).min(data.len());
+            out.push_back(pb::SnapshotResponse {
+                header: Some(header.clone()),
+                remaining_bytes: (data.len() - end) as u64,
+                blob: data.slice(at..end),
+            });
+            at = end;
+            if at >= data.len() {
+                break;
+            }
+        }
+        Ok(Response::new(Chunks(out)))
+    }
+
     async fn status(
         &self,
         _r: GrpcRequest<pb::StatusRequest>,

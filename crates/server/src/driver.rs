@@ -98,6 +98,8 @@ pub enum Request {
     MoveLeader(NodeId, oneshot::Sender<Result<(), ApiError>>),
     /// A membership change (Thesis §4): answered with the members once it is applied here.
     Member(pb::MemberChange, Reply<Vec<MemberEntry>>),
+    /// The whole state (members and store) as a snapshot's bytes, at the applied index.
+    Snapshot(Reply<Bytes>),
 }
 
 /// A member as the Cluster API lists it.
@@ -482,6 +484,10 @@ impl Driver {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Request::Snapshot(reply) => {
+                let data = Bytes::from(encode_state(&self.registry, &self.mvcc));
+                let _ = reply.send(Ok((data, self.header())));
             }
             Request::MoveLeader(target, reply) => {
                 let r = self

@@ -335,6 +335,19 @@ pub struct StatusResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(uint64, tag = "2")]
+    pub remaining_bytes: u64,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub blob: bytes::Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct MoveLeaderRequest {
     #[prost(uint64, tag = "1")]
     pub target_id: u64,
