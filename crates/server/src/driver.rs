@@ -421,6 +421,12 @@ impl Driver {
                 self.writes.insert(id, PendingWrite { reply, deadline, proposed_at: now });
             }
             Request::Range(r, reply) => {
+                if let (false, Some(e)) = (r.serializable, &self.halted) {
+                    // A stopped node cannot confirm leadership; local reads still work.
+                    let msg = format!("{e}; serializable reads still work");
+                    let _ = reply.send(Err(ApiError::Storage(msg)));
+                    return;
+                }
                 if r.serializable {
                     let out = self.mvcc.range(&r).map_err(ApiError::from);
                     let _ = reply.send(out.map(|o| (o, self.header())));
