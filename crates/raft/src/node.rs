@@ -387,6 +387,16 @@ impl<S: LogStore> Node<S> {
         self.raft.log.first_index()
     }
 
+    /// The current term: cheaper than [`Node::status`] on a hot path.
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    /// The current role: cheaper than [`Node::status`] on a hot path.
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
     /// The commit index: cheaper than [`Node::status`] on a hot path.
     pub fn commit_index(&self) -> LogIndex {
         self.raft.log.committed()

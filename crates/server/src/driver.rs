@@ -344,7 +344,7 @@ impl Driver {
     }
 
     fn header(&self) -> Header {
-        Header { revision: self.mvcc.revision(), term: self.node.status().term.0 }
+        Header { revision: self.mvcc.revision(), term: self.node.term().0 }
     }
 
     fn halt(&mut self, e: String) {
@@ -864,7 +864,7 @@ impl Driver {
 
     /// Whether this node leads.
     pub fn is_leader(&self) -> bool {
-        self.node.status().role == Role::Leader
+        self.node.role() == Role::Leader
     }
 
     /// The store.
