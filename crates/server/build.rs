@@ -1,25 +1,32 @@
 //! Generates the gRPC service stubs (server and client) for the etcd v3 services Flotilla
 //! serves, from the hand-declared messages in `src/pb.rs`: no `.proto` files and no `protoc`.
 
-fn method(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
-    tonic_build::manual::Method::builder()
+fn build(
+    name: &str,
+    route: &str,
+    input: &str,
+    output: &str,
+    stream: bool,
+) -> tonic_build::manual::Method {
+    let b = tonic_build::manual::Method::builder()
         .name(name)
         .route_name(route)
         .input_type(format!("crate::pb::{input}"))
         .output_type(format!("crate::pb::{output}"))
-        .codec_path("tonic::codec::ProstCodec")
-        .build()
+        .codec_path("tonic::codec::ProstCodec");
+    if stream {
+        b.server_streaming().build()
+    } else {
+        b.build()
+    }
+}
+
+fn method(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
+    build(name, route, input, output, false)
 }
 
 fn streaming(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
-    tonic_build::manual::Method::builder()
-        .name(name)
-        .route_name(route)
-        .input_type(format!("crate::pb::{input}"))
-        .output_type(format!("crate::pb::{output}"))
-        .codec_path("tonic::codec::ProstCodec")
-        .server_streaming()
-        .build()
+    build(name, route, input, output, true)
 }
 
 fn service(name: &str, methods: Vec<tonic_build::manual::Method>) -> tonic_build::manual::Service {
