@@ -11,6 +11,17 @@ use flotilla_server::rpc::cluster_client::ClusterClient;
 use flotilla_server::rpc::k_v_client::KVClient as KvClient;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
 
+/// `println!` for command output that ends quietly when the reader has gone (`| head`):
+/// a closed pipe is not an error of the command.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod bench;
 mod dev;
 
@@ -350,9 +361,9 @@ async fn client(cmd: Command) -> Result<(), String> {
             .await?;
             let rev = r.header.map_or(0, |h| h.revision);
             if conn.json {
-                println!("{{\"revision\":{rev}}}");
+                say!("{{\"revision\":{rev}}}");
             } else {
-                println!("OK (revision {rev})");
+                say!("OK (revision {rev})");
             }
         }
         Command::Get { key, range_end, prefix, rev, serializable, conn } => {
@@ -385,14 +396,10 @@ async fn client(cmd: Command) -> Result<(), String> {
                     })
                     .collect();
                 let rev = r.header.map_or(0, |h| h.revision);
-                println!(
-                    "{{\"revision\":{rev},\"count\":{},\"kvs\":[{}]}}",
-                    r.count,
-                    kvs.join(",")
-                );
+                say!("{{\"revision\":{rev},\"count\":{},\"kvs\":[{}]}}", r.count, kvs.join(","));
             } else {
                 for kv in r.kvs {
-                    println!("{}\n{}", text(&kv.key), text(&kv.value));
+                    say!("{}\n{}", text(&kv.key), text(&kv.value));
                 }
             }
         }
@@ -406,9 +413,9 @@ async fn client(cmd: Command) -> Result<(), String> {
             })
             .await?;
             if conn.json {
-                println!("{{\"deleted\":{}}}", r.deleted);
+                say!("{{\"deleted\":{}}}", r.deleted);
             } else {
-                println!("{}", r.deleted);
+                say!("{}", r.deleted);
             }
         }
         Command::Status { conn } => {
@@ -425,12 +432,12 @@ async fn client(cmd: Command) -> Result<(), String> {
                     Ok(s) => {
                         let id = s.header.as_ref().map_or(0, |h| h.member_id);
                         if conn.json {
-                            println!(
+                            say!(
                                 "{{\"endpoint\":{ep:?},\"member\":{id},\"leader\":{},\"term\":{},\"commit\":{},\"applied\":{},\"version\":{:?}}}",
                                 s.leader, s.raft_term, s.raft_index, s.raft_applied_index, s.version
                             );
                         } else {
-                            println!(
+                            say!(
                                 "{ep}: member {id}{} term {} commit {} applied {} (leader {})",
                                 if s.leader == id { " (leader)" } else { "" },
                                 s.raft_term,
@@ -440,7 +447,7 @@ async fn client(cmd: Command) -> Result<(), String> {
                             );
                         }
                     }
-                    Err(e) => println!("{ep}: unreachable: {e}"),
+                    Err(e) => say!("{ep}: unreachable: {e}"),
                 }
             }
         }
@@ -463,10 +470,10 @@ async fn client(cmd: Command) -> Result<(), String> {
                 .collect();
             initial.sort();
             if conn.json {
-                println!("{{\"id\":{id},\"initial_cluster\":{:?}}}", initial.join(","));
+                say!("{{\"id\":{id},\"initial_cluster\":{:?}}}", initial.join(","));
             } else {
-                println!("Member {id:x} added{}", if learner { " as a learner" } else { "" });
-                println!("start it with: flotilla serve --name {name} --listen-peer-urls {peer_urls} --initial-cluster-state existing --initial-cluster <the members, in id order>");
+                say!("Member {id:x} added{}", if learner { " as a learner" } else { "" });
+                say!("start it with: flotilla serve --name {name} --listen-peer-urls {peer_urls} --initial-cluster-state existing --initial-cluster <the members, in id order>");
             }
         }
         Command::Member { command: MemberCommand::Remove { id, conn } } => {
@@ -478,7 +485,7 @@ async fn client(cmd: Command) -> Result<(), String> {
                     .map(|r| r.into_inner())
             })
             .await?;
-            println!("Member {id:x} removed");
+            say!("Member {id:x} removed");
         }
         Command::Member { command: MemberCommand::Promote { id, conn } } => {
             let id = hex_id(&id)?;
@@ -489,7 +496,7 @@ async fn client(cmd: Command) -> Result<(), String> {
                     .map(|r| r.into_inner())
             })
             .await?;
-            println!("Member {id:x} promoted");
+            say!("Member {id:x} promoted");
         }
         Command::Member { command: MemberCommand::List { conn } } => {
             let r = with_endpoint(&conn, |ch| async move {
@@ -501,12 +508,12 @@ async fn client(cmd: Command) -> Result<(), String> {
             .await?;
             for m in r.members {
                 if conn.json {
-                    println!(
+                    say!(
                         "{{\"id\":{},\"name\":{:?},\"peer_urls\":{:?},\"client_urls\":{:?},\"is_learner\":{}}}",
                         m.id, m.name, m.peer_urls, m.client_urls, m.is_learner
                     );
                 } else {
-                    println!(
+                    say!(
                         "{:x}, {}, {}, {}, {}",
                         m.id,
                         m.name,
@@ -531,13 +538,13 @@ async fn client(cmd: Command) -> Result<(), String> {
             .await?;
             let rev = r.header.map_or(0, |h| h.revision);
             if conn.json {
-                println!("{{\"succeeded\":{},\"revision\":{rev}}}", r.succeeded);
+                say!("{{\"succeeded\":{},\"revision\":{rev}}}", r.succeeded);
             } else {
-                println!("{} (revision {rev})", if r.succeeded { "SUCCESS" } else { "FAILURE" });
+                say!("{} (revision {rev})", if r.succeeded { "SUCCESS" } else { "FAILURE" });
                 for resp in r.responses {
                     if let Some(pb::response_op::Response::ResponseRange(rr)) = resp.response {
                         for kv in rr.kvs {
-                            println!("{}\n{}", text(&kv.key), text(&kv.value));
+                            say!("{}\n{}", text(&kv.key), text(&kv.value));
                         }
                     }
                 }
@@ -572,7 +579,7 @@ async fn client(cmd: Command) -> Result<(), String> {
             let tmp = file.with_extension("part");
             std::fs::write(&tmp, state).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
-            println!(
+            say!(
                 "Snapshot saved at {} ({} bytes, revision {})",
                 file.display(),
                 state.len(),
@@ -610,7 +617,7 @@ async fn client(cmd: Command) -> Result<(), String> {
             if !moved {
                 return Err("no endpoint is the leader; give the leader's endpoint".into());
             }
-            println!("leadership transfer to {target:x} started");
+            say!("leadership transfer to {target:x} started");
         }
         Command::Dev { .. } | Command::Serve(_) => unreachable!("handled by main"),
     }
