@@ -242,6 +242,11 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
         metrics = http("/metrics");
     }
     assert!(metrics.contains("flotilla_commits_total 2"), "{metrics}");
+    assert!(metrics.contains("flotilla_proposal_commit_duration_seconds_count 2"), "{metrics}");
+    assert!(
+        metrics.contains("flotilla_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("flotilla_has_leader 1"), "{metrics}");
 }
 

@@ -179,6 +179,7 @@ impl ServerConfig {
             snapshot: crate::driver::SnapshotPolicy {
                 every: f.snapshot_count,
                 keep: (f.snapshot_count / 2).min(5_000),
+                ..Default::default()
             },
             metrics_addr,
             join_existing,

@@ -145,11 +145,18 @@ pub struct SnapshotPolicy {
     /// Entries kept in the log below the snapshot, so that followers slightly behind catch
     /// up from the log rather than a snapshot (etcd keeps 5000).
     pub keep: u64,
+    /// And once the entries applied since the last snapshot hold at least this share of that
+    /// snapshot's size. A snapshot copies the whole store (every version until compacted), so
+    /// counting entries alone makes its cost grow with the store while the work it saves does
+    /// not; with this rule the bytes snapshotted stay within `1 / ratio` times the bytes
+    /// logged, and the log kept (in memory and on disk) within about `ratio` times the
+    /// store. The default, 0.25, favours memory over CPU.
+    pub min_log_ratio: f64,
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy { every: 10_000, keep: 5_000 }
+        SnapshotPolicy { every: 10_000, keep: 5_000, min_log_ratio: 0.25 }
     }
 }
 
@@ -186,6 +193,9 @@ pub struct Driver {
     /// Index of the newest snapshot, and whether one is being written.
     snapshot_index: u64,
     snapshotting: bool,
+    /// Size of the newest snapshot, and the bytes of entries applied since it was taken.
+    snapshot_bytes: u64,
+    applied_bytes: u64,
     /// The driver's own input, for the background snapshot writer's report.
     self_tx: mpsc::Sender<Input>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -261,15 +271,15 @@ impl Driver {
             Err(e) => return Err(e.into()),
         };
         let mut registry = registry;
-        let (mvcc, applied) = match log.load_snapshot()? {
+        let (mvcc, applied, snapshot_bytes) = match log.load_snapshot()? {
             Some((meta, data)) => {
                 let (r, m) = decode_state(&data).ok_or_else(|| {
                     StartError::Raft(format!("snapshot {} does not decode", meta.id()))
                 })?;
                 registry.extend(r);
-                (m, meta.index)
+                (m, meta.index, data.len() as u64)
             }
-            None => (Mvcc::new(), LogIndex::ZERO),
+            None => (Mvcc::new(), LogIndex::ZERO, 0),
         };
         let node =
             Node::restart(config, log, applied).map_err(|e| StartError::Raft(e.to_string()))?;
@@ -292,6 +302,8 @@ impl Driver {
             policy,
             snapshot_index: applied.0,
             snapshotting: false,
+            snapshot_bytes,
+            applied_bytes: 0,
             self_tx,
             metrics,
             leader: None,
@@ -562,6 +574,8 @@ impl Driver {
                             }
                             self.applied = meta.index.0;
                             self.snapshot_index = meta.index.0;
+                            self.snapshot_bytes = data.len() as u64;
+                            self.applied_bytes = 0;
                             self.metrics.snapshots_installed.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
@@ -578,10 +592,7 @@ impl Driver {
                 return self.halt(e.to_string());
             }
             if rd.must_sync {
-                self.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .fsync_us_sum
-                    .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.metrics.fsync.observe(t0.elapsed());
             }
             // 3. Answers, now that what they promise is durable.
             for m in rd.persisted_messages {
@@ -620,6 +631,7 @@ impl Driver {
         if self.snapshotting
             || self.halted.is_some()
             || self.applied < self.snapshot_index + self.policy.every
+            || (self.applied_bytes as f64) < self.snapshot_bytes as f64 * self.policy.min_log_ratio
         {
             return;
         }
@@ -640,6 +652,7 @@ impl Driver {
         let registry = self.registry.clone();
         let tx = self.self_tx.clone();
         self.snapshotting = true;
+        self.applied_bytes = 0;
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             let data = encode_state(&registry, &view);
             let r = writer.save(&meta, &data).map_err(|e| e.to_string());
@@ -658,6 +671,7 @@ impl Driver {
             Err(e) => return self.halt(format!("snapshot write: {e}")),
         };
         let index = info.meta.index.0;
+        self.snapshot_bytes = info.size;
         self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
         self.node.store_mut().snapshot_saved(info);
         self.snapshot_index = self.snapshot_index.max(index);
@@ -804,6 +818,7 @@ impl Driver {
 
     fn apply(&mut self, e: flotilla_raft::Entry) {
         self.applied = e.index.0;
+        self.applied_bytes += e.data.len() as u64;
         let mine = self.proposed.remove(&e.index.0);
         if e.kind != EntryKind::Normal || e.data.is_empty() {
             if let Some(id) = mine {
@@ -827,9 +842,7 @@ impl Driver {
         if let Some(w) = self.writes.remove(&req.id) {
             let header = self.header();
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .commit_latency_us_sum
-                .fetch_add(w.proposed_at.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.metrics.commit_latency.observe(w.proposed_at.elapsed());
             let _ = w.reply.send(result.map(|a| (a, header)));
         }
     }
@@ -890,7 +903,7 @@ fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<
             out.put_slice(s.as_bytes());
         }
     }
-    out.extend_from_slice(&mvcc.encode());
+    mvcc.encode_into(&mut out);
     out
 }
 

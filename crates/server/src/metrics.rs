@@ -1,6 +1,6 @@
 //! Prometheus `/metrics` and `/health` on their own port (`--listen-metrics-urls`), served by
-//! a minimal HTTP/1.1 responder: counters the driver and transport update with relaxed
-//! atomics, rendered in the text exposition format.
+//! a minimal HTTP/1.1 responder: counters, gauges and latency histograms the driver and
+//! transport update with relaxed atomics, rendered in the text exposition format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,14 +14,12 @@ pub struct Metrics {
     pub proposals: AtomicU64,
     /// Proposals that failed (no leader, leader changed, timeout, storage).
     pub proposals_failed: AtomicU64,
-    /// Writes whose entry was applied here, and their total latency from proposal to apply.
+    /// Writes whose entry was applied here.
     pub commits: AtomicU64,
-    /// Sum of commit latencies, microseconds.
-    pub commit_latency_us_sum: AtomicU64,
-    /// fsyncs and their total duration, microseconds.
-    pub fsyncs: AtomicU64,
-    /// Sum of fsync durations, microseconds.
-    pub fsync_us_sum: AtomicU64,
+    /// Latency from proposal to apply of the writes proposed here.
+    pub commit_latency: Histogram,
+    /// WAL fsync durations.
+    pub fsync: Histogram,
     /// Commit index minus applied index at the last Ready.
     pub apply_lag: AtomicU64,
     /// Times this member saw the leader change.
@@ -48,6 +46,7 @@ impl Metrics {
         let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
         };
+
         metric(
             "flotilla_proposals_total",
             "counter",
@@ -65,19 +64,6 @@ impl Metrics {
             "counter",
             "Client writes applied after being proposed here.",
             g(&self.commits),
-        );
-        metric(
-            "flotilla_commit_latency_microseconds_sum",
-            "counter",
-            "Sum of proposal-to-apply latencies.",
-            g(&self.commit_latency_us_sum),
-        );
-        metric("flotilla_fsyncs_total", "counter", "WAL fsyncs.", g(&self.fsyncs));
-        metric(
-            "flotilla_fsync_duration_microseconds_sum",
-            "counter",
-            "Sum of fsync durations.",
-            g(&self.fsync_us_sum),
         );
         metric(
             "flotilla_apply_lag_entries",
@@ -117,6 +103,12 @@ impl Metrics {
             "Peer connections dropped for bad input.",
             g(&self.peer_bad_frames),
         );
+        self.commit_latency.render(
+            &mut out,
+            "flotilla_proposal_commit_duration_seconds",
+            "Latency from proposal to apply of writes proposed on this member.",
+        );
+        self.fsync.render(&mut out, "flotilla_wal_fsync_duration_seconds", "WAL fsync durations.");
         out
     }
 
@@ -124,6 +116,64 @@ impl Metrics {
     pub fn healthy(&self) -> bool {
         self.has_leader.load(Ordering::Relaxed) == 1
             && self.storage_failed.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Upper bounds of the latency buckets, microseconds: 50 µs to 10 s, about three per decade
+/// (a local fsync takes 0.1-1 ms, a commit 0.3 ms to tens of ms under load).
+const BUCKETS_US: [u64; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
+
+/// A Prometheus histogram of durations with fixed buckets, updated without locks.
+///
+/// ```
+/// use flotilla_server::metrics::Histogram;
+/// let h = Histogram::default();
+/// h.observe(std::time::Duration::from_micros(300));
+/// let mut out = String::new();
+/// h.render(&mut out, "demo_seconds", "A demo.");
+/// assert!(out.contains("demo_seconds_bucket{le=\"0.0005\"} 1"));
+/// assert!(out.contains("demo_seconds_bucket{le=\"0.00025\"} 0"));
+/// assert!(out.contains("demo_seconds_count 1"));
+/// ```
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US.partition_point(|b| *b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Appends the histogram in the text exposition format (cumulative buckets, seconds).
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut acc = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            acc += b.load(Ordering::Relaxed);
+            let le =
+                BUCKETS_US.get(i).map_or("+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {acc}");
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", self.count());
     }
 }
 

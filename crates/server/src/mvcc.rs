@@ -14,6 +14,7 @@
 //! (Raft's State Machine Safety gives the order).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use thiserror::Error;
@@ -53,8 +54,10 @@ pub struct Mvcc {
     compact_revision: i64,
     /// Approximate bytes held (keys and values of every version).
     bytes: u64,
-    /// Each key's versions, oldest first, by mod revision.
-    keys: BTreeMap<Bytes, Vec<Version>>,
+    /// Each key's versions, oldest first, by mod revision. Shared, so that a clone (the view
+    /// a background snapshot encodes) costs one reference per key, and a later write copies
+    /// only the histories it touches.
+    keys: BTreeMap<Bytes, Arc<Vec<Version>>>,
 }
 
 /// A read-only view for ranges (the current state or a historical revision).
@@ -98,7 +101,7 @@ impl Mvcc {
         &'a self,
         key: &'a Bytes,
         range_end: &'a Bytes,
-    ) -> Box<dyn Iterator<Item = (&'a Bytes, &'a Vec<Version>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a Bytes, &'a Arc<Vec<Version>>)> + 'a> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         if range_end.is_empty() {
             return Box::new(self.keys.get_key_value(key).into_iter());
@@ -250,7 +253,7 @@ impl Mvcc {
             value,
             lease: 0,
         };
-        self.keys.entry(key).or_default().push((rev, Some(kv)));
+        Arc::make_mut(self.keys.entry(key).or_default()).push((rev, Some(kv)));
         prev
     }
 
@@ -265,7 +268,7 @@ impl Mvcc {
             .filter_map(|(k, h)| h.last().and_then(|(_, kv)| kv.clone()).map(|kv| (k.clone(), kv)))
             .collect();
         for (k, _) in &doomed {
-            self.keys.get_mut(k).expect("listed above").push((rev, None));
+            Arc::make_mut(self.keys.get_mut(k).expect("listed above")).push((rev, None));
         }
         pb::DeleteRangeResponse {
             header: None,
@@ -403,7 +406,9 @@ impl Mvcc {
                 Some((_, Some(_))) => i - 1,
                 _ => i,
             };
-            h.drain(..keep_from);
+            if keep_from > 0 {
+                Arc::make_mut(h).drain(..keep_from);
+            }
             !h.is_empty()
         });
         self.compact_revision = rev;
@@ -426,13 +431,19 @@ impl Mvcc {
     /// key's versions. Deterministic.
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::new();
+        self.encode_into(&mut out);
+        Bytes::from(out)
+    }
+
+    /// [`Mvcc::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.put_i64_le(self.revision);
         out.put_i64_le(self.compact_revision);
         out.put_u64_le(self.keys.len() as u64);
         for (k, h) in &self.keys {
-            put_bytes(&mut out, k);
+            put_bytes(out, k);
             out.put_u64_le(h.len() as u64);
-            for (rev, kv) in h {
+            for (rev, kv) in h.iter() {
                 out.put_i64_le(*rev);
                 match kv {
                     None => out.put_u8(0),
@@ -440,12 +451,11 @@ impl Mvcc {
                         out.put_u8(1);
                         out.put_i64_le(kv.create_revision);
                         out.put_i64_le(kv.version);
-                        put_bytes(&mut out, &kv.value);
+                        put_bytes(out, &kv.value);
                     }
                 }
             }
         }
-        Bytes::from(out)
     }
 
     /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
@@ -494,7 +504,7 @@ impl Mvcc {
                 };
                 h.push((rev, kv));
             }
-            keys.insert(key, h);
+            keys.insert(key, Arc::new(h));
         }
         let mut m = Mvcc { revision, compact_revision, bytes: 0, keys };
         m.bytes = m.recount();

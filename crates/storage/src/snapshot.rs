@@ -96,17 +96,24 @@ fn decode_info(buf: &[u8]) -> Option<SnapshotInfo> {
 
 /// Encodes a snapshot file.
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let mut out = encode_head(meta, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out
+}
+
+/// A snapshot file's bytes before the data: magic, metadata, data length. The file is this,
+/// the data, then the CRC32C of both.
+fn encode_head(meta: &SnapshotMeta, data_len: usize) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&meta.index.0.to_le_bytes());
     m.extend_from_slice(&meta.term.0.to_le_bytes());
     codec::encode_membership(&mut m, &meta.membership);
-    let mut out = Vec::with_capacity(32 + m.len() + data.len());
+    let mut out = Vec::with_capacity(32 + m.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(m.len() as u32).to_le_bytes());
     out.extend_from_slice(&m);
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out.extend_from_slice(&(data_len as u64).to_le_bytes());
     out
 }
 
@@ -164,16 +171,21 @@ impl<F: FileSystem> SnapshotStore<F> {
 
     /// Writes a snapshot durably and prunes old ones. Returns its description.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotInfo, WalError> {
-        let out = encode_snapshot(meta, data);
+        // Written in three pieces, so a large state is never copied into one buffer.
+        let head = encode_head(meta, data.len());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), data).to_le_bytes();
         let final_path = join(&self.dir, &name(meta.index, meta.term));
         let tmp = join(&self.dir, &format!("{}.tmp", name(meta.index, meta.term)));
         let mut f = self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
-        f.append(&out).map_err(|e| WalError::io("write", &tmp, e))?;
+        for piece in [&head[..], data, &crc[..]] {
+            f.append(piece).map_err(|e| WalError::io("write", &tmp, e))?;
+        }
         f.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| WalError::io("sync directory", &self.dir, e))?;
         self.prune()?;
-        Ok(SnapshotInfo { meta: meta.clone(), size: out.len() as u64 })
+        let size = (head.len() + data.len() + crc.len()) as u64;
+        Ok(SnapshotInfo { meta: meta.clone(), size })
     }
 
     /// Another handle on the same directory.
