@@ -65,8 +65,7 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
             "--read-ratio must be in [0, 1]; --clients, --conns, --key-space positive".into()
         );
     }
-    let endpoints: Vec<String> =
-        a.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let endpoints = crate::parse_endpoints(&a.endpoints);
     let mut channels = Vec::new();
     for i in 0..a.conns {
         let ep = &endpoints[i % endpoints.len()];

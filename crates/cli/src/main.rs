@@ -240,7 +240,16 @@ struct ServeArgs {
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
-    conn.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    parse_endpoints(&conn.endpoints)
+}
+
+/// Comma-separated endpoints; like etcdctl, `host:port` means `http://host:port`.
+pub(crate) fn parse_endpoints(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .collect()
 }
 
 fn prefix_end(key: &[u8]) -> Vec<u8> {

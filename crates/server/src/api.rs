@@ -4,22 +4,21 @@
 // `tonic::Status` is the error type of every gRPC handler; boxing it here would only be undone.
 #![allow(clippy::result_large_err)]
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::config::ServerConfig;
-use crate::driver::{ApiError, Header, Input, MemberEntry, Request, StatusInfo};
+use crate::driver::{ApiError, Header, Inbox, Input, MemberEntry, Request, StatusInfo};
 use crate::mvcc::{Applied, MvccError};
 use crate::pb;
 
 /// The shared state of the services.
 #[derive(Clone, Debug)]
 pub struct Api {
-    tx: Arc<Mutex<mpsc::Sender<Input>>>,
+    tx: Inbox,
     cluster_id: u64,
     member_id: u64,
     config: Arc<ServerConfig>,
@@ -44,21 +43,12 @@ fn status_of(e: ApiError) -> Status {
 
 impl Api {
     /// Services for `config`, sending to the driver through `tx`.
-    pub fn new(config: Arc<ServerConfig>, tx: mpsc::Sender<Input>) -> Api {
-        Api {
-            tx: Arc::new(Mutex::new(tx)),
-            cluster_id: config.cluster_id,
-            member_id: config.id().0,
-            config,
-        }
+    pub fn new(config: Arc<ServerConfig>, tx: Inbox) -> Api {
+        Api { tx, cluster_id: config.cluster_id, member_id: config.id().0, config }
     }
 
     fn send(&self, input: Input) -> Result<(), Status> {
-        self.tx
-            .lock()
-            .map_err(|_| Status::internal("driver channel poisoned"))?
-            .send(input)
-            .map_err(|_| status_of(ApiError::Stopped))
+        self.tx.send(input).map_err(|_| status_of(ApiError::Stopped))
     }
 
     async fn call<T>(

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -136,6 +135,10 @@ pub enum Input {
     Stop,
 }
 
+/// The driver's input channel: clients (from the gRPC runtime's threads), the peer
+/// connections (on the driver's own thread) and the background snapshot writer send to it.
+pub type Inbox = tokio::sync::mpsc::UnboundedSender<Input>;
+
 /// When the driver snapshots the store and compacts the log (Raft §7).
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
@@ -197,7 +200,7 @@ pub struct Driver {
     snapshot_bytes: u64,
     applied_bytes: u64,
     /// The driver's own input, for the background snapshot writer's report.
-    self_tx: mpsc::Sender<Input>,
+    self_tx: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     leader: Option<NodeId>,
     /// Every member's name and peer URL (replicated through the log and in snapshots).
@@ -226,7 +229,7 @@ pub struct Wiring {
     /// When to snapshot.
     pub policy: SnapshotPolicy,
     /// The driver's own input channel (the background snapshot writer reports there).
-    pub self_tx: mpsc::Sender<Input>,
+    pub self_tx: Inbox,
     /// Counters for `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The initial members' names and peer URLs, by id.
@@ -314,14 +317,16 @@ impl Driver {
         })
     }
 
-    /// Runs until `Stop` or until every sender is gone.
-    pub fn run(mut self, rx: mpsc::Receiver<Input>) {
+    /// Runs until `Stop` or until every sender is gone. Runs on the driver's thread, inside
+    /// the [`tokio::task::LocalSet`] that also holds the peer connections: the driver blocks
+    /// that thread while it writes and syncs, which is the point (nothing else on it could
+    /// make progress that matters meanwhile), and yields only to wait for input.
+    pub async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Input>) {
         let mut next_tick = Instant::now() + self.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Ok(input) => {
+            match tokio::time::timeout_at(next_tick.into(), rx.recv()).await {
+                Ok(None | Some(Input::Stop)) => break,
+                Ok(Some(input)) => {
                     self.handle(input);
                     // Group commit: take everything already queued before the next Ready.
                     let mut stop = false;
@@ -339,7 +344,7 @@ impl Driver {
                         break;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_elapsed) => {}
             }
             if Instant::now() >= next_tick {
                 next_tick += self.tick;
@@ -351,6 +356,7 @@ impl Driver {
                 self.expire();
             }
             self.process();
+            self.peers.flush();
         }
         let _ = self.node.store_mut().sync();
     }
@@ -558,6 +564,7 @@ impl Driver {
             for m in rd.messages {
                 self.peers.send(m.to, &PeerFrame::Raft(m));
             }
+            self.peers.flush();
             // 2. Persist (snapshot chunks, a completed snapshot, entries, hard state) and sync.
             let store = self.node.store_mut();
             let mut r = Ok(());
@@ -598,6 +605,7 @@ impl Driver {
             for m in rd.persisted_messages {
                 self.peers.send(m.to, &PeerFrame::Raft(m));
             }
+            self.peers.flush();
             // 4. Apply.
             for e in rd.committed_entries {
                 self.apply(e);

@@ -2,7 +2,6 @@
 //! transport, the driver thread and the gRPC services; stop cleanly on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use flotilla_raft::{Config, Membership, NodeId};
@@ -45,79 +44,35 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let me = config.id();
     rt.block_on(async move {
-        let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
-            .await
+        // The peer port is bound here, so that a port in use is reported before anything
+        // starts; the driver's thread serves it.
+        let peer_listener = std::net::TcpListener::bind(config.peer_addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr: config.peer_addr, source })?;
         let client_listener = tokio::net::TcpListener::bind(config.client_addr)
             .await
             .map_err(|source| ServeError::Bind { addr: config.client_addr, source })?;
         let stats = Arc::new(TransportStats::default());
-        let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> = config
-            .members
-            .iter()
-            .filter(|m| m.id != me)
-            .map(|m| (m.id, parse_url("--initial-cluster", &m.peer_url).expect("checked")))
-            .collect();
-        let peers = Peers::start(
-            &tokio::runtime::Handle::current(),
-            me,
-            config.cluster_id,
-            peer_addrs,
-            stats.clone(),
-        );
-        // A member joining a running cluster bootstraps from the others; the log brings the
-        // change that adds it (Thesis §4.2: it catches up as a learner first if so added).
-        let voters: Vec<NodeId> = config
-            .members
-            .iter()
-            .map(|m| m.id)
-            .filter(|id| !config.join_existing || *id != me)
-            .collect();
-        let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
-        let raft_config = Config {
-            // Seeded per member and start, so that restarted members do not time out in step.
-            rng_seed: me.0 ^ std::process::id() as u64,
-            ..Config::new(me)
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let driver_thread = {
+            let (config, stats, tx) = (config.clone(), stats.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name(format!("driver-{}", config.name))
+                .spawn(move || driver_thread(&config, stats, peer_listener, tx, rx, opened_tx))
+                .map_err(ServeError::Runtime)?
         };
-        let (tx, rx) = mpsc::channel::<Input>();
-        let driver = Driver::open(
-            raft_config,
-            &config.data_dir,
-            membership,
-            crate::driver::Wiring {
-                peers,
-                tick: config.tick,
-                policy: config.snapshot,
-                self_tx: tx.clone(),
-                metrics: stats.clone(),
-                registry: config
-                    .members
-                    .iter()
-                    .map(|m| (m.id.0, (m.name.clone(), m.peer_url.clone())))
-                    .collect(),
-                me: (
-                    config.name.clone(),
-                    config
-                        .members
-                        .iter()
-                        .find(|m| m.id == me)
-                        .map(|m| m.peer_url.clone())
-                        .unwrap_or_default(),
-                ),
-            },
-        )?;
-        let driver_thread = std::thread::Builder::new()
-            .name(format!("driver-{}", config.name))
-            .spawn(move || driver.run(rx))
-            .map_err(ServeError::Runtime)?;
-        let peer_tx = std::sync::Mutex::new(tx.clone());
-        let deliver = Arc::new(move |f| {
-            if let Ok(t) = peer_tx.lock() {
-                let _ = t.send(Input::Peer(f));
+        match opened_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = driver_thread.join();
+                return Err(e);
             }
-        });
-        let deliver = move |f| deliver(f);
-        tokio::spawn(transport::listen(peer_listener, config.cluster_id, me, stats.clone(), deliver));
+            Err(_) => {
+                let _ = driver_thread.join();
+                return Err(ServeError::Runtime(std::io::Error::other("the driver thread ended")));
+            }
+        }
         if let Some(addr) = config.metrics_addr {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -155,6 +110,97 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let _ = driver_thread.join();
         r.map_err(ServeError::from)
     })
+}
+
+/// The driver's thread: a current-thread runtime holding the driver and the peer connections
+/// (see [`crate::transport`]). Reports through `opened` whether the data directory opened.
+fn driver_thread(
+    config: &ServerConfig,
+    stats: Arc<TransportStats>,
+    peer_listener: std::net::TcpListener,
+    tx: crate::driver::Inbox,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    opened: tokio::sync::oneshot::Sender<Result<(), ServeError>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = opened.send(Err(ServeError::Runtime(e)));
+            return;
+        }
+    };
+    let me = config.id();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match tokio::net::TcpListener::from_std(peer_listener) {
+            Ok(l) => l,
+            Err(source) => {
+                let _ = opened.send(Err(ServeError::Bind { addr: config.peer_addr, source }));
+                return;
+            }
+        };
+        let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> = config
+            .members
+            .iter()
+            .filter(|m| m.id != me)
+            .map(|m| (m.id, parse_url("--initial-cluster", &m.peer_url).expect("checked")))
+            .collect();
+        let peers = Peers::start(me, config.cluster_id, peer_addrs, stats.clone());
+        // A member joining a running cluster bootstraps from the others; the log brings the
+        // change that adds it (Thesis §4.2: it catches up as a learner first if so added).
+        let voters: Vec<NodeId> = config
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !config.join_existing || *id != me)
+            .collect();
+        let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
+        let raft_config = Config {
+            // Seeded per member and start, so that restarted members do not time out in step.
+            rng_seed: me.0 ^ std::process::id() as u64,
+            ..Config::new(me)
+        };
+        let wiring = crate::driver::Wiring {
+            peers,
+            tick: config.tick,
+            policy: config.snapshot,
+            self_tx: tx.clone(),
+            metrics: stats.clone(),
+            registry: config
+                .members
+                .iter()
+                .map(|m| (m.id.0, (m.name.clone(), m.peer_url.clone())))
+                .collect(),
+            me: (
+                config.name.clone(),
+                config
+                    .members
+                    .iter()
+                    .find(|m| m.id == me)
+                    .map(|m| m.peer_url.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        let driver = match Driver::open(raft_config, &config.data_dir, membership, wiring) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = opened.send(Err(e.into()));
+                return;
+            }
+        };
+        let deliver = move |f| {
+            let _ = tx.send(Input::Peer(f));
+        };
+        tokio::task::spawn_local(transport::listen(
+            listener,
+            config.cluster_id,
+            me,
+            stats,
+            deliver,
+        ));
+        let _ = opened.send(Ok(()));
+        driver.run(rx).await;
+    });
 }
 
 /// The accepted connections of `listener` as the stream tonic serves.

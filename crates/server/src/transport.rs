@@ -1,18 +1,29 @@
-//! Peer connections: one persistent outbound TCP connection per peer with a bounded queue,
-//! reconnecting with jittered backoff; an inbound listener that checks each connection's
-//! handshake and hands decoded frames to the driver. A malformed frame drops that connection
+//! Peer connections. They live on the driver's own thread (a current-thread tokio runtime
+//! that the driver runs on), so that a Raft message costs no hand-off between threads: the
+//! driver appends frames to a peer's outgoing buffer and writes them to the socket itself,
+//! without blocking, at the points of the `Ready` contract where they must leave
+//! ([`Peers::flush`]); only what the socket does not take at once is left to that peer's
+//! task, which waits until the socket is writable. Inbound connections are read by tasks on
+//! the same thread, which hand decoded frames to the driver.
+//!
+//! One persistent outbound TCP connection per peer, reconnecting with jittered backoff and
+//! opening with a handshake (protocol version, cluster id, both member ids); a bounded
+//! outgoing buffer (frames beyond it are dropped and counted; Raft resends); an inbound
+//! listener that checks each connection's handshake. A malformed frame drops that connection
 //! and is counted; the node keeps running.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use flotilla_raft::NodeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::wire::{self, Handshake};
 
@@ -29,17 +40,21 @@ pub enum PeerFrame {
 impl PeerFrame {
     /// The frame payload: a kind byte, then the body.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`PeerFrame::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             PeerFrame::Raft(m) => {
-                let mut out = vec![0u8];
-                out.extend_from_slice(&wire::encode(m));
-                out
+                out.push(0);
+                wire::encode_into(m, out);
             }
             PeerFrame::Forward(data) => {
-                let mut out = Vec::with_capacity(1 + data.len());
                 out.push(1);
                 out.extend_from_slice(data);
-                out
             }
         }
     }
@@ -61,65 +76,147 @@ impl PeerFrame {
 
 pub use crate::metrics::Metrics as TransportStats;
 
-/// The sending side: one queue per peer.
-#[derive(Clone, Debug)]
+/// Bytes buffered for one peer before new frames are dropped (Raft retries what is lost).
+/// Large enough for several maximal appends (1 MiB each by default) and snapshot chunks.
+const BACKLOG_MAX: usize = 32 << 20;
+
+/// One peer's outgoing side, shared by the driver and the peer's connection task (both on
+/// the driver's thread).
+#[derive(Debug, Default)]
+struct Link {
+    state: RefCell<LinkState>,
+    /// Wakes the connection task: bytes are waiting, the connection broke, or the link closed.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    /// The connection, once established and handshaken.
+    stream: Option<Rc<TcpStream>>,
+    /// Bytes not yet written, from `sent` on: whole frames, except that the first may have
+    /// been written in part.
+    buf: Vec<u8>,
+    sent: usize,
+    /// The peer was removed or replaced: the task ends.
+    closed: bool,
+}
+
+impl LinkState {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    /// Writes what the socket takes now, without blocking. `false` if the connection broke
+    /// (the buffer is then dropped: what it held may have been cut mid-frame).
+    fn write_now(&mut self) -> bool {
+        let Some(s) = self.stream.clone() else { return true };
+        while self.sent < self.buf.len() {
+            match s.try_write(self.pending()) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.reset();
+                    return false;
+                }
+            }
+        }
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        } else if self.sent > self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        self.stream = None;
+        self.buf.clear();
+        self.sent = 0;
+    }
+}
+
+/// The sending side: one link per peer. Lives on the driver's thread.
+#[derive(Debug)]
 pub struct Peers {
-    queues: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    links: BTreeMap<NodeId, Rc<Link>>,
     stats: Arc<TransportStats>,
-    rt: tokio::runtime::Handle,
     me: NodeId,
     cluster_id: u64,
 }
 
-/// Frames queued per peer before new ones are dropped (Raft retries what is lost).
-const QUEUE: usize = 4096;
-
 impl Peers {
-    /// Starts one connection task per peer (`id -> address`).
+    /// Starts one connection task per peer (`id -> address`). Must run inside a
+    /// [`tokio::task::LocalSet`] on the driver's thread.
     pub fn start(
-        rt: &tokio::runtime::Handle,
         me: NodeId,
         cluster_id: u64,
         peers: BTreeMap<NodeId, std::net::SocketAddr>,
         stats: Arc<TransportStats>,
     ) -> Peers {
-        let mut p = Peers { queues: BTreeMap::new(), stats, rt: rt.clone(), me, cluster_id };
+        let mut p = Peers { links: BTreeMap::new(), stats, me, cluster_id };
         for (id, addr) in peers {
             p.add(id, addr);
         }
         p
     }
 
-    /// Starts a connection to a member added later (or moved: the old one is dropped).
+    /// Starts a connection to a member added later (or moved: the old one is closed).
     pub fn add(&mut self, id: NodeId, addr: std::net::SocketAddr) {
         if id == self.me {
             return;
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let link = Rc::new(Link::default());
         let hs = Handshake { cluster_id: self.cluster_id, from: self.me, to: id };
-        self.rt.spawn(connection(addr, hs, rx));
-        self.queues.insert(id, tx);
+        tokio::task::spawn_local(connection(addr, hs, link.clone()));
+        if let Some(old) = self.links.insert(id, link) {
+            old.state.borrow_mut().closed = true;
+            old.wake.notify_one();
+        }
     }
 
     /// Whether a connection to `id` exists.
     pub fn knows(&self, id: NodeId) -> bool {
-        self.queues.contains_key(&id)
+        self.links.contains_key(&id)
     }
 
-    /// Queues a frame for `to`; drops it if the queue is full or the peer unknown.
+    /// Queues a frame for `to` (it leaves at the next [`Peers::flush`]); drops it if the
+    /// peer's buffer is full or the peer unknown.
     pub fn send(&self, to: NodeId, frame: &PeerFrame) {
-        if let Some(q) = self.queues.get(&to) {
-            if q.try_send(Bytes::from(frame.encode())).is_err() {
-                self.stats.peer_dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(link) = self.links.get(&to) else { return };
+        let mut st = link.state.borrow_mut();
+        if st.buf.len() - st.sent > BACKLOG_MAX {
+            self.stats.peer_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        wire::put_frame_with(&mut st.buf, |out| frame.encode_into(out));
+    }
+
+    /// Writes every peer's queued frames as far as its socket takes them now; the rest is
+    /// left to the peer's task. One write per peer per call, whatever the number of frames.
+    pub fn flush(&self) {
+        for link in self.links.values() {
+            let mut st = link.state.borrow_mut();
+            if st.pending().is_empty() {
+                continue;
+            }
+            st.write_now();
+            if !st.pending().is_empty() || st.stream.is_none() {
+                link.wake.notify_one();
             }
         }
     }
 }
 
-async fn connection(addr: std::net::SocketAddr, hs: Handshake, mut rx: mpsc::Receiver<Bytes>) {
+/// One peer's connection task: connect, handshake, then write whatever the driver could not
+/// write at once, whenever the socket is writable; on any error start over.
+async fn connection(addr: std::net::SocketAddr, hs: Handshake, link: Rc<Link>) {
     let mut backoff = Duration::from_millis(20);
-    let mut pending: Option<Bytes> = None;
     loop {
+        if link.state.borrow().closed {
+            return;
+        }
         let stream = match TcpStream::connect(addr).await {
             Ok(s) => s,
             Err(_) => {
@@ -132,56 +229,65 @@ async fn connection(addr: std::net::SocketAddr, hs: Handshake, mut rx: mpsc::Rec
                 );
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-                // Messages queued while the peer is down are stale: Raft resends.
-                while rx.try_recv().is_ok() {}
+                // Frames queued while the peer is down are stale: Raft resends.
+                link.state.borrow_mut().reset();
                 continue;
             }
         };
         backoff = Duration::from_millis(20);
         let _ = stream.set_nodelay(true);
-        let mut w = BufWriter::with_capacity(256 << 10, stream);
-        let mut buf = Vec::new();
-        wire::put_frame(&mut buf, &hs.encode());
-        if w.write_all(&buf).await.is_err() {
-            continue;
+        let stream = Rc::new(stream);
+        {
+            // The handshake goes first, then whatever was queued while connecting (whole
+            // frames only: the buffer is reset whenever a connection breaks).
+            let mut st = link.state.borrow_mut();
+            let mut buf = Vec::with_capacity(64 + st.pending().len());
+            wire::put_frame(&mut buf, &hs.encode());
+            buf.extend_from_slice(st.pending());
+            st.buf = buf;
+            st.sent = 0;
+            st.stream = Some(stream.clone());
         }
         loop {
-            let frame = match pending.take() {
-                Some(f) => f,
-                None => match rx.recv().await {
-                    Some(f) => f,
-                    None => return,
-                },
+            let (closed, broken, idle) = {
+                let st = link.state.borrow();
+                (st.closed, st.stream.is_none(), st.pending().is_empty())
             };
-            buf.clear();
-            wire::put_frame(&mut buf, &frame);
-            // Batch: everything already queued goes in the same write.
-            while let Ok(more) = rx.try_recv() {
-                wire::put_frame(&mut buf, &more);
-                if buf.len() > 4 << 20 {
-                    break;
-                }
+            if closed {
+                return;
             }
-            if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            if broken {
+                break; // the driver's write failed
+            }
+            if idle {
+                link.wake.notified().await;
+                continue;
+            }
+            if stream.writable().await.is_err() {
+                link.state.borrow_mut().reset();
+                break;
+            }
+            if !link.state.borrow_mut().write_now() {
                 break;
             }
         }
     }
 }
 
-/// Accepts peer connections and delivers their frames to `deliver`.
+/// Accepts peer connections and delivers their frames to `deliver`. Runs inside a
+/// [`tokio::task::LocalSet`]: each connection is read by a task on the same thread.
 pub async fn listen(
     listener: TcpListener,
     cluster_id: u64,
     me: NodeId,
     stats: Arc<TransportStats>,
-    deliver: impl Fn(PeerFrame) + Clone + Send + Sync + 'static,
+    deliver: impl Fn(PeerFrame) + Clone + 'static,
 ) {
     loop {
         let Ok((stream, remote)) = listener.accept().await else { continue };
         let stats = stats.clone();
         let deliver = deliver.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             if let Err(e) = serve_peer(stream, cluster_id, me, &deliver).await {
                 stats.peer_bad_frames.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%remote, error = %e, "dropping peer connection");
@@ -211,5 +317,107 @@ async fn serve_peer(
             Ok(0) | Err(_) => return Ok(()),
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_runtime() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        (rt, tokio::task::LocalSet::new())
+    }
+
+    /// Frames arrive whole and in order, including when the socket does not take them at
+    /// once (many large frames: the rest waits in the link's buffer for its task).
+    #[test]
+    fn frames_arrive_in_order_through_partial_writes() {
+        let (rt, local) = local_runtime();
+        local.block_on(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let stats = Arc::new(TransportStats::default());
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::task::spawn_local(listen(listener, 7, NodeId(2), stats.clone(), move |f| {
+                let _ = tx.send(f);
+            }));
+            let peers = Peers::start(NodeId(1), 7, [(NodeId(2), addr)].into(), stats.clone());
+            let n = 200u32;
+            for i in 0..n {
+                // 256 KiB each: 50 MiB in all, far more than a socket buffer holds.
+                let body = vec![(i % 251) as u8; 256 << 10];
+                let mut data = i.to_le_bytes().to_vec();
+                data.extend_from_slice(&body);
+                peers.send(NodeId(2), &PeerFrame::Forward(Bytes::from(data)));
+                if i % 16 == 15 {
+                    peers.flush();
+                    tokio::task::yield_now().await;
+                }
+            }
+            peers.flush();
+            for i in 0..n {
+                let f = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                    .await
+                    .expect("frames keep arriving")
+                    .expect("the listener runs");
+                let PeerFrame::Forward(d) = f else { panic!("a forward frame") };
+                assert_eq!(u32::from_le_bytes(d[..4].try_into().unwrap()), i);
+                assert_eq!(d.len(), 4 + (256 << 10));
+                assert!(d[4..].iter().all(|b| *b == (i % 251) as u8));
+            }
+            assert_eq!(stats.peer_bad_frames.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    /// Frames queued before the peer listens are sent once it does (the link connects with
+    /// backoff); a handshake for another cluster is refused and counted.
+    #[test]
+    fn link_reconnects_and_foreign_clusters_are_refused() {
+        let (rt, local) = local_runtime();
+        local.block_on(&rt, async {
+            // Reserve a port, then free it: nothing listens there at first.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let stats = Arc::new(TransportStats::default());
+            let peers = Peers::start(NodeId(1), 7, [(NodeId(2), addr)].into(), stats.clone());
+            // The buffer is bounded: past it, frames are dropped and counted.
+            let big = Bytes::from(vec![0u8; 1 << 20]);
+            for _ in 0..40 {
+                peers.send(NodeId(2), &PeerFrame::Forward(big.clone()));
+            }
+            assert!(stats.peer_dropped.load(Ordering::Relaxed) >= 7, "dropped past 32 MiB");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let listener = TcpListener::bind(addr).await.expect("bind the reserved port");
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::task::spawn_local(listen(listener, 7, NodeId(2), stats.clone(), move |f| {
+                let _ = tx.send(f);
+            }));
+            // Until the link is up, frames may be dropped with the stale buffer: resend until
+            // one arrives, as Raft would.
+            let got = loop {
+                peers.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"hello")));
+                peers.flush();
+                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(Some(f)) => break f,
+                    _ => continue,
+                }
+            };
+            assert!(matches!(got, PeerFrame::Forward(d) if d.as_ref() == b"hello"));
+            // A member of cluster 8 is refused by this cluster's listener.
+            let foreign = Peers::start(NodeId(3), 8, [(NodeId(2), addr)].into(), stats.clone());
+            foreign.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"intruder")));
+            foreign.flush();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while stats.peer_bad_frames.load(Ordering::Relaxed) == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "the foreign handshake is counted");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while let Ok(f) = rx.try_recv() {
+                assert!(matches!(f, PeerFrame::Forward(d) if d.as_ref() == b"hello"));
+            }
+        });
     }
 }

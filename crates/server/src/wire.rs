@@ -92,9 +92,19 @@ impl Handshake {
 
 /// Appends a frame holding `payload` to `out`.
 pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.put_u32_le(payload.len() as u32);
-    out.put_u32_le(crc32c::crc32c(payload));
-    out.put_slice(payload);
+    put_frame_with(out, |o| o.extend_from_slice(payload));
+}
+
+/// Appends a frame whose payload `write` appends, without a copy of the payload: the header
+/// is filled in once the payload's length and checksum are known.
+pub fn put_frame_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    write(out);
+    let len = (out.len() - at - 8) as u32;
+    let crc = crc32c::crc32c(&out[at + 8..]);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Splits one frame off the front of `buf`, if a whole one is there.
@@ -131,6 +141,12 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Encodes one message.
 pub fn encode(m: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
+    encode_into(m, &mut out);
+    out
+}
+
+/// Encodes one message at the end of `out`.
+pub fn encode_into(m: &Message, out: &mut Vec<u8>) {
     out.put_u64_le(m.from.0);
     out.put_u64_le(m.to.0);
     out.put_u64_le(m.term.0);
@@ -138,7 +154,7 @@ pub fn encode(m: &Message) -> Vec<u8> {
         MessageBody::VoteRequest { pre_vote, last_log, transfer } => {
             out.put_u8(1);
             out.put_u8(u8::from(*pre_vote));
-            put_id(&mut out, *last_log);
+            put_id(out, *last_log);
             out.put_u8(u8::from(*transfer));
         }
         MessageBody::VoteResponse { pre_vote, granted } => {
@@ -148,9 +164,9 @@ pub fn encode(m: &Message) -> Vec<u8> {
         }
         MessageBody::AppendEntries { prev_log, entries, leader_commit } => {
             out.put_u8(3);
-            put_id(&mut out, *prev_log);
+            put_id(out, *prev_log);
             out.put_u64_le(leader_commit.0);
-            codec::encode_entries(&mut out, entries);
+            codec::encode_entries(out, entries);
         }
         MessageBody::AppendResponse { outcome } => {
             out.put_u8(4);
@@ -189,27 +205,27 @@ pub fn encode(m: &Message) -> Vec<u8> {
         MessageBody::TimeoutNow => out.put_u8(7),
         MessageBody::ReadIndexRequest { ctx } => {
             out.put_u8(8);
-            put_bytes(&mut out, ctx);
+            put_bytes(out, ctx);
         }
         MessageBody::ReadIndexResponse { ctx, index } => {
             out.put_u8(9);
-            put_bytes(&mut out, ctx);
+            put_bytes(out, ctx);
             out.put_u8(u8::from(index.is_some()));
             out.put_u64_le(index.map_or(0, |i| i.0));
         }
         MessageBody::InstallSnapshot { info, offset, data } => {
             out.put_u8(10);
-            put_id(&mut out, info.meta.id());
+            put_id(out, info.meta.id());
             let mut m = Vec::new();
             codec::encode_membership(&mut m, &info.meta.membership);
-            put_bytes(&mut out, &m);
+            put_bytes(out, &m);
             out.put_u64_le(info.size);
             out.put_u64_le(*offset);
-            put_bytes(&mut out, data);
+            put_bytes(out, data);
         }
         MessageBody::SnapshotResponse { snapshot, received, rejected } => {
             out.put_u8(11);
-            put_id(&mut out, *snapshot);
+            put_id(out, *snapshot);
             out.put_u64_le(*received);
             out.put_u8(u8::from(*rejected));
         }
@@ -217,7 +233,6 @@ pub fn encode(m: &Message) -> Vec<u8> {
         // the round-trip test of every variant.
         _ => out.put_u8(0),
     }
-    out
 }
 
 struct Reader {
