@@ -44,8 +44,30 @@ pub enum MvccError {
     Invalid(&'static str),
 }
 
-/// One version of a key: `None` is a deletion (tombstone).
-type Version = (i64, Option<KeyValue>);
+/// One version of a key. The key itself is the map's (one copy for all its versions), and a
+/// `KeyValue` is only built for a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Version {
+    mod_revision: i64,
+    create_revision: i64,
+    version: i64,
+    /// `None`: a deletion (tombstone).
+    value: Option<Bytes>,
+}
+
+impl Version {
+    /// The version as etcd's `KeyValue`, if it is not a deletion.
+    fn kv(&self, key: &Bytes) -> Option<KeyValue> {
+        Some(KeyValue {
+            key: key.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: self.value.clone()?,
+            lease: 0,
+        })
+    }
+}
 
 /// The store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,9 +83,9 @@ pub struct Mvcc {
 }
 
 /// A read-only view for ranges (the current state or a historical revision).
-fn live_at(history: &[Version], rev: i64) -> Option<&KeyValue> {
-    let i = history.partition_point(|(r, _)| *r <= rev);
-    history[..i].last().and_then(|(_, kv)| kv.as_ref())
+fn live_at(history: &[Version], rev: i64) -> Option<&Version> {
+    let i = history.partition_point(|v| v.mod_revision <= rev);
+    history[..i].last().filter(|v| v.value.is_some())
 }
 
 impl Mvcc {
@@ -92,8 +114,8 @@ impl Mvcc {
         self.len() == 0
     }
 
-    fn current(&self, key: &[u8]) -> Option<&KeyValue> {
-        self.keys.get(key).and_then(|h| h.last()).and_then(|(_, kv)| kv.as_ref())
+    fn current(&self, key: &[u8]) -> Option<&Version> {
+        self.keys.get(key).and_then(|h| h.last()).filter(|v| v.value.is_some())
     }
 
     /// Keys in `[key, range_end)` by etcd's conventions.
@@ -126,17 +148,15 @@ impl Mvcc {
         if rev < self.compact_revision {
             return Err(MvccError::Compacted);
         }
-        let in_filters = |kv: &KeyValue| {
-            (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
-                && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
-                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
-                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+        let in_filters = |v: &Version| {
+            (r.min_mod_revision == 0 || v.mod_revision >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || v.mod_revision <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || v.create_revision >= r.min_create_revision)
+                && (r.max_create_revision == 0 || v.create_revision <= r.max_create_revision)
         };
         let mut kvs: Vec<KeyValue> = self
             .span(&r.key, &r.range_end)
-            .filter_map(|(_, h)| live_at(h, rev))
-            .filter(|kv| in_filters(kv))
-            .cloned()
+            .filter_map(|(k, h)| live_at(h, rev).filter(|v| in_filters(v)).and_then(|v| v.kv(k)))
             .collect();
         let count = kvs.len() as i64;
         match (r.sort_order, r.sort_target) {
@@ -233,27 +253,23 @@ impl Mvcc {
     }
 
     fn put_at(&mut self, p: &pb::PutRequest, rev: i64) -> Option<KeyValue> {
-        let prev = self.current(&p.key).cloned();
-        // Own copies: the request's bytes are slices of a whole log entry or network frame,
-        // which a stored value would otherwise keep alive for as long as it lives.
-        let value = match (&prev, p.ignore_value) {
-            (Some(kv), true) => kv.value.clone(),
+        if !self.keys.contains_key(&p.key[..]) {
+            // Own copies: the request's bytes are slices of a whole log entry or network
+            // frame, which a stored key or value would otherwise keep alive.
+            self.keys.insert(Bytes::copy_from_slice(&p.key), Arc::default());
+        }
+        let h = Arc::make_mut(self.keys.get_mut(&p.key[..]).expect("inserted above"));
+        let last = h.last().filter(|v| v.value.is_some());
+        // The previous version is copied out only when the client asked for it.
+        let prev = if p.prev_kv { last.and_then(|v| v.kv(&p.key)) } else { None };
+        let value = match (last.and_then(|v| v.value.as_ref()), p.ignore_value) {
+            (Some(v), true) => v.clone(),
             _ => Bytes::copy_from_slice(&p.value),
         };
-        let key = match &prev {
-            Some(kv) => kv.key.clone(),
-            None => Bytes::copy_from_slice(&p.key),
-        };
-        self.bytes += (key.len() + value.len()) as u64;
-        let kv = KeyValue {
-            key: key.clone(),
-            create_revision: prev.as_ref().map_or(rev, |k| k.create_revision),
-            mod_revision: rev,
-            version: prev.as_ref().map_or(1, |k| k.version + 1),
-            value,
-            lease: 0,
-        };
-        Arc::make_mut(self.keys.entry(key).or_default()).push((rev, Some(kv)));
+        let (create_revision, version) =
+            last.map_or((rev, 1), |v| (v.create_revision, v.version + 1));
+        self.bytes += (p.key.len() + value.len()) as u64;
+        h.push(Version { mod_revision: rev, create_revision, version, value: Some(value) });
         prev
     }
 
@@ -265,10 +281,12 @@ impl Mvcc {
     fn delete_at(&mut self, d: &pb::DeleteRangeRequest, rev: i64) -> pb::DeleteRangeResponse {
         let doomed: Vec<(Bytes, KeyValue)> = self
             .span(&d.key, &d.range_end)
-            .filter_map(|(k, h)| h.last().and_then(|(_, kv)| kv.clone()).map(|kv| (k.clone(), kv)))
+            .filter_map(|(k, h)| h.last().and_then(|v| v.kv(k)).map(|kv| (k.clone(), kv)))
             .collect();
         for (k, _) in &doomed {
-            Arc::make_mut(self.keys.get_mut(k).expect("listed above")).push((rev, None));
+            let tombstone =
+                Version { mod_revision: rev, create_revision: 0, version: 0, value: None };
+            Arc::make_mut(self.keys.get_mut(k).expect("listed above")).push(tombstone);
         }
         pb::DeleteRangeResponse {
             header: None,
@@ -311,14 +329,15 @@ impl Mvcc {
         use pb::compare::TargetUnion;
         let kv = self.current(&c.key);
         let ord = match (&c.target_union, c.target) {
-            (Some(TargetUnion::Value(v)), 3) => match kv {
-                Some(kv) => kv.value.cmp(v),
+            (Some(TargetUnion::Value(v)), 3) => match kv.and_then(|k| k.value.as_ref()) {
+                Some(value) => value.cmp(v),
                 None => return Ok(false),
             },
             (Some(TargetUnion::Version(v)), 0) => kv.map_or(0, |k| k.version).cmp(v),
             (Some(TargetUnion::CreateRevision(v)), 1) => kv.map_or(0, |k| k.create_revision).cmp(v),
             (Some(TargetUnion::ModRevision(v)), 2) => kv.map_or(0, |k| k.mod_revision).cmp(v),
-            (Some(TargetUnion::Lease(v)), 4) => kv.map_or(0, |k| k.lease).cmp(v),
+            // Leases are not granted here: every key's lease is 0.
+            (Some(TargetUnion::Lease(v)), 4) => 0.cmp(v),
             (None, 0) => kv.map_or(0, |k| k.version).cmp(&0),
             _ => return Err(MvccError::Invalid("compare target and value disagree")),
         };
@@ -401,9 +420,9 @@ impl Mvcc {
         }
         self.keys.retain(|_, h| {
             // Keep the newest version at or below `rev` (if live) and everything after.
-            let i = h.partition_point(|(r, _)| *r <= rev);
+            let i = h.partition_point(|v| v.mod_revision <= rev);
             let keep_from = match h[..i].last() {
-                Some((_, Some(_))) => i - 1,
+                Some(v) if v.value.is_some() => i - 1,
                 _ => i,
             };
             if keep_from > 0 {
@@ -420,9 +439,8 @@ impl Mvcc {
         self.keys
             .iter()
             .map(|(k, h)| {
-                h.iter()
-                    .map(|(_, kv)| kv.as_ref().map_or(0, |kv| kv.value.len() + k.len()))
-                    .sum::<usize>() as u64
+                h.iter().map(|v| v.value.as_ref().map_or(0, |v| v.len() + k.len())).sum::<usize>()
+                    as u64
             })
             .sum()
     }
@@ -443,15 +461,15 @@ impl Mvcc {
         for (k, h) in &self.keys {
             put_bytes(out, k);
             out.put_u64_le(h.len() as u64);
-            for (rev, kv) in h.iter() {
-                out.put_i64_le(*rev);
-                match kv {
+            for v in h.iter() {
+                out.put_i64_le(v.mod_revision);
+                match &v.value {
                     None => out.put_u8(0),
-                    Some(kv) => {
+                    Some(value) => {
                         out.put_u8(1);
-                        out.put_i64_le(kv.create_revision);
-                        out.put_i64_le(kv.version);
-                        put_bytes(out, &kv.value);
+                        out.put_i64_le(v.create_revision);
+                        out.put_i64_le(v.version);
+                        put_bytes(out, value);
                     }
                 }
             }
@@ -484,25 +502,18 @@ impl Mvcc {
             for _ in 0..m {
                 need(b, 9)?;
                 let rev = b.get_i64_le();
-                let kv = match b.get_u8() {
-                    0 => None,
+                let v = match b.get_u8() {
+                    0 => Version { mod_revision: rev, create_revision: 0, version: 0, value: None },
                     1 => {
                         need(b, 16)?;
                         let create_revision = b.get_i64_le();
                         let version = b.get_i64_le();
-                        let value = get_bytes(&mut b)?;
-                        Some(KeyValue {
-                            key: key.clone(),
-                            create_revision,
-                            mod_revision: rev,
-                            version,
-                            value,
-                            lease: 0,
-                        })
+                        let value = Some(get_bytes(&mut b)?);
+                        Version { mod_revision: rev, create_revision, version, value }
                     }
                     _ => return None,
                 };
-                h.push((rev, kv));
+                h.push(v);
             }
             keys.insert(key, Arc::new(h));
         }

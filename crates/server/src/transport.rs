@@ -325,10 +325,8 @@ mod tests {
     use super::*;
 
     fn local_runtime() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         (rt, tokio::task::LocalSet::new())
     }
 
