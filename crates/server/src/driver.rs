@@ -153,7 +153,7 @@ pub struct SnapshotPolicy {
     /// counting entries alone makes its cost grow with the store while the work it saves does
     /// not; with this rule the bytes snapshotted stay within `1 / ratio` times the bytes
     /// logged, and the log kept (in memory and on disk) within about `ratio` times the
-    /// store. The default, 0.25, favours memory over CPU.
+    /// store. The default, 0.25, favours memory (the log is held in memory) over CPU.
     pub min_log_ratio: f64,
 }
 
@@ -162,6 +162,9 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy { every: 10_000, keep: 5_000, min_log_ratio: 0.25 }
     }
 }
+
+/// A step of the driver slower than this is logged (it delays every request behind it).
+const SLOW: Duration = Duration::from_millis(100);
 
 /// How long a client request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -599,7 +602,12 @@ impl Driver {
                 return self.halt(e.to_string());
             }
             if rd.must_sync {
-                self.metrics.fsync.observe(t0.elapsed());
+                let took = t0.elapsed();
+                self.metrics.fsync.observe(took);
+                if took > SLOW {
+                    // As etcd's "slow fdatasync": the disk, not the protocol, is the bound.
+                    tracing::warn!(took_ms = took.as_millis() as u64, "slow WAL write and fsync");
+                }
             }
             // 3. Answers, now that what they promise is durable.
             for m in rd.persisted_messages {
@@ -607,8 +615,17 @@ impl Driver {
             }
             self.peers.flush();
             // 4. Apply.
+            let t1 = Instant::now();
+            let n = rd.committed_entries.len();
             for e in rd.committed_entries {
                 self.apply(e);
+            }
+            if t1.elapsed() > SLOW {
+                tracing::warn!(
+                    took_ms = t1.elapsed().as_millis() as u64,
+                    entries = n,
+                    "slow apply"
+                );
             }
             for rs in rd.read_states {
                 let id = u64::from_le_bytes(rs.ctx[..].try_into().unwrap_or([0; 8]));

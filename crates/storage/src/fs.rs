@@ -72,11 +72,23 @@ impl FsFile for RealFile {
     }
 
     fn allocate(&mut self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
-        // Writing zeros (rather than a sparse `set_len`) really allocates the blocks, as etcd's
-        // WAL preallocation does where fallocate is unavailable.
+        // fallocate(2) reserves the blocks at once (as etcd's WAL does); writing 64 MiB of
+        // zeros instead took the driver 200 ms per segment and loaded the next fsync.
+        let at = self.len()?;
+        if at >= len {
+            return Ok(());
+        }
+        let fd = self.file.as_raw_fd();
+        let flags = nix::fcntl::FallocateFlags::empty();
+        match nix::fcntl::fallocate(fd, flags, at as i64, (len - at) as i64) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EOPNOTSUPP) => {} // e.g. tmpfs of old kernels: zeros below
+            Err(e) => return Err(e.into()),
+        }
         let zeros = vec![0u8; 1 << 20];
-        let mut at = self.len()?;
+        let mut at = at;
         while at < len {
             let n = (len - at).min(zeros.len() as u64) as usize;
             self.file.write_all_at(&zeros[..n], at)?;

@@ -94,6 +94,9 @@ fn decode_info(buf: &[u8]) -> Option<SnapshotInfo> {
     Some(SnapshotInfo { meta, size: u(16) })
 }
 
+/// Bytes of a snapshot written between two fsyncs while saving it.
+const SAVE_SYNC_BYTES: usize = 4 << 20;
+
 /// Encodes a snapshot file.
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
     let mut out = encode_head(meta, data.len());
@@ -177,9 +180,16 @@ impl<F: FileSystem> SnapshotStore<F> {
         let final_path = join(&self.dir, &name(meta.index, meta.term));
         let tmp = join(&self.dir, &format!("{}.tmp", name(meta.index, meta.term)));
         let mut f = self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
-        for piece in [&head[..], data, &crc[..]] {
+        // Synced every few MiB, so that the disk never holds much of it unwritten: a single
+        // flush of a large file at the end would stall the WAL's fsyncs behind it.
+        f.append(&head).map_err(|e| WalError::io("write", &tmp, e))?;
+        for piece in data.chunks(SAVE_SYNC_BYTES) {
             f.append(piece).map_err(|e| WalError::io("write", &tmp, e))?;
+            if piece.len() == SAVE_SYNC_BYTES {
+                f.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
+            }
         }
+        f.append(&crc).map_err(|e| WalError::io("write", &tmp, e))?;
         f.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| WalError::io("sync directory", &self.dir, e))?;
