@@ -23,6 +23,24 @@ for op in ("put", "get"):
             f"| {e['p50_ms']:.3f} | {f['p50_ms']:.3f} | {e['p99_ms']:.3f} | {f['p99_ms']:.3f} "
             f"| {e['rss_kb'] / 1024:.0f} | {f['rss_kb'] / 1024:.0f} |"
         )
+# CPU per operation (when the run recorded it): the members' CPU and the load generator's.
+if all("server_cpu_s" in r for r in rows):
+    lines += [
+        "",
+        "| op | clients | etcd members CPU µs/op | flotilla members CPU µs/op | ratio | load generator CPU µs/op (etcd run / flotilla run) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    per_op = lambda r, k: 1e6 * r[k] / max(r["ops"], 1)
+    for op in ("put", "get"):
+        for c in clients:
+            e, f = by.get(("etcd", op, c)), by.get(("flotilla", op, c))
+            if not e or not f:
+                continue
+            es, fs = per_op(e, "server_cpu_s"), per_op(f, "server_cpu_s")
+            lines.append(
+                f"| {op} | {c} | {es:.0f} | {fs:.0f} | {fs / max(es, 1e-9):.2f}x "
+                f"| {per_op(e, 'client_cpu_s'):.0f} / {per_op(f, 'client_cpu_s'):.0f} |"
+            )
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 
 # A grouped bar chart of throughput: for each op and client count, etcd and flotilla.

@@ -362,6 +362,7 @@ impl Driver {
             self.peers.flush();
         }
         let _ = self.node.store_mut().sync();
+        tracing::info!(applied = self.applied, "driver stopped");
     }
 
     fn header(&self) -> Header {

@@ -36,8 +36,9 @@ pub enum ServeError {
 
 /// Runs a server until SIGTERM or Ctrl-C.
 pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // This thread only binds, waits for a signal and serves /metrics; the work happens on
+    // the driver's thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
@@ -49,17 +50,19 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let peer_listener = std::net::TcpListener::bind(config.peer_addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr: config.peer_addr, source })?;
-        let client_listener = tokio::net::TcpListener::bind(config.client_addr)
-            .await
+        let client_listener = std::net::TcpListener::bind(config.client_addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr: config.client_addr, source })?;
         let stats = Arc::new(TransportStats::default());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let driver_thread = {
             let (config, stats, tx) = (config.clone(), stats.clone(), tx.clone());
+            let listeners = (peer_listener, client_listener);
             std::thread::Builder::new()
                 .name(format!("driver-{}", config.name))
-                .spawn(move || driver_thread(&config, stats, peer_listener, tx, rx, opened_tx))
+                .spawn(move || driver_thread(config, stats, listeners, (tx, rx), opened_tx, stop_rx))
                 .map_err(ServeError::Runtime)?
         };
         match opened_rx.await {
@@ -79,64 +82,51 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tokio::spawn(crate::metrics::serve(l, stats));
         }
-        let api = Api::new(config.clone(), tx.clone());
-        let max = config.max_request_bytes;
         tracing::info!(name = %config.name, id = me.0, client = %config.client_addr, peer = %config.peer_addr, "serving");
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler can be installed");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
-        };
-        let incoming = tokio_stream_from(client_listener);
-        let r = tonic::transport::Server::builder()
-            .add_service(
-                crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::cluster_server::ClusterServer::new(api.clone())
-                    .max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::maintenance_server::MaintenanceServer::new(api)
-                    .max_decoding_message_size(max),
-            )
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
-        let _ = tx.send(Input::Stop);
-        let _ = driver_thread.join();
-        r.map_err(ServeError::from)
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(());
+        let r = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+        match r {
+            Ok(Ok(r)) => r,
+            _ => Err(ServeError::Runtime(std::io::Error::other("the driver thread panicked"))),
+        }
     })
 }
 
 /// The driver's thread: a current-thread runtime holding the driver and the peer connections
 /// (see [`crate::transport`]). Reports through `opened` whether the data directory opened.
 fn driver_thread(
-    config: &ServerConfig,
+    config: Arc<ServerConfig>,
     stats: Arc<TransportStats>,
-    peer_listener: std::net::TcpListener,
-    tx: crate::driver::Inbox,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    (peer_listener, client_listener): (std::net::TcpListener, std::net::TcpListener),
+    (tx, rx): (crate::driver::Inbox, tokio::sync::mpsc::UnboundedReceiver<Input>),
     opened: tokio::sync::oneshot::Sender<Result<(), ServeError>>,
-) {
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), ServeError> {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = opened.send(Err(ServeError::Runtime(e)));
-            return;
+            return Ok(());
         }
     };
     let me = config.id();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = match tokio::net::TcpListener::from_std(peer_listener) {
+        let config = &config;
+        let listeners = tokio::net::TcpListener::from_std(peer_listener)
+            .and_then(|p| Ok((p, tokio::net::TcpListener::from_std(client_listener)?)));
+        let (listener, client_listener) = match listeners {
             Ok(l) => l,
             Err(source) => {
                 let _ = opened.send(Err(ServeError::Bind { addr: config.peer_addr, source }));
-                return;
+                return Ok(());
             }
         };
         let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> = config
@@ -185,9 +175,10 @@ fn driver_thread(
             Ok(d) => d,
             Err(e) => {
                 let _ = opened.send(Err(e.into()));
-                return;
+                return Ok(());
             }
         };
+        let stop_driver = tx.clone();
         let deliver = move |f| {
             let _ = tx.send(Input::Peer(f));
         };
@@ -198,9 +189,38 @@ fn driver_thread(
             stats,
             deliver,
         ));
+        // The gRPC services run on this thread too: a request reaches the driver, and its
+        // answer the client's connection, without a hand-off between threads.
+        let api = Api::new(config.clone(), stop_driver.clone());
+        let max = config.max_request_bytes;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(
+                crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::cluster_server::ClusterServer::new(api.clone())
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::maintenance_server::MaintenanceServer::new(api)
+                    .max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(tokio_stream_from(client_listener), async {
+                let _ = stop.await;
+            });
+        let grpc = tokio::task::spawn_local(async move {
+            let r = grpc.await;
+            // In-flight requests were answered: now the driver may stop.
+            let _ = stop_driver.send(Input::Stop);
+            r
+        });
         let _ = opened.send(Ok(()));
         driver.run(rx).await;
-    });
+        match grpc.await {
+            Ok(r) => r.map_err(ServeError::from),
+            Err(e) => Err(ServeError::Runtime(std::io::Error::other(e.to_string()))),
+        }
+    })
 }
 
 /// The accepted connections of `listener` as the stream tonic serves.
