@@ -1,96 +1,15 @@
 //! The server as a user runs it: `flotilla serve` processes on loopback, driven through the
 //! etcd v3 gRPC API. Generous deadlines with retries, never fixed sleeps that race.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{cluster, free_port, kv, runtime, Server, BIN};
+
 use flotilla_server::pb;
-use flotilla_server::rpc::k_v_client::KVClient;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
-
-const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Server {
-    child: Option<Child>,
-    args: Vec<String>,
-    client: String,
-}
-
-impl Server {
-    fn start(&mut self) {
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("flotilla serve starts");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
-    let initial = initial.join(",");
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, (c, p))| {
-            let mut s = Server {
-                child: None,
-                args: vec![
-                    "--name".into(),
-                    format!("m{i}"),
-                    "--data-dir".into(),
-                    dir.join(format!("m{i}")).display().to_string(),
-                    "--listen-client-urls".into(),
-                    format!("http://127.0.0.1:{c}"),
-                    "--listen-peer-urls".into(),
-                    format!("http://127.0.0.1:{p}"),
-                    "--initial-cluster".into(),
-                    initial.clone(),
-                    "--snapshot-count".into(),
-                    snapshot_count.to_string(),
-                    "--tick-ms".into(),
-                    "20".into(),
-                ],
-                client: format!("http://127.0.0.1:{c}"),
-            };
-            s.start();
-            s
-        })
-        .collect()
-}
-
-async fn kv(ep: &str) -> Option<KVClient<tonic::transport::Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .ok()?;
-    Some(KVClient::new(ch))
-}
 
 /// Puts through any server that accepts, retrying until `deadline`.
 async fn put(servers: &[&str], key: &str, value: &str, deadline: Instant) -> i64 {
@@ -117,10 +36,6 @@ async fn get(ep: &str, key: &str, serializable: bool) -> Option<String> {
     let req = pb::RangeRequest { key: key.to_string().into(), serializable, ..Default::default() };
     let r = c.range(req).await.ok()?.into_inner();
     r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Raft §7 through the whole server: a member down while the others write past several

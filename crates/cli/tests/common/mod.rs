@@ -1,0 +1,104 @@
+//! Helpers shared by the process-level tests: `flotilla serve` processes on loopback ports
+//! and gRPC clients for them.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flotilla_server::rpc::k_v_client::KVClient;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+    pub client: String,
+}
+
+impl Server {
+    pub fn start(&mut self) {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flotilla serve starts");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
+    let initial = initial.join(",");
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| {
+            let mut s = Server {
+                child: None,
+                args: vec![
+                    "--name".into(),
+                    format!("m{i}"),
+                    "--data-dir".into(),
+                    dir.join(format!("m{i}")).display().to_string(),
+                    "--listen-client-urls".into(),
+                    format!("http://127.0.0.1:{c}"),
+                    "--listen-peer-urls".into(),
+                    format!("http://127.0.0.1:{p}"),
+                    "--initial-cluster".into(),
+                    initial.clone(),
+                    "--snapshot-count".into(),
+                    snapshot_count.to_string(),
+                    "--tick-ms".into(),
+                    "20".into(),
+                ],
+                client: format!("http://127.0.0.1:{c}"),
+            };
+            s.start();
+            s
+        })
+        .collect()
+}
+
+pub async fn kv(ep: &str) -> Option<KVClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    Some(KVClient::new(ch))
+}
+
+impl Server {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A single-threaded runtime for a test's clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
