@@ -680,8 +680,7 @@ impl Driver {
         self.snapshotting = true;
         self.applied_bytes = 0;
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            let data = encode_state(&registry, &view);
-            let r = writer.save(&meta, &data).map_err(|e| e.to_string());
+            let r = save_state(&writer, &meta, &registry, &view).map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
         });
         if let Err(e) = spawned {
@@ -919,6 +918,28 @@ impl Driver {
 
 /// The state a snapshot holds: the member registry, then the MVCC store.
 fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<u8> {
+    let mut out = encode_registry(registry);
+    mvcc.encode_into(&mut out);
+    out
+}
+
+/// [`encode_state`] written straight into a snapshot file, piece by piece: the state is
+/// never held whole in memory a second time.
+fn save_state(
+    writer: &flotilla_storage::SnapshotStore<RealFs>,
+    meta: &flotilla_raft::SnapshotMeta,
+    registry: &BTreeMap<u64, (String, String)>,
+    mvcc: &Mvcc,
+) -> Result<flotilla_raft::SnapshotInfo, flotilla_storage::WalError> {
+    let head = encode_registry(registry);
+    let len = head.len() as u64 + mvcc.encoded_len();
+    writer.save_streamed(meta, len, |sink| {
+        sink.write(&head)?;
+        mvcc.encode_pieces(|piece| sink.write(piece))
+    })
+}
+
+fn encode_registry(registry: &BTreeMap<u64, (String, String)>) -> Vec<u8> {
     use bytes::BufMut;
     let mut out = Vec::new();
     out.put_u32_le(registry.len() as u32);
@@ -929,7 +950,6 @@ fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<
             out.put_slice(s.as_bytes());
         }
     }
-    mvcc.encode_into(&mut out);
     out
 }
 

@@ -455,11 +455,23 @@ impl Mvcc {
 
     /// [`Mvcc::encode`], appended to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_pieces(|piece| {
+            out.extend_from_slice(piece);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|e| match e {});
+    }
+
+    /// [`Mvcc::encode`] in pieces of about 64 KiB handed to `emit`, so that a snapshot can be
+    /// written without the whole encoding in memory. Stops at `emit`'s first error.
+    pub fn encode_pieces<E>(&self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        const PIECE: usize = 64 << 10;
+        let mut out = Vec::with_capacity(2 * PIECE);
         out.put_i64_le(self.revision);
         out.put_i64_le(self.compact_revision);
         out.put_u64_le(self.keys.len() as u64);
         for (k, h) in &self.keys {
-            put_bytes(out, k);
+            put_bytes(&mut out, k);
             out.put_u64_le(h.len() as u64);
             for v in h.iter() {
                 out.put_i64_le(v.mod_revision);
@@ -469,11 +481,24 @@ impl Mvcc {
                         out.put_u8(1);
                         out.put_i64_le(v.create_revision);
                         out.put_i64_le(v.version);
-                        put_bytes(out, value);
+                        put_bytes(&mut out, value);
                     }
+                }
+                if out.len() >= PIECE {
+                    emit(&out)?;
+                    out.clear();
                 }
             }
         }
+        emit(&out)
+    }
+
+    /// The length of [`Mvcc::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> u64 {
+        let versions = |h: &[Version]| -> u64 {
+            h.iter().map(|v| 9 + v.value.as_ref().map_or(0, |x| 20 + x.len() as u64)).sum()
+        };
+        24 + self.keys.iter().map(|(k, h)| 12 + k.len() as u64 + versions(h)).sum::<u64>()
     }
 
     /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
@@ -743,6 +768,30 @@ mod tests {
         m.compact(3).unwrap();
         let back = Mvcc::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
+        assert_eq!(m.encoded_len(), m.encode().len() as u64);
+        let mut pieces = Vec::new();
+        m.encode_pieces(|p| {
+            pieces.extend_from_slice(p);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(pieces, m.encode().to_vec());
+        // A store larger than one piece comes out the same in pieces.
+        let mut big = Mvcc::new();
+        for i in 0..3000 {
+            put(&mut big, &format!("key{}", i % 700), &"v".repeat(i % 97));
+        }
+        let mut pieces = Vec::new();
+        let mut count = 0;
+        big.encode_pieces(|p| {
+            pieces.extend_from_slice(p);
+            count += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert!(count > 2, "{count} pieces");
+        assert_eq!(pieces, big.encode().to_vec());
+        assert_eq!(big.encoded_len(), pieces.len() as u64);
         let mut fresh = Mvcc::new();
         put(&mut fresh, "x", "12345");
         del(&mut fresh, "x", "");

@@ -38,5 +38,5 @@ pub use fs::{FileSystem, FsFile, RealFile, RealFs};
 pub use group::GroupWal;
 pub use log_store::DiskLog;
 pub use sim_fs::{SimFile, SimFs};
-pub use snapshot::{decode_snapshot, encode_snapshot, Partial, SnapshotStore};
+pub use snapshot::{decode_snapshot, encode_snapshot, Partial, SnapshotSink, SnapshotStore};
 pub use wal::{Recovered, RecoveryMode, Wal, WalOptions, SEGMENT_MAGIC};

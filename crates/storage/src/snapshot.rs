@@ -94,8 +94,62 @@ fn decode_info(buf: &[u8]) -> Option<SnapshotInfo> {
     Some(SnapshotInfo { meta, size: u(16) })
 }
 
-/// Bytes of a snapshot written between two fsyncs while saving it.
-const SAVE_SYNC_BYTES: usize = 4 << 20;
+/// Bytes of a snapshot written between two fsyncs while saving it: the disk never holds
+/// much of it unwritten, since a single flush of a large file at the end would stall the
+/// WAL's fsyncs behind it.
+const SAVE_SYNC_BYTES: u64 = 4 << 20;
+
+/// Bytes a [`SnapshotSink`] gathers before it writes them to the file.
+const SINK_BUFFER: usize = 1 << 20;
+
+/// Where [`SnapshotStore::save_streamed`] takes a snapshot's data: buffered, checksummed,
+/// written and synced every few MiB.
+#[derive(Debug)]
+pub struct SnapshotSink<'a, F: FileSystem> {
+    file: &'a mut F::File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    crc: u32,
+    written: u64,
+    unsynced: u64,
+}
+
+impl<F: FileSystem> SnapshotSink<'_, F> {
+    /// Appends data.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), WalError> {
+        if self.buf.len() + data.len() > SINK_BUFFER {
+            self.flush()?;
+        }
+        if data.len() >= SINK_BUFFER {
+            return self.put(data);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WalError> {
+        let buf = std::mem::take(&mut self.buf);
+        self.put(&buf)?;
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn put(&mut self, data: &[u8]) -> Result<(), WalError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.file.append(data).map_err(|e| WalError::io("write", self.path, e))?;
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.written += data.len() as u64;
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= SAVE_SYNC_BYTES {
+            self.file.sync_data().map_err(|e| WalError::io("fsync", self.path, e))?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+}
 
 /// Encodes a snapshot file.
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
@@ -174,27 +228,47 @@ impl<F: FileSystem> SnapshotStore<F> {
 
     /// Writes a snapshot durably and prunes old ones. Returns its description.
     pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotInfo, WalError> {
-        // Written in three pieces, so a large state is never copied into one buffer.
-        let head = encode_head(meta, data.len());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), data).to_le_bytes();
+        self.save_streamed(meta, data.len() as u64, |sink| sink.write(data))
+    }
+
+    /// Writes a snapshot of `len` data bytes that `fill` produces piece by piece into the
+    /// [`SnapshotSink`], so that the state is never held whole in one buffer; durably, then
+    /// prunes old ones. Fails if `fill` writes other than `len` bytes.
+    pub fn save_streamed(
+        &self,
+        meta: &SnapshotMeta,
+        len: u64,
+        fill: impl FnOnce(&mut SnapshotSink<'_, F>) -> Result<(), WalError>,
+    ) -> Result<SnapshotInfo, WalError> {
+        let head = encode_head(meta, len as usize);
         let final_path = join(&self.dir, &name(meta.index, meta.term));
         let tmp = join(&self.dir, &format!("{}.tmp", name(meta.index, meta.term)));
-        let mut f = self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
-        // Synced every few MiB, so that the disk never holds much of it unwritten: a single
-        // flush of a large file at the end would stall the WAL's fsyncs behind it.
-        f.append(&head).map_err(|e| WalError::io("write", &tmp, e))?;
-        for piece in data.chunks(SAVE_SYNC_BYTES) {
-            f.append(piece).map_err(|e| WalError::io("write", &tmp, e))?;
-            if piece.len() == SAVE_SYNC_BYTES {
-                f.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
-            }
+        let mut file = self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
+        file.append(&head).map_err(|e| WalError::io("write", &tmp, e))?;
+        let mut sink = SnapshotSink {
+            file: &mut file,
+            path: &tmp,
+            buf: Vec::with_capacity(SINK_BUFFER),
+            crc: crc32c::crc32c(&head),
+            written: 0,
+            unsynced: 0,
+        };
+        fill(&mut sink)?;
+        sink.flush()?;
+        if sink.written != len {
+            return Err(WalError::Invalid(format!(
+                "snapshot {}: {} bytes written, {len} announced",
+                meta.id(),
+                sink.written
+            )));
         }
-        f.append(&crc).map_err(|e| WalError::io("write", &tmp, e))?;
-        f.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
+        let crc = sink.crc.to_le_bytes();
+        file.append(&crc).map_err(|e| WalError::io("write", &tmp, e))?;
+        file.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| WalError::io("sync directory", &self.dir, e))?;
         self.prune()?;
-        let size = (head.len() + data.len() + crc.len()) as u64;
+        let size = head.len() as u64 + len + crc.len() as u64;
         Ok(SnapshotInfo { meta: meta.clone(), size })
     }
 

@@ -34,6 +34,32 @@ fn snapshots_round_trip_and_only_the_newest_are_kept() {
     assert_eq!(store.load_latest().unwrap().unwrap().0, meta(30));
 }
 
+/// A snapshot written in pieces (larger than the sink's buffer, and than the interval
+/// between its fsyncs) is the same file as one written whole; a writer that produces other
+/// than the announced length fails and leaves no snapshot.
+#[test]
+fn streamed_snapshots_equal_whole_ones_and_check_their_length() {
+    let data: Vec<u8> = (0..9_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (fs1, fs2) = (SimFs::new(), SimFs::new());
+    let dir = Path::new("/snap");
+    let whole = SnapshotStore::new(fs1.clone(), dir, 2).unwrap().save(&meta(10), &data).unwrap();
+    let store = SnapshotStore::new(fs2.clone(), dir, 2).unwrap();
+    let streamed = store
+        .save_streamed(&meta(10), data.len() as u64, |sink| {
+            for piece in data.chunks(70_001) {
+                sink.write(piece)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(whole, streamed);
+    let path = store.path_of(LogIndex(10), Term(2));
+    assert_eq!(fs1.read(&path).unwrap(), fs2.read(&path).unwrap());
+    let short = store.save_streamed(&meta(20), 100, |sink| sink.write(&[1; 99]));
+    assert!(matches!(short, Err(WalError::Invalid(_))), "{short:?}");
+    assert_eq!(store.load_latest().unwrap().unwrap().0, meta(10));
+}
+
 #[test]
 fn a_damaged_snapshot_is_an_error_naming_the_file() {
     let fs = SimFs::new();
