@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cluster, free_port, kv, runtime, Server, BIN};
+use common::{cluster, free_port, kv, peer_port, runtime, solo, BIN};
 
 use flotilla_server::pb;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
@@ -88,31 +88,58 @@ fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
     assert_eq!(rt.block_on(get(&eps[0], "first", false)).as_deref(), Some("1"));
 }
 
+/// SIGTERM stops a member promptly, even while a client keeps a connection open (requests
+/// in flight get a grace period, idle connections do not hold it up), and nothing
+/// acknowledged is lost across the restart.
+#[test]
+fn sigterm_stops_a_member_promptly_with_a_client_connected_and_it_restarts_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = solo(dir.path(), None);
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&s.client], "kept", "yes", deadline));
+    // A connection that stays open across the signal.
+    let mut idle = rt.block_on(kv(&s.client)).expect("connected");
+    rt.block_on(idle.put(pb::PutRequest {
+        key: "k".into(),
+        value: "v".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let child = s.child.as_mut().expect("running");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(8), "still running 8 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+    s.child = None;
+    drop(idle);
+    s.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if rt.block_on(get(&s.client, "kept", false)).as_deref() == Some("yes") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the data is back after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rt.block_on(get(&s.client, "k", false)).as_deref(), Some("v"));
+}
+
 /// Bad input: an oversize request gets a gRPC error and the server keeps serving; a peer
 /// that sends garbage to the peer port is dropped and the server keeps serving.
 #[test]
 fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, p, m) = (free_port(), free_port(), free_port());
-    let mut s = Server {
-        child: None,
-        args: vec![
-            "--name".into(),
-            "solo".into(),
-            "--data-dir".into(),
-            dir.path().join("solo").display().to_string(),
-            "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{c}"),
-            "--listen-peer-urls".into(),
-            format!("http://127.0.0.1:{p}"),
-            "--initial-cluster".into(),
-            format!("solo=http://127.0.0.1:{p}"),
-            "--listen-metrics-urls".into(),
-            format!("http://127.0.0.1:{m}"),
-        ],
-        client: format!("http://127.0.0.1:{c}"),
-    };
-    s.start();
+    let m = free_port();
+    let s = solo(dir.path(), Some(m));
+    let p = peer_port(&s);
     let rt = runtime();
     let deadline = Instant::now() + Duration::from_secs(30);
     rt.block_on(put(&[&s.client], "k", "v", deadline));

@@ -135,8 +135,8 @@ pub enum Input {
     Stop,
 }
 
-/// The driver's input channel: clients (from the gRPC runtime's threads), the peer
-/// connections (on the driver's own thread) and the background snapshot writer send to it.
+/// The driver's input channel. The gRPC services and the peer connections, which run on the
+/// driver's own thread, and the background snapshot writer send to it.
 pub type Inbox = tokio::sync::mpsc::UnboundedSender<Input>;
 
 /// When the driver snapshots the store and compacts the log (Raft §7).

@@ -99,6 +99,9 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
     })
 }
 
+/// How long a stopping server waits for its clients' requests in flight and connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The driver's thread: a current-thread runtime holding the driver and the peer connections
 /// (see [`crate::transport`]). Reports through `opened` whether the data directory opened.
 fn driver_thread(
@@ -193,6 +196,7 @@ fn driver_thread(
         // answer the client's connection, without a hand-off between threads.
         let api = Api::new(config.clone(), stop_driver.clone());
         let max = config.max_request_bytes;
+        let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
@@ -206,16 +210,29 @@ fn driver_thread(
                     .max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(tokio_stream_from(client_listener), async {
-                let _ = stop.await;
+                let _ = grpc_stop_rx.await;
             });
+        // On the signal: stop accepting and let requests in flight finish, then stop the
+        // driver, once every connection closed or after SHUTDOWN_GRACE, whichever is first
+        // (a client may keep an idle connection open for as long as it likes).
+        let stop_after_grace = stop_driver.clone();
+        tokio::task::spawn_local(async move {
+            let _ = stop.await;
+            let _ = grpc_stop_tx.send(());
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            let _ = stop_after_grace.send(Input::Stop);
+        });
         let grpc = tokio::task::spawn_local(async move {
             let r = grpc.await;
-            // In-flight requests were answered: now the driver may stop.
             let _ = stop_driver.send(Input::Stop);
             r
         });
         let _ = opened.send(Ok(()));
         driver.run(rx).await;
+        if !grpc.is_finished() {
+            grpc.abort();
+            return Ok(());
+        }
         match grpc.await {
             Ok(r) => r.map_err(ServeError::from),
             Err(e) => Err(ServeError::Runtime(std::io::Error::other(e.to_string()))),

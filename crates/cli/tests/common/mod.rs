@@ -98,6 +98,36 @@ impl Server {
     }
 }
 
+/// A one-member cluster in `dir`, started; its metrics on `metrics_port` if given.
+pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>) -> Server {
+    let (c, p) = (free_port(), free_port());
+    let mut args: Vec<String> = vec![
+        "--name".into(),
+        "solo".into(),
+        "--data-dir".into(),
+        dir.join("solo").display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://127.0.0.1:{c}"),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{p}"),
+        "--initial-cluster".into(),
+        format!("solo=http://127.0.0.1:{p}"),
+    ];
+    if let Some(m) = metrics_port {
+        args.push("--listen-metrics-urls".into());
+        args.push(format!("http://127.0.0.1:{m}"));
+    }
+    let mut s = Server { child: None, args, client: format!("http://127.0.0.1:{c}") };
+    s.start();
+    s
+}
+
+/// The peer port a server listens on.
+pub fn peer_port(s: &Server) -> u16 {
+    let i = s.args.iter().position(|a| a == "--listen-peer-urls").expect("a peer URL");
+    s.args[i + 1].rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+}
+
 /// A single-threaded runtime for a test's clients.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
