@@ -229,6 +229,8 @@ struct ServeArgs {
     #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
     /// Applied entries between snapshots (the log is then compacted, keeping up to 5000).
+    /// A snapshot is also deferred until the entries since the last one hold a quarter of
+    /// its size, so that snapshotting a large store does not dominate the work.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
     /// Where to serve Prometheus /metrics and /health (http://IP:PORT; none by default).
