@@ -41,6 +41,28 @@ if all("server_cpu_s" in r for r in rows):
                 f"| {op} | {c} | {es:.0f} | {fs:.0f} | {fs / max(es, 1e-9):.2f}x "
                 f"| {per_op(e, 'client_cpu_s'):.0f} / {per_op(f, 'client_cpu_s'):.0f} |"
             )
+# Single-client put latency by the role of the member the client talks to.
+try:
+    roles = [json.loads(l) for l in open(f"{out}/roles.jsonl") if l.strip()]
+except FileNotFoundError:
+    roles = []
+if roles:
+    lines += [
+        "",
+        "| 1 client, puts to | etcd p50 ms | flotilla p50 ms | ratio | etcd p99 ms | flotilla p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for role in ("leader", "follower"):
+        pick = lambda sys, k: [r[k] for r in roles if r["system"] == sys and r["role"] == role]
+        e50, f50 = pick("etcd", "p50_ms"), pick("flotilla", "p50_ms")
+        if not e50 or not f50:
+            continue
+        mean = lambda xs: sum(xs) / len(xs)
+        e99, f99 = pick("etcd", "p99_ms"), pick("flotilla", "p99_ms")
+        lines.append(
+            f"| the {role} ({len(e50)} / {len(f50)} members) | {mean(e50):.3f} | {mean(f50):.3f} "
+            f"| {mean(f50) / mean(e50):.2f}x | {mean(e99):.3f} | {mean(f99):.3f} |"
+        )
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 
 # A grouped bar chart of throughput: for each op and client count, etcd and flotilla.
