@@ -1,6 +1,7 @@
 //! Fault injection against real `flotilla serve` processes: clients run gets, puts,
 //! compare-and-swaps (Txn) and deletes through etcd's gRPC API while a nemesis kills members
-//! with SIGKILL and restarts them, or freezes them with SIGSTOP; the recorded history must be
+//! with SIGKILL and restarts them, freezes them with SIGSTOP, or moves the leadership
+//! elsewhere (Maintenance.MoveLeader); the recorded history must be
 //! linearizable (checked by `flotilla-lincheck`). Snapshots are taken every few hundred
 //! entries, so restarted members also catch up by InstallSnapshot.
 //!
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use flotilla_lincheck::{check, Call, Operation, Outcome, Verdict};
 use flotilla_server::pb;
 use flotilla_server::rpc::k_v_client::KVClient;
+use flotilla_server::rpc::maintenance_client::MaintenanceClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -181,8 +183,41 @@ async fn client(
     }
 }
 
+/// Asks the current leader to hand leadership to another member (Thesis §3.10). Returns what
+/// happened, for the test's log; a refusal (no leader known, a transfer already running) is
+/// fine: the fault is best effort.
+fn move_leader(eps: &[String], pick: u64) -> String {
+    common::runtime().block_on(async {
+        let mut members = Vec::new();
+        for ep in eps {
+            let Ok(ch) = tonic::transport::Endpoint::from_shared(ep.clone()) else { continue };
+            let Ok(ch) = ch.timeout(Duration::from_secs(1)).connect().await else { continue };
+            let mut m = MaintenanceClient::new(ch);
+            if let Ok(st) = m.status(pb::StatusRequest {}).await {
+                let st = st.into_inner();
+                let id = st.header.map_or(0, |h| h.member_id);
+                members.push((id, st.leader, m));
+            }
+        }
+        let Some(i) = members.iter().position(|(id, leader, _)| id == leader) else {
+            return "no leader to move".to_string();
+        };
+        let others: Vec<u64> =
+            members.iter().map(|(id, _, _)| *id).filter(|id| *id != members[i].0).collect();
+        if others.is_empty() {
+            return "no other member to move the leader to".to_string();
+        }
+        let target = others[pick as usize % others.len()];
+        let from = members[i].0;
+        match members[i].2.move_leader(pb::MoveLeaderRequest { target_id: target }).await {
+            Ok(_) => format!("moved the leader from {from} to {target}"),
+            Err(e) => format!("leader move {from} -> {target} refused: {}", e.message()),
+        }
+    })
+}
+
 #[test]
-fn histories_under_kills_and_pauses_are_linearizable() {
+fn histories_under_kills_pauses_and_leader_moves_are_linearizable() {
     let secs: u64 =
         std::env::var("FLOTILLA_FAULT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let seed: u64 = std::env::var("FLOTILLA_FAULT_SEED")
@@ -226,7 +261,10 @@ fn histories_under_kills_and_pauses_are_linearizable() {
         let victim = rng.below(3) as usize;
         let pause = Duration::from_millis(300 + rng.below(900));
         let pid = servers[victim].pid().expect("every member runs between faults");
-        if rng.below(3) == 0 {
+        let fault = rng.below(4);
+        if fault == 3 {
+            faults.push(move_leader(&eps, rng.next()));
+        } else if fault == 2 {
             // Frozen: its peers time out and elect; its clients wait.
             kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
             std::thread::sleep(pause);
