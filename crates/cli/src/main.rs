@@ -239,6 +239,13 @@ struct ServeArgs {
     /// `new` to bootstrap a cluster, `existing` to join one (after `member add`).
     #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER_STATE", default_value = "new")]
     initial_cluster_state: String,
+    /// `periodic` (keep a period of history) or `revision` (keep a number of revisions).
+    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// History to keep: a duration for periodic mode (`1h`, `30m`; a bare number is hours)
+    /// or a count for revision mode; `0` keeps everything until an explicit compaction.
+    #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -636,7 +643,7 @@ async fn client(cmd: Command) -> Result<(), String> {
 }
 
 /// The settings `serve` reads from a file, by flag name.
-const FILE_KEYS: [&str; 10] = [
+const FILE_KEYS: [&str; 13] = [
     "name",
     "data-dir",
     "listen-client-urls",
@@ -647,6 +654,9 @@ const FILE_KEYS: [&str; 10] = [
     "tick-ms",
     "max-request-bytes",
     "snapshot-count",
+    "listen-metrics-urls",
+    "auto-compaction-mode",
+    "auto-compaction-retention",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -714,6 +724,8 @@ fn main() -> ExitCode {
                 snapshot_count: a.snapshot_count,
                 listen_metrics_urls: a.listen_metrics_urls,
                 initial_cluster_state: a.initial_cluster_state,
+                auto_compaction_mode: a.auto_compaction_mode,
+                auto_compaction_retention: a.auto_compaction_retention,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

@@ -88,13 +88,59 @@ fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
     assert_eq!(rt.block_on(get(&eps[0], "first", false)).as_deref(), Some("1"));
 }
 
+/// etcd's automatic compaction in revision mode: the history older than the last N
+/// revisions goes (reads there get etcd's "compacted" error), the newer stays readable.
+#[test]
+fn auto_compaction_keeps_the_last_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = solo(
+        dir.path(),
+        None,
+        &["--auto-compaction-mode", "revision", "--auto-compaction-retention", "3"],
+    );
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = rt.block_on(put(&[&s.client], "k", "v0", deadline));
+    let mut last = first;
+    for i in 1..10 {
+        last = rt.block_on(put(&[&s.client], "k", &format!("v{i}"), deadline));
+    }
+    // The outcome as (value read, or the error's code and message).
+    let at = |rev: i64| -> Result<Vec<u8>, (tonic::Code, String)> {
+        rt.block_on(async {
+            let req = pb::RangeRequest { key: "k".into(), revision: rev, ..Default::default() };
+            match kv(&s.client).await.unwrap().range(req).await {
+                Ok(r) => {
+                    Ok(r.into_inner().kvs.first().map(|kv| kv.value.to_vec()).unwrap_or_default())
+                }
+                Err(e) => Err((e.code(), e.message().to_string())),
+            }
+        })
+    };
+    // Checked every 5 s: wait for the compaction to happen.
+    loop {
+        match at(first) {
+            Err((tonic::Code::OutOfRange, message)) => {
+                assert!(message.contains("compacted"), "{message}");
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "not compacted in time: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    assert_eq!(at(last - 3).unwrap(), b"v6", "the last 3 revisions stay readable");
+    assert!(at(last - 4).is_err(), "older ones are gone");
+}
+
 /// SIGTERM stops a member promptly, even while a client keeps a connection open (requests
 /// in flight get a grace period, idle connections do not hold it up), and nothing
 /// acknowledged is lost across the restart.
 #[test]
 fn sigterm_stops_a_member_promptly_with_a_client_connected_and_it_restarts_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = solo(dir.path(), None);
+    let mut s = solo(dir.path(), None, &[]);
     let rt = runtime();
     let deadline = Instant::now() + Duration::from_secs(30);
     rt.block_on(put(&[&s.client], "kept", "yes", deadline));
@@ -138,7 +184,7 @@ fn sigterm_stops_a_member_promptly_with_a_client_connected_and_it_restarts_with_
 fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let m = free_port();
-    let s = solo(dir.path(), Some(m));
+    let s = solo(dir.path(), Some(m), &[]);
     let p = peer_port(&s);
     let rt = runtime();
     let deadline = Instant::now() + Duration::from_secs(30);

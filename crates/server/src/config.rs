@@ -46,6 +46,77 @@ pub struct ServerConfig {
     /// Joining a running cluster (`--initial-cluster-state existing`): this member starts
     /// outside the configuration and waits for the change that adds it.
     pub join_existing: bool,
+    /// Automatic compaction of the key-value history, if any.
+    pub auto_compaction: Option<AutoCompaction>,
+}
+
+/// etcd's automatic compaction of the key-value history (`--auto-compaction-mode`,
+/// `--auto-compaction-retention`). The leader proposes the compaction, so every member
+/// compacts at the same revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep the history of the last period: every tenth of it (at least every second),
+    /// compact to the revision that was current one period ago.
+    Periodic(Duration),
+    /// Keep the last N revisions: checked every 5 seconds.
+    Revisions(i64),
+}
+
+impl AutoCompaction {
+    /// Parses etcd's mode and retention: `periodic` with a duration (`1h`, `30m`, `10s`,
+    /// `500ms`; a bare number is hours, as in etcd) or `revision` with a count; a retention
+    /// of `0` turns it off.
+    ///
+    /// ```
+    /// use flotilla_server::config::AutoCompaction;
+    /// use std::time::Duration;
+    /// assert_eq!(AutoCompaction::parse("periodic", "0"), Ok(None));
+    /// assert_eq!(
+    ///     AutoCompaction::parse("periodic", "30m"),
+    ///     Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
+    /// );
+    /// assert_eq!(
+    ///     AutoCompaction::parse("periodic", "2"),
+    ///     Ok(Some(AutoCompaction::Periodic(Duration::from_secs(7200))))
+    /// );
+    /// assert_eq!(AutoCompaction::parse("revision", "1000"), Ok(Some(AutoCompaction::Revisions(1000))));
+    /// assert!(AutoCompaction::parse("revision", "1h").is_err());
+    /// assert!(AutoCompaction::parse("weekly", "1").is_err());
+    /// ```
+    pub fn parse(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError::Invalid(format!(
+                "--auto-compaction-retention {retention:?} for mode {mode:?}: {why}"
+            ))
+        };
+        let retention = retention.trim();
+        match mode {
+            "periodic" => {
+                let split =
+                    retention.find(|c: char| !c.is_ascii_digit()).unwrap_or(retention.len());
+                let (n, unit) = retention.split_at(split);
+                let n: u64 = n.parse().map_err(|_| bad("not a duration such as 1h, 30m, 10s"))?;
+                let d = match unit {
+                    "" | "h" => Duration::from_secs(n * 3600),
+                    "m" => Duration::from_secs(n * 60),
+                    "s" => Duration::from_secs(n),
+                    "ms" => Duration::from_millis(n),
+                    _ => return Err(bad("the unit must be h, m, s or ms")),
+                };
+                Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
+            }
+            "revision" => {
+                let n: i64 = retention.parse().map_err(|_| bad("not a number of revisions"))?;
+                if n < 0 {
+                    return Err(bad("negative"));
+                }
+                Ok((n > 0).then_some(AutoCompaction::Revisions(n)))
+            }
+            _ => Err(ConfigError::Invalid(format!(
+                "--auto-compaction-mode {mode:?} must be periodic or revision"
+            ))),
+        }
+    }
 }
 
 /// The flags of `flotilla serve`, as given (named after etcd's).
@@ -73,6 +144,10 @@ pub struct Flags {
     pub listen_metrics_urls: String,
     /// `--initial-cluster-state`: `new` or `existing`.
     pub initial_cluster_state: String,
+    /// `--auto-compaction-mode`: `periodic` or `revision`.
+    pub auto_compaction_mode: String,
+    /// `--auto-compaction-retention` (`0`: off).
+    pub auto_compaction_retention: String,
 }
 
 /// A configuration that cannot run.
@@ -167,6 +242,8 @@ impl ServerConfig {
                 )))
             }
         };
+        let auto_compaction =
+            AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         Ok(ServerConfig {
             name: name.to_string(),
             data_dir,
@@ -183,6 +260,7 @@ impl ServerConfig {
             },
             metrics_addr,
             join_existing,
+            auto_compaction,
         })
     }
 
@@ -209,6 +287,8 @@ mod tests {
             snapshot_count: 10_000,
             listen_metrics_urls: String::new(),
             initial_cluster_state: "new".into(),
+            auto_compaction_mode: "periodic".into(),
+            auto_compaction_retention: "0".into(),
         }
     }
 

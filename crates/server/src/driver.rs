@@ -211,6 +211,11 @@ pub struct Driver {
     me: (String, String),
     published: bool,
     member_waits: Vec<(MemberWait, Reply<Vec<MemberEntry>>, Instant)>,
+    /// Automatic compaction of the store's history, and when to look next.
+    auto_compaction: Option<crate::config::AutoCompaction>,
+    next_compaction_check: Instant,
+    /// For periodic compaction: the revision at each check, oldest first.
+    revision_samples: std::collections::VecDeque<(Instant, i64)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -239,6 +244,8 @@ pub struct Wiring {
     pub registry: BTreeMap<u64, (String, String)>,
     /// This member's name and peer URL, published to the others once it runs.
     pub me: (String, String),
+    /// Automatic compaction of the store's history, if any.
+    pub auto_compaction: Option<crate::config::AutoCompaction>,
 }
 
 /// Why the driver could not start.
@@ -261,7 +268,7 @@ impl Driver {
         membership: flotilla_raft::Membership,
         w: Wiring,
     ) -> Result<Driver, StartError> {
-        let Wiring { peers, tick, policy, self_tx, metrics, registry, me } = w;
+        let Wiring { peers, tick, policy, self_tx, metrics, registry, me, auto_compaction } = w;
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
         let log = match DiskLog::open(RealFs, &wal_dir, opts) {
@@ -317,6 +324,9 @@ impl Driver {
             me,
             published: false,
             member_waits: Vec::new(),
+            auto_compaction,
+            next_compaction_check: Instant::now(),
+            revision_samples: std::collections::VecDeque::new(),
         })
     }
 
@@ -357,6 +367,7 @@ impl Driver {
                     }
                 }
                 self.expire();
+                self.maybe_auto_compact();
             }
             self.process();
             self.peers.flush();
@@ -648,6 +659,50 @@ impl Driver {
         self.serve_reads();
         self.check_members();
         self.maybe_snapshot();
+    }
+
+    /// etcd's automatic compaction: the leader proposes a Compaction through the log, so
+    /// every member compacts at the same revision. Every member samples its revision, so
+    /// that a new leader knows what was current a period ago.
+    fn maybe_auto_compact(&mut self) {
+        use crate::config::AutoCompaction;
+        let Some(ac) = self.auto_compaction else { return };
+        let now = Instant::now();
+        if now < self.next_compaction_check {
+            return;
+        }
+        let revision = self.mvcc.revision();
+        let (interval, target) = match ac {
+            AutoCompaction::Revisions(n) => (Duration::from_secs(5), revision - n),
+            AutoCompaction::Periodic(period) => {
+                self.revision_samples.push_back((now, revision));
+                // The newest sample at least a period old is where history may start.
+                let mut target = 0;
+                while let Some(&(at, rev)) = self.revision_samples.front() {
+                    if now.duration_since(at) < period {
+                        break;
+                    }
+                    target = rev;
+                    self.revision_samples.pop_front();
+                }
+                ((period / 10).max(Duration::from_secs(1)), target)
+            }
+        };
+        self.next_compaction_check = now + interval;
+        if !self.is_leader() || self.halted.is_some() || target <= self.mvcc.compact_revision() {
+            return;
+        }
+        let req = pb::InternalRequest {
+            id: 0,
+            request: Some(pb::internal_request::Request::Compaction(pb::CompactionRequest {
+                revision: target,
+                physical: false,
+            })),
+        };
+        match self.node.propose(Bytes::from(req.encode_to_vec())) {
+            Ok(_) => tracing::info!(revision = target, "automatic compaction proposed"),
+            Err(e) => tracing::debug!(error = %e, "automatic compaction not proposed"),
+        }
     }
 
     /// Raft §7: once `policy.every` entries were applied since the last snapshot, take the

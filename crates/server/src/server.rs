@@ -173,6 +173,7 @@ fn driver_thread(
                     .map(|m| m.peer_url.clone())
                     .unwrap_or_default(),
             ),
+            auto_compaction: config.auto_compaction,
         };
         let driver = match Driver::open(raft_config, &config.data_dir, membership, wiring) {
             Ok(d) => d,

@@ -98,8 +98,9 @@ impl Server {
     }
 }
 
-/// A one-member cluster in `dir`, started; its metrics on `metrics_port` if given.
-pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>) -> Server {
+/// A one-member cluster in `dir`, started with `extra` flags; its metrics on `metrics_port`
+/// if given.
+pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>, extra: &[&str]) -> Server {
     let (c, p) = (free_port(), free_port());
     let mut args: Vec<String> = vec![
         "--name".into(),
@@ -117,6 +118,7 @@ pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>) -> Server {
         args.push("--listen-metrics-urls".into());
         args.push(format!("http://127.0.0.1:{m}"));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut s = Server { child: None, args, client: format!("http://127.0.0.1:{c}") };
     s.start();
     s
