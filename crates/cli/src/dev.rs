@@ -103,8 +103,12 @@ pub fn run(data_dir: &Path, duration_secs: Option<u64>) -> ExitCode {
     let endpoints: Vec<&str> = members.iter().map(|m| m.client.as_str()).collect();
     println!("Flotilla: a local 3-member cluster, data in {}", data_dir.display());
     println!("client endpoints: {}", endpoints.join(","));
-    println!("try:  etcdctl --endpoints={} put greeting hello", endpoints.join(","));
-    println!("      etcdctl --endpoints={} get greeting", endpoints.join(","));
+    // Without the scheme: etcdctl 3.4's `endpoint status` sends the endpoint as the HTTP/2
+    // authority, and `http://...` is not a valid one.
+    let bare: Vec<&str> =
+        endpoints.iter().map(|e| e.strip_prefix("http://").unwrap_or(e)).collect();
+    println!("try:  etcdctl --endpoints={} put greeting hello", bare.join(","));
+    println!("      etcdctl --endpoints={} endpoint status -w table", bare.join(","));
     println!("logs: {}/n*.log; Ctrl-C stops all three", data_dir.display());
 
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
