@@ -53,16 +53,30 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let client_listener = std::net::TcpListener::bind(config.client_addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr: config.client_addr, source })?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let stats = Arc::new(TransportStats::default());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Closed when the driver's thread ends, however it ends (a panic included), so that
+        // the process does not outlive it waiting for a signal.
+        let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<()>();
         let driver_thread = {
             let (config, stats, tx) = (config.clone(), stats.clone(), tx.clone());
             let listeners = (peer_listener, client_listener);
             std::thread::Builder::new()
                 .name(format!("driver-{}", config.name))
-                .spawn(move || driver_thread(config, stats, listeners, (tx, rx), opened_tx, stop_rx))
+                .spawn(move || {
+                    let _ended = ended_tx;
+                    driver_thread(config, stats, listeners, (tx, rx), opened_tx, stop_rx)
+                })
                 .map_err(ServeError::Runtime)?
         };
         match opened_rx.await {
@@ -76,9 +90,8 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 return Err(ServeError::Runtime(std::io::Error::other("the driver thread ended")));
             }
         }
-        if let Some(addr) = config.metrics_addr {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+        if let (Some(l), Some(addr)) = (metrics_listener, config.metrics_addr) {
+            let l = tokio::net::TcpListener::from_std(l)
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tokio::spawn(crate::metrics::serve(l, stats));
         }
@@ -86,10 +99,10 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler can be installed");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            _ = term.recv() => tracing::info!("shutting down"),
+            _ = &mut ended_rx => tracing::error!("the driver stopped on its own"),
         }
-        tracing::info!("shutting down");
         let _ = stop_tx.send(());
         let r = tokio::task::spawn_blocking(move || driver_thread.join()).await;
         match r {
