@@ -253,16 +253,23 @@ impl<F: FileSystem> SnapshotStore<F> {
             written: 0,
             unsynced: 0,
         };
-        fill(&mut sink)?;
-        sink.flush()?;
-        if sink.written != len {
-            return Err(WalError::Invalid(format!(
+        let filled = fill(&mut sink).and_then(|()| sink.flush()).and_then(|()| {
+            if sink.written == len {
+                return Ok(());
+            }
+            Err(WalError::Invalid(format!(
                 "snapshot {}: {} bytes written, {len} announced",
                 meta.id(),
                 sink.written
-            )));
-        }
+            )))
+        });
         let crc = sink.crc.to_le_bytes();
+        if let Err(e) = filled {
+            // An unfinished temporary file is never read; do not leave it taking space.
+            drop(file);
+            let _ = self.fs.remove(&tmp);
+            return Err(e);
+        }
         file.append(&crc).map_err(|e| WalError::io("write", &tmp, e))?;
         file.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;

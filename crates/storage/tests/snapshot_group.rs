@@ -58,6 +58,7 @@ fn streamed_snapshots_equal_whole_ones_and_check_their_length() {
     let short = store.save_streamed(&meta(20), 100, |sink| sink.write(&[1; 99]));
     assert!(matches!(short, Err(WalError::Invalid(_))), "{short:?}");
     assert_eq!(store.load_latest().unwrap().unwrap().0, meta(10));
+    assert_eq!(fs2.file_len(&dir.join("00000000000000000020-00000000000000000002.snap.tmp")), None);
 }
 
 #[test]
