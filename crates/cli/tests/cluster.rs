@@ -134,6 +134,36 @@ fn auto_compaction_keeps_the_last_revisions() {
     assert!(at(last - 4).is_err(), "older ones are gone");
 }
 
+/// Periodic mode: history older than the retention period goes.
+#[test]
+fn auto_compaction_keeps_a_period_of_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = solo(dir.path(), None, &["--auto-compaction-retention", "2s"]);
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let old = rt.block_on(put(&[&s.client], "p", "old", deadline));
+    let at_old = rt.block_on(async {
+        let req = pb::RangeRequest { key: "p".into(), revision: old, ..Default::default() };
+        kv(&s.client).await.unwrap().range(req).await.map(|r| r.into_inner().count)
+    });
+    assert_eq!(at_old.map_err(|e| e.code()), Ok(1), "recent history is kept");
+    // Writes keep coming; after the period (checked every second), the revision current a
+    // period ago becomes the compaction point, so `old`'s revision is compacted away.
+    loop {
+        rt.block_on(put(&[&s.client], "p", "new", deadline));
+        let r = rt.block_on(async {
+            let req = pb::RangeRequest { key: "p".into(), revision: old, ..Default::default() };
+            kv(&s.client).await.unwrap().range(req).await.map(|_| ()).map_err(|e| e.code())
+        });
+        if r == Err(tonic::Code::OutOfRange) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not compacted in time: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rt.block_on(get(&s.client, "p", false)).as_deref(), Some("new"));
+}
+
 /// SIGTERM stops a member promptly, even while a client keeps a connection open (requests
 /// in flight get a grace period, idle connections do not hold it up), and nothing
 /// acknowledged is lost across the restart.
