@@ -48,7 +48,7 @@ enum Command {
         duration_secs: Option<u64>,
     },
     /// Run one member (flags named after etcd's; also FLOTILLA_* environment variables).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a key.
     Put {
         /// The key.
@@ -213,6 +213,9 @@ struct ServeArgs {
     /// Client URL to listen on.
     #[arg(long, env = "FLOTILLA_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
+    /// Client URL to tell the other members and clients (MemberList); default: the listen URL.
+    #[arg(long, env = "FLOTILLA_ADVERTISE_CLIENT_URLS", default_value = "")]
+    advertise_client_urls: String,
     /// Peer URL to listen on.
     #[arg(long, env = "FLOTILLA_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
     listen_peer_urls: String,
@@ -643,10 +646,11 @@ async fn client(cmd: Command) -> Result<(), String> {
 }
 
 /// The settings `serve` reads from a file, by flag name.
-const FILE_KEYS: [&str; 13] = [
+const FILE_KEYS: [&str; 14] = [
     "name",
     "data-dir",
     "listen-client-urls",
+    "advertise-client-urls",
     "listen-peer-urls",
     "initial-cluster",
     "initial-cluster-token",
@@ -716,6 +720,7 @@ fn main() -> ExitCode {
                 name: a.name,
                 data_dir: a.data_dir,
                 listen_client_urls: a.listen_client_urls,
+                advertise_client_urls: a.advertise_client_urls,
                 listen_peer_urls: a.listen_peer_urls,
                 initial_cluster: a.initial_cluster,
                 initial_cluster_token: a.initial_cluster_token,

@@ -134,6 +134,39 @@ fn auto_compaction_keeps_the_last_revisions() {
     assert!(at(last - 4).is_err(), "older ones are gone");
 }
 
+/// MemberList answers with every member's client URL, which each member publishes through
+/// the log when it starts (etcd clients sync their endpoints from it).
+#[test]
+fn member_list_shows_every_members_client_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster(dir.path(), 10_000);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "k", "v", deadline));
+    let mut want = eps.clone();
+    want.sort();
+    loop {
+        let listed = rt.block_on(async {
+            let ch = tonic::transport::Endpoint::from_shared(eps[0].clone())
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
+            let r = c.member_list(pb::MemberListRequest::default()).await.ok()?.into_inner();
+            let mut urls: Vec<String> = r.members.into_iter().flat_map(|m| m.client_urls).collect();
+            urls.sort();
+            Some(urls)
+        });
+        if listed.as_ref() == Some(&want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member list {listed:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Periodic mode: history older than the retention period goes.
 #[test]
 fn auto_compaction_keeps_a_period_of_history() {

@@ -186,9 +186,11 @@ impl Api {
 
     fn member(&self, e: MemberEntry) -> pb::Member {
         let client_urls = if e.id == self.member_id {
-            vec![format!("http://{}", self.config.client_addr)]
-        } else {
+            vec![self.config.advertise_client_url.clone()]
+        } else if e.client_url.is_empty() {
             vec![]
+        } else {
+            vec![e.client_url]
         };
         pb::Member {
             id: e.id,

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The client (gRPC) address (`--listen-client-urls`).
     pub client_addr: SocketAddr,
+    /// The client URL given to the other members and listed by MemberList
+    /// (`--advertise-client-urls`; by default the listen URL).
+    pub advertise_client_url: String,
     /// The peer address (`--listen-peer-urls`).
     pub peer_addr: SocketAddr,
     /// The initial members (`--initial-cluster`), this one included.
@@ -128,6 +131,8 @@ pub struct Flags {
     pub data_dir: PathBuf,
     /// `--listen-client-urls`.
     pub listen_client_urls: String,
+    /// `--advertise-client-urls` (empty: the listen URL).
+    pub advertise_client_urls: String,
     /// `--listen-peer-urls`.
     pub listen_peer_urls: String,
     /// `--initial-cluster`.
@@ -179,6 +184,18 @@ pub fn parse_url(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigErro
     rest.trim_end_matches('/').parse().map_err(|_| bad())
 }
 
+/// Checks an advertised URL: `http://HOST:PORT`, where HOST may be a name (it is only
+/// handed to clients).
+fn check_advertised_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadUrl { flag, url: url.to_string() };
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// FNV-1a, for a stable cluster id from the initial configuration.
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -198,6 +215,13 @@ impl ServerConfig {
         let initial_cluster_token = &f.initial_cluster_token;
         let data_dir = f.data_dir.clone();
         let client_addr = parse_url("--listen-client-urls", listen_client_urls)?;
+        let advertise_client_url = match f.advertise_client_urls.trim() {
+            "" => format!("http://{client_addr}"),
+            u => {
+                check_advertised_url("--advertise-client-urls", u)?;
+                u.trim_end_matches('/').to_string()
+            }
+        };
         let metrics_addr = match f.listen_metrics_urls.as_str() {
             "" => None,
             u => Some(parse_url("--listen-metrics-urls", u)?),
@@ -248,6 +272,7 @@ impl ServerConfig {
             name: name.to_string(),
             data_dir,
             client_addr,
+            advertise_client_url,
             peer_addr,
             members,
             cluster_id,
@@ -279,6 +304,7 @@ mod tests {
             name: name.into(),
             data_dir: "/tmp/x".into(),
             listen_client_urls: client.into(),
+            advertise_client_urls: String::new(),
             listen_peer_urls: "http://127.0.0.1:2380".into(),
             initial_cluster: cluster.into(),
             initial_cluster_token: "t".into(),
@@ -314,5 +340,19 @@ mod tests {
         })
         .unwrap();
         assert_ne!(other.cluster_id, ok.cluster_id, "the token separates clusters");
+        assert_eq!(ok.advertise_client_url, "http://127.0.0.1:2379", "the listen URL by default");
+        let adv = |u: &str| {
+            ServerConfig::from_flags(&Flags {
+                advertise_client_urls: u.into(),
+                ..flags("a", c, "http://0.0.0.0:2379")
+            })
+        };
+        assert_eq!(
+            adv("http://node-a.example:2379/").unwrap().advertise_client_url,
+            "http://node-a.example:2379"
+        );
+        for bad in ["node-a:2379", "http://node-a", "http://:2379", "http://a:99999"] {
+            assert!(matches!(adv(bad), Err(ConfigError::BadUrl { .. })), "{bad}");
+        }
     }
 }

@@ -101,6 +101,18 @@ pub enum Request {
     Snapshot(Reply<Bytes>),
 }
 
+/// What the cluster knows of a member: replicated through the log (`MemberAttr`) and kept
+/// in snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Its name (empty until it has started and published it).
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+    /// The client URL it advertises (empty until it has published it).
+    pub client_url: String,
+}
+
 /// A member as the Cluster API lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberEntry {
@@ -110,6 +122,8 @@ pub struct MemberEntry {
     pub name: String,
     /// Its peer URL.
     pub peer_url: String,
+    /// Its advertised client URL (empty if not known yet).
+    pub client_url: String,
     /// Whether it is a learner.
     pub is_learner: bool,
 }
@@ -206,9 +220,9 @@ pub struct Driver {
     self_tx: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     leader: Option<NodeId>,
-    /// Every member's name and peer URL (replicated through the log and in snapshots).
-    registry: BTreeMap<u64, (String, String)>,
-    me: (String, String),
+    /// Every member's name and URLs (replicated through the log and in snapshots).
+    registry: BTreeMap<u64, MemberRecord>,
+    me: MemberRecord,
     published: bool,
     member_waits: Vec<(MemberWait, Reply<Vec<MemberEntry>>, Instant)>,
     /// Automatic compaction of the store's history, and when to look next.
@@ -240,10 +254,10 @@ pub struct Wiring {
     pub self_tx: Inbox,
     /// Counters for `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// The initial members' names and peer URLs, by id.
-    pub registry: BTreeMap<u64, (String, String)>,
-    /// This member's name and peer URL, published to the others once it runs.
-    pub me: (String, String),
+    /// The initial members' names and URLs, by id (client URLs: this member's only).
+    pub registry: BTreeMap<u64, MemberRecord>,
+    /// This member's name, peer URL and client URL, published to the others once it runs.
+    pub me: MemberRecord,
     /// Automatic compaction of the store's history, if any.
     pub auto_compaction: Option<crate::config::AutoCompaction>,
 }
@@ -591,8 +605,8 @@ impl Driver {
                     Ok(data) => match decode_state(&data) {
                         Some((r, m)) => {
                             self.mvcc = m;
-                            for (id, (name, url)) in r {
-                                self.learn_member(id, name, url);
+                            for (id, record) in r {
+                                self.learn_member(id, record);
                             }
                             self.applied = meta.index.0;
                             self.snapshot_index = meta.index.0;
@@ -773,68 +787,70 @@ impl Driver {
     /// into the log first, so that everyone can reach it once the change makes it a member.
     fn member_change(&mut self, c: &pb::MemberChange) -> Result<(), ApiError> {
         use flotilla_raft::ConfChange;
-        let change = match c.kind {
-            1 | 2 => {
-                if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
-                    return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
+        let change =
+            match c.kind {
+                1 | 2 => {
+                    if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
+                        return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
+                    }
+                    if self.registry.values().any(|r| r.peer_url == c.peer_url)
+                        && self.node.membership().members().any(|m| {
+                            self.registry.get(&m.0).is_some_and(|r| r.peer_url == c.peer_url)
+                        })
+                    {
+                        return Err(ApiError::Transfer("Peer URLs already exists".into()));
+                    }
+                    let id = self
+                        .registry
+                        .keys()
+                        .copied()
+                        .chain(self.node.membership().members().map(|m| m.0))
+                        .max()
+                        .unwrap_or(0)
+                        + 1;
+                    let attr = pb::InternalRequest {
+                        id: 0,
+                        request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+                            id,
+                            name: String::new(),
+                            peer_url: c.peer_url.clone(),
+                            client_url: String::new(),
+                        })),
+                    };
+                    self.node
+                        .propose(Bytes::from(attr.encode_to_vec()))
+                        .map_err(|e| ApiError::Transfer(e.to_string()))?;
+                    if c.kind == 1 {
+                        ConfChange::AddVoter(NodeId(id))
+                    } else {
+                        ConfChange::AddLearner(NodeId(id))
+                    }
                 }
-                if self.registry.values().any(|(_, u)| *u == c.peer_url)
-                    && self
-                        .node
-                        .membership()
-                        .members()
-                        .any(|m| self.registry.get(&m.0).is_some_and(|(_, u)| *u == c.peer_url))
-                {
-                    return Err(ApiError::Transfer("Peer URLs already exists".into()));
-                }
-                let id = self
-                    .registry
-                    .keys()
-                    .copied()
-                    .chain(self.node.membership().members().map(|m| m.0))
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                let attr = pb::InternalRequest {
-                    id: 0,
-                    request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
-                        id,
-                        name: String::new(),
-                        peer_url: c.peer_url.clone(),
-                    })),
-                };
-                self.node
-                    .propose(Bytes::from(attr.encode_to_vec()))
-                    .map_err(|e| ApiError::Transfer(e.to_string()))?;
-                if c.kind == 1 {
-                    ConfChange::AddVoter(NodeId(id))
-                } else {
-                    ConfChange::AddLearner(NodeId(id))
-                }
-            }
-            3 => ConfChange::PromoteLearner(NodeId(c.id)),
-            _ => ConfChange::Remove(NodeId(c.id)),
-        };
+                3 => ConfChange::PromoteLearner(NodeId(c.id)),
+                _ => ConfChange::Remove(NodeId(c.id)),
+            };
         self.node
             .propose_conf_change(change)
             .map(|_| ())
             .map_err(|e| ApiError::Transfer(e.to_string()))
     }
 
-    /// Records a member's name and address, and connects to it.
-    fn learn_member(&mut self, id: u64, name: String, url: String) {
-        let known = self.registry.get(&id).cloned();
-        let name = if name.is_empty() {
-            known.as_ref().map(|k| k.0.clone()).unwrap_or_default()
-        } else {
-            name
+    /// Records what a member published (empty fields keep what is known), and connects to
+    /// it.
+    fn learn_member(&mut self, id: u64, update: MemberRecord) {
+        let known = self.registry.get(&id).cloned().unwrap_or_default();
+        let keep = |new: String, old: String| if new.is_empty() { old } else { new };
+        let record = MemberRecord {
+            name: keep(update.name, known.name),
+            peer_url: keep(update.peer_url, known.peer_url.clone()),
+            client_url: keep(update.client_url, known.client_url),
         };
-        if known.as_ref().map(|k| &k.1) != Some(&url) || !self.peers.knows(NodeId(id)) {
-            if let Ok(addr) = crate::config::parse_url("peer URL", &url) {
+        if known.peer_url != record.peer_url || !self.peers.knows(NodeId(id)) {
+            if let Ok(addr) = crate::config::parse_url("peer URL", &record.peer_url) {
                 self.peers.add(NodeId(id), addr);
             }
         }
-        self.registry.insert(id, (name, url));
+        self.registry.insert(id, record);
     }
 
     /// The members, for the Cluster API.
@@ -842,8 +858,14 @@ impl Driver {
         let m = self.node.membership();
         m.members()
             .map(|id| {
-                let (name, peer_url) = self.registry.get(&id.0).cloned().unwrap_or_default();
-                MemberEntry { id: id.0, name, peer_url, is_learner: m.learners().contains(&id) }
+                let r = self.registry.get(&id.0).cloned().unwrap_or_default();
+                MemberEntry {
+                    id: id.0,
+                    name: r.name,
+                    peer_url: r.peer_url,
+                    client_url: r.client_url,
+                    is_learner: m.learners().contains(&id),
+                }
             })
             .collect()
     }
@@ -856,9 +878,9 @@ impl Driver {
         let now = Instant::now();
         for (w, reply, deadline) in waits {
             let done = match &w {
-                MemberWait::Added(url) => {
-                    m.members().any(|id| self.registry.get(&id.0).is_some_and(|(_, u)| u == url))
-                }
+                MemberWait::Added(url) => m
+                    .members()
+                    .any(|id| self.registry.get(&id.0).is_some_and(|r| r.peer_url == *url)),
                 MemberWait::Promoted(id) => m.voters().contains(&NodeId(*id)),
                 MemberWait::Removed(id) => !m.contains(NodeId(*id)),
             };
@@ -874,7 +896,7 @@ impl Driver {
         if !self.published && m.contains(me) && self.leader.is_some() && self.halted.is_none() {
             // Always once per start: the local registry was seeded from this member's own
             // flags, the others' may still lack its name.
-            let (name, url) = self.me.clone();
+            let MemberRecord { name, peer_url, client_url } = self.me.clone();
             {
                 self.next_id += 1;
                 let attr = pb::InternalRequest {
@@ -882,7 +904,8 @@ impl Driver {
                     request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
                         id: me.0,
                         name,
-                        peer_url: url,
+                        peer_url,
+                        client_url,
                     })),
                 };
                 let data = Bytes::from(attr.encode_to_vec());
@@ -915,7 +938,9 @@ impl Driver {
         }
         let Some(op) = req.request else { return };
         if let pb::internal_request::Request::MemberAttr(a) = op {
-            self.learn_member(a.id, a.name, a.peer_url);
+            let update =
+                MemberRecord { name: a.name, peer_url: a.peer_url, client_url: a.client_url };
+            self.learn_member(a.id, update);
             return;
         }
         let result = self.mvcc.apply(&op).map_err(ApiError::from);
@@ -972,7 +997,7 @@ impl Driver {
 }
 
 /// The state a snapshot holds: the member registry, then the MVCC store.
-fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<u8> {
+fn encode_state(registry: &BTreeMap<u64, MemberRecord>, mvcc: &Mvcc) -> Vec<u8> {
     let mut out = encode_registry(registry);
     mvcc.encode_into(&mut out);
     out
@@ -983,7 +1008,7 @@ fn encode_state(registry: &BTreeMap<u64, (String, String)>, mvcc: &Mvcc) -> Vec<
 fn save_state(
     writer: &flotilla_storage::SnapshotStore<RealFs>,
     meta: &flotilla_raft::SnapshotMeta,
-    registry: &BTreeMap<u64, (String, String)>,
+    registry: &BTreeMap<u64, MemberRecord>,
     mvcc: &Mvcc,
 ) -> Result<flotilla_raft::SnapshotInfo, flotilla_storage::WalError> {
     let head = encode_registry(registry);
@@ -994,13 +1019,18 @@ fn save_state(
     })
 }
 
-fn encode_registry(registry: &BTreeMap<u64, (String, String)>) -> Vec<u8> {
+/// Marks the registry format with client URLs (the first, without them, began with the
+/// member count, which is never this).
+const REGISTRY_V2: u32 = u32::MAX;
+
+fn encode_registry(registry: &BTreeMap<u64, MemberRecord>) -> Vec<u8> {
     use bytes::BufMut;
     let mut out = Vec::new();
+    out.put_u32_le(REGISTRY_V2);
     out.put_u32_le(registry.len() as u32);
-    for (id, (name, url)) in registry {
+    for (id, r) in registry {
         out.put_u64_le(*id);
-        for s in [name, url] {
+        for s in [&r.name, &r.peer_url, &r.client_url] {
             out.put_u32_le(s.len() as u32);
             out.put_slice(s.as_bytes());
         }
@@ -1008,7 +1038,7 @@ fn encode_registry(registry: &BTreeMap<u64, (String, String)>) -> Vec<u8> {
     out
 }
 
-fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, (String, String)>, Mvcc)> {
+fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, MemberRecord>, Mvcc)> {
     use bytes::Buf;
     let take_str = |b: &mut &[u8]| -> Option<String> {
         if b.remaining() < 4 {
@@ -1025,7 +1055,14 @@ fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, (String, String)>, Mvcc)>
     if b.remaining() < 4 {
         return None;
     }
-    let n = b.get_u32_le();
+    let mut n = b.get_u32_le();
+    let with_client_urls = n == REGISTRY_V2;
+    if with_client_urls {
+        if b.remaining() < 4 {
+            return None;
+        }
+        n = b.get_u32_le();
+    }
     let mut registry = BTreeMap::new();
     for _ in 0..n {
         if b.remaining() < 8 {
@@ -1033,8 +1070,57 @@ fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, (String, String)>, Mvcc)>
         }
         let id = b.get_u64_le();
         let name = take_str(&mut b)?;
-        let url = take_str(&mut b)?;
-        registry.insert(id, (name, url));
+        let peer_url = take_str(&mut b)?;
+        let client_url = if with_client_urls { take_str(&mut b)? } else { String::new() };
+        registry.insert(id, MemberRecord { name, peer_url, client_url });
     }
     Some((registry, Mvcc::decode(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The snapshot's member registry round-trips with client URLs, and snapshots written
+    /// before client URLs were kept still decode (with none).
+    #[test]
+    fn snapshot_state_round_trips_and_reads_the_older_registry_format() {
+        let mut registry = BTreeMap::new();
+        registry.insert(
+            1,
+            MemberRecord {
+                name: "n1".into(),
+                peer_url: "http://127.0.0.1:2380".into(),
+                client_url: "http://127.0.0.1:2379".into(),
+            },
+        );
+        registry.insert(
+            2,
+            MemberRecord { peer_url: "http://127.0.0.1:22380".into(), ..Default::default() },
+        );
+        let mut mvcc = Mvcc::new();
+        let put = pb::PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
+        mvcc.apply(&pb::internal_request::Request::Put(put)).unwrap();
+        let (r, m) = decode_state(&encode_state(&registry, &mvcc)).expect("decodes");
+        assert_eq!((r, m), (registry, mvcc.clone()));
+
+        use bytes::BufMut;
+        let mut old = Vec::new();
+        old.put_u32_le(1);
+        old.put_u64_le(7);
+        for s in ["n7", "http://10.0.0.7:2380"] {
+            old.put_u32_le(s.len() as u32);
+            old.put_slice(s.as_bytes());
+        }
+        mvcc.encode_into(&mut old);
+        let (r, m) = decode_state(&old).expect("the older format decodes");
+        assert_eq!(m, mvcc);
+        let want = MemberRecord {
+            name: "n7".into(),
+            peer_url: "http://10.0.0.7:2380".into(),
+            client_url: String::new(),
+        };
+        assert_eq!(r.get(&7), Some(&want));
+        assert_eq!(decode_state(&old[..old.len() - 1]), None, "a cut snapshot is refused");
+    }
 }

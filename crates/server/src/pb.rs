@@ -380,6 +380,9 @@ pub struct MemberAttr {
     pub name: String,
     #[prost(string, tag = "3")]
     pub peer_url: String,
+    /// The client URL the member advertises (empty: unchanged).
+    #[prost(string, tag = "4")]
+    pub client_url: String,
 }
 
 /// A membership change a follower forwards to the leader (Flotilla's own message).

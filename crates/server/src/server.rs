@@ -175,17 +175,30 @@ fn driver_thread(
             registry: config
                 .members
                 .iter()
-                .map(|m| (m.id.0, (m.name.clone(), m.peer_url.clone())))
+                .map(|m| {
+                    let client_url = if m.id == me {
+                        config.advertise_client_url.clone()
+                    } else {
+                        String::new()
+                    };
+                    let record = crate::driver::MemberRecord {
+                        name: m.name.clone(),
+                        peer_url: m.peer_url.clone(),
+                        client_url,
+                    };
+                    (m.id.0, record)
+                })
                 .collect(),
-            me: (
-                config.name.clone(),
-                config
+            me: crate::driver::MemberRecord {
+                name: config.name.clone(),
+                peer_url: config
                     .members
                     .iter()
                     .find(|m| m.id == me)
                     .map(|m| m.peer_url.clone())
                     .unwrap_or_default(),
-            ),
+                client_url: config.advertise_client_url.clone(),
+            },
             auto_compaction: config.auto_compaction,
         };
         let driver = match Driver::open(raft_config, &config.data_dir, membership, wiring) {
