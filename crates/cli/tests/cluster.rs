@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cluster, free_port, kv, peer_port, runtime, solo, BIN};
+use common::{cluster, eventually, free_port, kv, peer_port, runtime, solo, BIN};
 
 use flotilla_server::pb;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
@@ -55,13 +55,14 @@ fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
     }
     servers[2].start();
     // It catches up: its local (serializable) read sees the last write.
-    loop {
-        if rt.block_on(get(&eps[2], "k9", true)).as_deref() == Some("v149") {
-            break;
+    eventually(deadline, "member 3 did not catch up", Duration::from_millis(100), || {
+        let got = rt.block_on(get(&eps[2], "k9", true));
+        if got.as_deref() == Some("v149") {
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(Instant::now() < deadline, "member 3 did not catch up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let snaps = dir.path().join("m2/wal/snap");
     let names: Vec<String> = std::fs::read_dir(&snaps)
         .unwrap()
@@ -77,14 +78,14 @@ fn a_member_down_for_long_catches_up_by_snapshot_and_restarts_keep_the_data() {
     for s in &mut servers {
         s.start();
     }
-    loop {
+    eventually(deadline, "no linearizable read after restart", Duration::from_millis(100), || {
         let got = rt.block_on(get(&eps[1], "k3", false));
         if got.as_deref() == Some("v143") {
-            break;
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(Instant::now() < deadline, "no linearizable read after restart: {got:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     assert_eq!(rt.block_on(get(&eps[0], "first", false)).as_deref(), Some("1"));
 }
 
@@ -118,18 +119,13 @@ fn auto_compaction_keeps_the_last_revisions() {
         })
     };
     // Checked every 5 s: wait for the compaction to happen.
-    loop {
+    let message = eventually(deadline, "not compacted in time", Duration::from_millis(200), || {
         match at(first) {
-            Err((tonic::Code::OutOfRange, message)) => {
-                assert!(message.contains("compacted"), "{message}");
-                break;
-            }
-            other => {
-                assert!(Instant::now() < deadline, "not compacted in time: {other:?}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Err((tonic::Code::OutOfRange, message)) => Ok(message),
+            other => Err(other),
         }
-    }
+    });
+    assert!(message.contains("compacted"), "{message}");
     assert_eq!(at(last - 3).unwrap(), b"v6", "the last 3 revisions stay readable");
     assert!(at(last - 4).is_err(), "older ones are gone");
 }
@@ -146,7 +142,7 @@ fn member_list_shows_every_members_client_url() {
     rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "k", "v", deadline));
     let mut want = eps.clone();
     want.sort();
-    loop {
+    eventually(deadline, "member list", Duration::from_millis(100), || {
         let listed = rt.block_on(async {
             let ch = tonic::transport::Endpoint::from_shared(eps[0].clone())
                 .ok()?
@@ -160,11 +156,11 @@ fn member_list_shows_every_members_client_url() {
             Some(urls)
         });
         if listed.as_ref() == Some(&want) {
-            break;
+            Ok(())
+        } else {
+            Err((listed, &want))
         }
-        assert!(Instant::now() < deadline, "member list {listed:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
 }
 
 /// Periodic mode: history older than the retention period goes.
@@ -182,18 +178,18 @@ fn auto_compaction_keeps_a_period_of_history() {
     assert_eq!(at_old.map_err(|e| e.code()), Ok(1), "recent history is kept");
     // Writes keep coming; after the period (checked every second), the revision current a
     // period ago becomes the compaction point, so `old`'s revision is compacted away.
-    loop {
+    eventually(deadline, "not compacted in time", Duration::from_millis(200), || {
         rt.block_on(put(&[&s.client], "p", "new", deadline));
         let r = rt.block_on(async {
             let req = pb::RangeRequest { key: "p".into(), revision: old, ..Default::default() };
             kv(&s.client).await.unwrap().range(req).await.map(|_| ()).map_err(|e| e.code())
         });
         if r == Err(tonic::Code::OutOfRange) {
-            break;
+            Ok(())
+        } else {
+            Err(r)
         }
-        assert!(Instant::now() < deadline, "not compacted in time: {r:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     assert_eq!(rt.block_on(get(&s.client, "p", false)).as_deref(), Some("new"));
 }
 
@@ -231,13 +227,14 @@ fn sigterm_stops_a_member_promptly_with_a_client_connected_and_it_restarts_with_
     drop(idle);
     s.start();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if rt.block_on(get(&s.client, "kept", false)).as_deref() == Some("yes") {
-            break;
+    eventually(deadline, "the data is back after the restart", Duration::from_millis(50), || {
+        let got = rt.block_on(get(&s.client, "kept", false));
+        if got.as_deref() == Some("yes") {
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(Instant::now() < deadline, "the data is back after the restart");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     assert_eq!(rt.block_on(get(&s.client, "k", false)).as_deref(), Some("v"));
 }
 

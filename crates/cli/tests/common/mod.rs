@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_server::rpc::k_v_client::KVClient;
 
@@ -128,6 +128,24 @@ pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>, extra: &[&str]) ->
 pub fn peer_port(s: &Server) -> u16 {
     let i = s.args.iter().position(|a| a == "--listen-peer-urls").expect("a peer URL");
     s.args[i + 1].rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+}
+
+/// Calls `probe` every `every` until it returns `Ok`; fails the test with `what` and the last
+/// `Err` once `deadline` passes. The tests' one way of waiting: generous deadlines, no sleeps
+/// that race.
+pub fn eventually<T, E: std::fmt::Debug>(
+    deadline: Instant,
+    what: &str,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "{what}: {e:?}"),
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// A single-threaded runtime for a test's clients.
