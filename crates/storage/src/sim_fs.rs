@@ -28,6 +28,7 @@ struct State {
     next_id: u64,
     failing_syncs: u32,
     space_left: Option<u64>,
+    sync_delay: Option<std::time::Duration>,
 }
 
 /// A simulated file system; clones share the same state.
@@ -98,6 +99,13 @@ impl SimFs {
     /// Appends fail with `StorageFull` once `bytes` more have been written (`None`: no limit).
     pub fn set_space_left(&self, bytes: Option<u64>) {
         lock(&self.state).space_left = bytes;
+    }
+
+    /// Makes every `sync_data` block its caller this long (after the data is durable), as a
+    /// real disk's flush does: for tests of threads around storage, where instant syncs
+    /// would let a busy machine run them one by one. The simulator never sets it.
+    pub fn set_sync_delay(&self, delay: Option<std::time::Duration>) {
+        lock(&self.state).sync_delay = delay;
     }
 
     /// Flips one bit of a file, durably (as a disk error would).
@@ -180,6 +188,11 @@ impl FsFile for SimFile {
         let tail = f.data[from..].to_vec();
         f.durable.extend_from_slice(&tail);
         f.dirty_from = f.data.len();
+        let delay = s.sync_delay;
+        drop(s);
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         Ok(())
     }
 
