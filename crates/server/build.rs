@@ -6,7 +6,7 @@ fn build(
     route: &str,
     input: &str,
     output: &str,
-    stream: bool,
+    stream: Streams,
 ) -> tonic_build::manual::Method {
     let b = tonic_build::manual::Method::builder()
         .name(name)
@@ -14,19 +14,27 @@ fn build(
         .input_type(format!("crate::pb::{input}"))
         .output_type(format!("crate::pb::{output}"))
         .codec_path("tonic::codec::ProstCodec");
-    if stream {
-        b.server_streaming().build()
-    } else {
-        b.build()
+    match stream {
+        Streams::None => b.build(),
+        Streams::Server => b.server_streaming().build(),
+        Streams::Both => b.client_streaming().server_streaming().build(),
     }
 }
 
+/// Which sides of a call stream.
+#[derive(Clone, Copy)]
+enum Streams {
+    None,
+    Server,
+    Both,
+}
+
 fn method(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
-    build(name, route, input, output, false)
+    build(name, route, input, output, Streams::None)
 }
 
 fn streaming(name: &str, route: &str, input: &str, output: &str) -> tonic_build::manual::Method {
-    build(name, route, input, output, true)
+    build(name, route, input, output, Streams::Server)
 }
 
 fn service(name: &str, methods: Vec<tonic_build::manual::Method>) -> tonic_build::manual::Service {
@@ -70,5 +78,9 @@ fn main() {
             streaming("snapshot", "Snapshot", "SnapshotRequest", "SnapshotResponse"),
         ],
     );
-    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance]);
+    let watch = service(
+        "Watch",
+        vec![build("watch", "Watch", "WatchRequest", "WatchResponse", Streams::Both)],
+    );
+    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch]);
 }

@@ -60,13 +60,8 @@ enum Command {
     },
     /// Read a key, or a prefix or range of keys.
     Get {
-        /// The key (or the start of the range).
-        key: String,
-        /// The end of the range (exclusive).
-        range_end: Option<String>,
-        /// Read every key with this prefix.
-        #[arg(long)]
-        prefix: bool,
+        #[command(flatten)]
+        keys: Keys,
         /// Read at this revision.
         #[arg(long, default_value_t = 0)]
         rev: i64,
@@ -83,6 +78,23 @@ enum Command {
         /// Delete every key with this prefix.
         #[arg(long)]
         prefix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print each change to a key, or a prefix or range of keys, as it happens (or from a
+    /// past revision on), until interrupted or until `--count` events.
+    Watch {
+        #[command(flatten)]
+        keys: Keys,
+        /// Start at this revision (default: changes from now on).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Also print the value each change replaced.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -249,6 +261,10 @@ struct ServeArgs {
     /// or a count for revision mode; `0` keeps everything until an explicit compaction.
     #[arg(long, env = "FLOTILLA_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
+    /// How often a quiet watch that asked for progress notifications gets one (`10m`,
+    /// `5s`, `500ms`; etcd's --experimental-watch-progress-notify-interval).
+    #[arg(long, env = "FLOTILLA_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    watch_progress_notify_interval: String,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -262,6 +278,30 @@ pub(crate) fn parse_endpoints(list: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
         .collect()
+}
+
+/// A key, or a prefix or range of keys, as etcdctl takes them.
+#[derive(clap::Args, Debug)]
+struct Keys {
+    /// The key (or the start of the range).
+    key: String,
+    /// The end of the range (exclusive).
+    range_end: Option<String>,
+    /// Every key with this prefix.
+    #[arg(long)]
+    prefix: bool,
+}
+
+impl Keys {
+    /// The key and range end of etcd's requests.
+    fn span(self) -> (bytes::Bytes, bytes::Bytes) {
+        let end = match (self.prefix, self.range_end) {
+            (true, _) => prefix_end(self.key.as_bytes()),
+            (false, Some(e)) => e.into_bytes(),
+            (false, None) => Vec::new(),
+        };
+        (self.key.into(), end.into())
+    }
 }
 
 fn prefix_end(key: &[u8]) -> Vec<u8> {
@@ -336,9 +376,9 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Tries each endpoint in turn until one answers.
-async fn with_endpoint<T, F, Fut>(conn: &Conn, f: F) -> Result<T, String>
+async fn with_endpoint<T, F, Fut>(conn: &Conn, mut f: F) -> Result<T, String>
 where
-    F: Fn(tonic::transport::Channel) -> Fut,
+    F: FnMut(tonic::transport::Channel) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut last = String::from("no endpoint given");
@@ -371,6 +411,67 @@ where
     Err(last)
 }
 
+/// Runs one watcher on the first endpoint that answers, printing its events (as etcdctl:
+/// type, key, value; with the replaced value first when asked for) until `count` events, the
+/// end of the stream, or a cancellation (a compacted start revision, say), which is an error.
+async fn watch(
+    conn: &Conn,
+    create: pb::WatchCreateRequest,
+    count: Option<u64>,
+) -> Result<(), String> {
+    use flotilla_server::rpc::watch_client::WatchClient;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let req = pb::watch_request::RequestUnion::CreateRequest(create);
+    let _ = tx.send(pb::WatchRequest { request_union: Some(req) });
+    let mut rx = Some(rx);
+    let mut stream = with_endpoint(conn, |ch| {
+        let requests = rx.take();
+        async move {
+            let requests = requests.ok_or_else(|| tonic::Status::unavailable("retry"))?;
+            WatchClient::new(ch).watch(flotilla_server::watch::Requests(requests)).await
+        }
+    })
+    .await?
+    .into_inner();
+    let mut seen = 0u64;
+    while let Some(r) = stream.message().await.map_err(|e| e.message().to_string())? {
+        if r.canceled {
+            return Err(if r.compact_revision > 0 {
+                format!("watch canceled: compacted revision {}", r.compact_revision)
+            } else {
+                format!("watch canceled: {}", r.cancel_reason)
+            });
+        }
+        for e in &r.events {
+            let kind = if e.r#type == 0 { "PUT" } else { "DELETE" };
+            let kv = e.kv.clone().unwrap_or_default();
+            if conn.json {
+                let prev = e
+                    .prev_kv
+                    .as_ref()
+                    .map_or("null".to_string(), |p| format!("{:?}", text(&p.value)));
+                say!(
+                    "{{\"type\":\"{kind}\",\"key\":{:?},\"value\":{:?},\"mod_revision\":{},\"prev_value\":{prev}}}",
+                    text(&kv.key), text(&kv.value), kv.mod_revision
+                );
+            } else {
+                say!("{kind}");
+                if let Some(p) = &e.prev_kv {
+                    say!("{}\n{}", text(&p.key), text(&p.value));
+                }
+                say!("{}\n{}", text(&kv.key), text(&kv.value));
+            }
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                drop(tx);
+                return Ok(());
+            }
+        }
+    }
+    drop(tx);
+    Ok(())
+}
+
 async fn client(cmd: Command) -> Result<(), String> {
     match cmd {
         Command::Put { key, value, conn } => {
@@ -387,15 +488,11 @@ async fn client(cmd: Command) -> Result<(), String> {
                 say!("OK (revision {rev})");
             }
         }
-        Command::Get { key, range_end, prefix, rev, serializable, conn } => {
-            let end = match (prefix, range_end) {
-                (true, _) => prefix_end(key.as_bytes()),
-                (false, Some(e)) => e.into_bytes(),
-                (false, None) => Vec::new(),
-            };
+        Command::Get { keys, rev, serializable, conn } => {
+            let (key, range_end) = keys.span();
             let req = pb::RangeRequest {
-                key: key.into(),
-                range_end: end.into(),
+                key,
+                range_end,
                 revision: rev,
                 serializable,
                 ..Default::default()
@@ -423,6 +520,17 @@ async fn client(cmd: Command) -> Result<(), String> {
                     say!("{}\n{}", text(&kv.key), text(&kv.value));
                 }
             }
+        }
+        Command::Watch { keys, rev, prev_kv, count, conn } => {
+            let (key, range_end) = keys.span();
+            let create = pb::WatchCreateRequest {
+                key,
+                range_end,
+                start_revision: rev,
+                prev_kv,
+                ..Default::default()
+            };
+            watch(&conn, create, count).await?;
         }
         Command::Del { key, prefix, conn } => {
             let end = if prefix { prefix_end(key.as_bytes()) } else { Vec::new() };
@@ -646,7 +754,7 @@ async fn client(cmd: Command) -> Result<(), String> {
 }
 
 /// The settings `serve` reads from a file, by flag name.
-const FILE_KEYS: [&str; 14] = [
+const FILE_KEYS: [&str; 15] = [
     "name",
     "data-dir",
     "listen-client-urls",
@@ -661,6 +769,7 @@ const FILE_KEYS: [&str; 14] = [
     "listen-metrics-urls",
     "auto-compaction-mode",
     "auto-compaction-retention",
+    "watch-progress-notify-interval",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -731,6 +840,7 @@ fn main() -> ExitCode {
                 initial_cluster_state: a.initial_cluster_state,
                 auto_compaction_mode: a.auto_compaction_mode,
                 auto_compaction_retention: a.auto_compaction_retention,
+                watch_progress_notify_interval: a.watch_progress_notify_interval,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

@@ -6,30 +6,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cluster, eventually, free_port, kv, peer_port, runtime, solo, BIN};
+use common::{cluster, eventually, free_port, kv, peer_port, put, runtime, solo, BIN};
 
 use flotilla_server::pb;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
-
-/// Puts through any server that accepts, retrying until `deadline`.
-async fn put(servers: &[&str], key: &str, value: &str, deadline: Instant) -> i64 {
-    loop {
-        for ep in servers {
-            if let Some(mut c) = kv(ep).await {
-                let req = pb::PutRequest {
-                    key: key.to_string().into(),
-                    value: value.to_string().into(),
-                    ..Default::default()
-                };
-                if let Ok(r) = c.put(req).await {
-                    return r.into_inner().header.unwrap().revision;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no server accepted the put of {key}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn get(ep: &str, key: &str, serializable: bool) -> Option<String> {
     let mut c = kv(ep).await?;

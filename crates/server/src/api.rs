@@ -14,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::driver::{ApiError, Header, Inbox, Input, MemberEntry, Request, StatusInfo};
 use crate::mvcc::{Applied, MvccError};
 use crate::pb;
+use crate::watch::WatchInput;
 
 /// The shared state of the services.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct Api {
     cluster_id: u64,
     member_id: u64,
     config: Arc<ServerConfig>,
+    /// The last watch stream id given out.
+    watch_streams: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn status_of(e: ApiError) -> Status {
@@ -44,7 +47,13 @@ fn status_of(e: ApiError) -> Status {
 impl Api {
     /// Services for `config`, sending to the driver through `tx`.
     pub fn new(config: Arc<ServerConfig>, tx: Inbox) -> Api {
-        Api { tx, cluster_id: config.cluster_id, member_id: config.id().0, config }
+        Api {
+            tx,
+            cluster_id: config.cluster_id,
+            member_id: config.id().0,
+            config,
+            watch_streams: Arc::default(),
+        }
     }
 
     fn send(&self, input: Input) -> Result<(), Status> {
@@ -337,5 +346,97 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         Ok(Response::new(pb::MoveLeaderResponse {
             header: Some(self.header(Header { revision: st.revision, term: st.term })),
         }))
+    }
+}
+
+/// A watch stream's responses as tonic sends them: what the driver queued, with this
+/// member's header. Dropped when the client goes away, which closes the stream's watchers.
+#[derive(Debug)]
+pub struct WatchOut {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(pb::WatchResponse, Header)>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    api: Api,
+    stream: u64,
+}
+
+impl futures_core::Stream for WatchOut {
+    type Item = Result<pb::WatchResponse, Status>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::sync::atomic::Ordering;
+        use std::task::Poll;
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some((mut r, h))) => {
+                let before = self.queued.fetch_sub(1, Ordering::Relaxed);
+                if before == crate::watch::QUEUE_LIMIT / 2 + 1 {
+                    // Room again: watchers that fell behind replay more history.
+                    let _ =
+                        self.api.send(Input::Watch(WatchInput::Drained { stream: self.stream }));
+                }
+                r.header = Some(self.api.header(h));
+                Poll::Ready(Some(Ok(r)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for WatchOut {
+    fn drop(&mut self) {
+        let _ = self.api.send(Input::Watch(WatchInput::Close { stream: self.stream }));
+    }
+}
+
+#[tonic::async_trait]
+impl crate::rpc::watch_server::Watch for Api {
+    type WatchStream = WatchOut;
+
+    /// etcd's Watch: one stream carries many watchers. Requests go to the driver as they
+    /// arrive. As in etcd, a client that closes its side keeps receiving; the watchers end
+    /// when the client goes away (the response stream is dropped) or the request stream
+    /// fails.
+    async fn watch(
+        &self,
+        r: GrpcRequest<tonic::Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use pb::watch_request::RequestUnion;
+        use std::sync::atomic::Ordering;
+        let stream = self.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        self.send(Input::Watch(WatchInput::Open { stream, tx, queued: queued.clone() }))?;
+        let mut inbound = r.into_inner();
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut failed = false;
+            loop {
+                let req = match inbound.message().await {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                };
+                let input = match req.request_union {
+                    Some(RequestUnion::CreateRequest(req)) => WatchInput::Create { stream, req },
+                    Some(RequestUnion::CancelRequest(c)) => {
+                        WatchInput::Cancel { stream, watch_id: c.watch_id }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => WatchInput::Progress { stream },
+                    None => continue,
+                };
+                if api.send(Input::Watch(input)).is_err() {
+                    return;
+                }
+            }
+            if failed {
+                let _ = api.send(Input::Watch(WatchInput::Close { stream }));
+            }
+        });
+        Ok(Response::new(WatchOut { rx, queued, api: self.clone(), stream }))
     }
 }

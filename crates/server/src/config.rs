@@ -51,6 +51,34 @@ pub struct ServerConfig {
     pub join_existing: bool,
     /// Automatic compaction of the key-value history, if any.
     pub auto_compaction: Option<AutoCompaction>,
+    /// How often a quiet watcher that asked for progress notifications gets one
+    /// (`--watch-progress-notify-interval`; etcd's default, 10 minutes).
+    pub watch_progress_notify_interval: Duration,
+}
+
+/// Parses a duration as etcd's flags write short ones: a number and a unit (`h`, `m`, `s`,
+/// `ms`); a bare number is in `bare_unit`.
+///
+/// ```
+/// use flotilla_server::config::parse_duration;
+/// use std::time::Duration;
+/// assert_eq!(parse_duration("30m", Duration::from_secs(3600)), Some(Duration::from_secs(1800)));
+/// assert_eq!(parse_duration("2", Duration::from_secs(3600)), Some(Duration::from_secs(7200)));
+/// assert_eq!(parse_duration("2 days", Duration::from_secs(1)), None);
+/// ```
+pub fn parse_duration(s: &str, bare_unit: Duration) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u32 = n.parse().ok()?;
+    match unit {
+        "" => bare_unit.checked_mul(n),
+        "h" => Some(Duration::from_secs(u64::from(n) * 3600)),
+        "m" => Some(Duration::from_secs(u64::from(n) * 60)),
+        "s" => Some(Duration::from_secs(u64::from(n))),
+        "ms" => Some(Duration::from_millis(u64::from(n))),
+        _ => None,
+    }
 }
 
 /// etcd's automatic compaction of the key-value history (`--auto-compaction-mode`,
@@ -95,17 +123,8 @@ impl AutoCompaction {
         let retention = retention.trim();
         match mode {
             "periodic" => {
-                let split =
-                    retention.find(|c: char| !c.is_ascii_digit()).unwrap_or(retention.len());
-                let (n, unit) = retention.split_at(split);
-                let n: u64 = n.parse().map_err(|_| bad("not a duration such as 1h, 30m, 10s"))?;
-                let d = match unit {
-                    "" | "h" => Duration::from_secs(n * 3600),
-                    "m" => Duration::from_secs(n * 60),
-                    "s" => Duration::from_secs(n),
-                    "ms" => Duration::from_millis(n),
-                    _ => return Err(bad("the unit must be h, m, s or ms")),
-                };
+                let d = parse_duration(retention, Duration::from_secs(3600))
+                    .ok_or_else(|| bad("not a duration such as 1h, 30m, 10s, 500ms"))?;
                 Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
             }
             "revision" => {
@@ -153,6 +172,8 @@ pub struct Flags {
     pub auto_compaction_mode: String,
     /// `--auto-compaction-retention` (`0`: off).
     pub auto_compaction_retention: String,
+    /// `--watch-progress-notify-interval` (`10m`, `5s`, ...).
+    pub watch_progress_notify_interval: String,
 }
 
 /// A configuration that cannot run.
@@ -268,6 +289,17 @@ impl ServerConfig {
         };
         let auto_compaction =
             AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
+        let interval = &f.watch_progress_notify_interval;
+        let watch_progress_notify_interval = match parse_duration(interval, Duration::from_secs(1))
+        {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "--watch-progress-notify-interval {interval:?} is not a positive \
+                         duration such as 10m, 5s, 500ms"
+                )))
+            }
+        };
         Ok(ServerConfig {
             name: name.to_string(),
             data_dir,
@@ -286,6 +318,7 @@ impl ServerConfig {
             metrics_addr,
             join_existing,
             auto_compaction,
+            watch_progress_notify_interval,
         })
     }
 
@@ -315,6 +348,7 @@ mod tests {
             initial_cluster_state: "new".into(),
             auto_compaction_mode: "periodic".into(),
             auto_compaction_retention: "0".into(),
+            watch_progress_notify_interval: "10m".into(),
         }
     }
 

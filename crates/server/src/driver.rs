@@ -145,6 +145,8 @@ pub enum Input {
     Client(Request),
     /// A background snapshot write finished.
     SnapshotSaved(Result<flotilla_raft::SnapshotInfo, String>),
+    /// From a client's watch stream.
+    Watch(crate::watch::WatchInput),
     /// Stop after the current batch.
     Stop,
 }
@@ -230,6 +232,10 @@ pub struct Driver {
     next_compaction_check: Instant,
     /// For periodic compaction: the revision at each check, oldest first.
     revision_samples: std::collections::VecDeque<(Instant, i64)>,
+    /// The watchers of this member's clients.
+    watch: crate::watch::WatchHub,
+    /// The versions the entry being applied wrote (reused, for the watchers).
+    changes: Vec<crate::mvcc::Change>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -260,6 +266,8 @@ pub struct Wiring {
     pub me: MemberRecord,
     /// Automatic compaction of the store's history, if any.
     pub auto_compaction: Option<crate::config::AutoCompaction>,
+    /// How often quiet watchers that asked for it get a progress notification.
+    pub watch_progress_notify_interval: Duration,
 }
 
 /// Why the driver could not start.
@@ -282,7 +290,17 @@ impl Driver {
         membership: flotilla_raft::Membership,
         w: Wiring,
     ) -> Result<Driver, StartError> {
-        let Wiring { peers, tick, policy, self_tx, metrics, registry, me, auto_compaction } = w;
+        let Wiring {
+            peers,
+            tick,
+            policy,
+            self_tx,
+            metrics,
+            registry,
+            me,
+            auto_compaction,
+            watch_progress_notify_interval,
+        } = w;
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
         let log = match DiskLog::open(RealFs, &wal_dir, opts) {
@@ -341,6 +359,8 @@ impl Driver {
             auto_compaction,
             next_compaction_check: Instant::now(),
             revision_samples: std::collections::VecDeque::new(),
+            watch: crate::watch::WatchHub::new(watch_progress_notify_interval),
+            changes: Vec::new(),
         })
     }
 
@@ -382,6 +402,9 @@ impl Driver {
                 }
                 self.expire();
                 self.maybe_auto_compact();
+                let h = self.header();
+                self.watch.notify_progress(Instant::now(), h);
+                self.metrics.watchers.store(self.watch.watchers() as u64, Ordering::Relaxed);
             }
             self.process();
             self.peers.flush();
@@ -429,6 +452,10 @@ impl Driver {
             }
             Input::Client(req) => self.client(req),
             Input::SnapshotSaved(r) => self.snapshot_saved(r),
+            Input::Watch(w) => {
+                let h = self.header();
+                self.watch.handle(w, &self.mvcc, h);
+            }
             Input::Stop => {}
         }
     }
@@ -605,6 +632,7 @@ impl Driver {
                     Ok(data) => match decode_state(&data) {
                         Some((r, m)) => {
                             self.mvcc = m;
+                            self.watch.store_replaced();
                             for (id, record) in r {
                                 self.learn_member(id, record);
                             }
@@ -673,6 +701,8 @@ impl Driver {
         self.serve_reads();
         self.check_members();
         self.maybe_snapshot();
+        let h = self.header();
+        self.watch.catch_up(&self.mvcc, h);
     }
 
     /// etcd's automatic compaction: the leader proposes a Compaction through the log, so
@@ -943,7 +973,14 @@ impl Driver {
             self.learn_member(a.id, update);
             return;
         }
-        let result = self.mvcc.apply(&op).map_err(ApiError::from);
+        let result = self.mvcc.apply_tracked(&op, &mut self.changes).map_err(ApiError::from);
+        if !self.changes.is_empty() {
+            if !self.watch.is_empty() {
+                let h = self.header();
+                self.watch.applied(&self.mvcc, &self.changes, h);
+            }
+            self.changes.clear();
+        }
         if let Some(w) = self.writes.remove(&req.id) {
             let header = self.header();
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);

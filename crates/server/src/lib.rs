@@ -12,6 +12,7 @@ pub mod mvcc;
 pub mod pb;
 pub mod server;
 pub mod transport;
+pub mod watch;
 pub mod wire;
 
 /// The generated gRPC services (servers and clients) of `etcdserverpb`.
@@ -20,4 +21,5 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Cluster.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
 }

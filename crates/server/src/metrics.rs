@@ -36,6 +36,8 @@ pub struct Metrics {
     pub peer_dropped: AtomicU64,
     /// Peer connections dropped for a bad frame or handshake.
     pub peer_bad_frames: AtomicU64,
+    /// Watchers of this member's clients.
+    pub watchers: AtomicU64,
 }
 
 impl Metrics {
@@ -102,6 +104,12 @@ impl Metrics {
             "counter",
             "Peer connections dropped for bad input.",
             g(&self.peer_bad_frames),
+        );
+        metric(
+            "flotilla_watchers",
+            "gauge",
+            "Watchers of this member's clients.",
+            g(&self.watchers),
         );
         self.commit_latency.render(
             &mut out,

@@ -192,12 +192,36 @@ impl Mvcc {
 
     /// Applies one write request from the log at the next revision.
     pub fn apply(&mut self, req: &pb::internal_request::Request) -> Result<Applied, MvccError> {
+        self.apply_tracked(req, &mut Vec::new())
+    }
+
+    /// [`Mvcc::apply`], and appends to `changes` each version the request wrote, in the
+    /// order it wrote them (for watchers: [`Mvcc::event`] turns one into an event). Nothing
+    /// is appended if the request fails or changes nothing.
+    pub fn apply_tracked(
+        &mut self,
+        req: &pb::internal_request::Request,
+        changes: &mut Vec<Change>,
+    ) -> Result<Applied, MvccError> {
+        let before = changes.len();
+        let r = self.apply_inner(req, changes);
+        if r.is_err() {
+            changes.truncate(before);
+        }
+        r
+    }
+
+    fn apply_inner(
+        &mut self,
+        req: &pb::internal_request::Request,
+        changes: &mut Vec<Change>,
+    ) -> Result<Applied, MvccError> {
         use pb::internal_request::Request;
         match req {
             Request::Put(p) => {
                 self.check_put(p)?;
                 let rev = self.revision + 1;
-                let prev = self.put_at(p, rev);
+                let prev = self.put_at(p, rev, changes);
                 self.revision = rev;
                 Ok(Applied::Put(pb::PutResponse {
                     header: None,
@@ -206,7 +230,7 @@ impl Mvcc {
             }
             Request::DeleteRange(d) => {
                 let rev = self.revision + 1;
-                let resp = self.delete_at(d, rev);
+                let resp = self.delete_at(d, rev, changes);
                 if resp.deleted > 0 {
                     self.revision = rev;
                 }
@@ -218,7 +242,7 @@ impl Mvcc {
                 // A put with ignore_value can still fail half way through (its key deleted by
                 // an earlier op of the txn): keep a copy to roll back to, only then.
                 let backup = txn_may_fail(t).then(|| self.clone());
-                let (resp, wrote) = match self.txn_at(t, rev) {
+                let (resp, wrote) = match self.txn_at(t, rev, changes) {
                     Ok(x) => x,
                     Err(e) => {
                         if let Some(b) = backup {
@@ -252,13 +276,19 @@ impl Mvcc {
         Ok(())
     }
 
-    fn put_at(&mut self, p: &pb::PutRequest, rev: i64) -> Option<KeyValue> {
+    fn put_at(
+        &mut self,
+        p: &pb::PutRequest,
+        rev: i64,
+        changes: &mut Vec<Change>,
+    ) -> Option<KeyValue> {
         if !self.keys.contains_key(&p.key[..]) {
             // Own copies: the request's bytes are slices of a whole log entry or network
             // frame, which a stored key or value would otherwise keep alive.
             self.keys.insert(Bytes::copy_from_slice(&p.key), Arc::default());
         }
         let h = Arc::make_mut(self.keys.get_mut(&p.key[..]).expect("inserted above"));
+        changes.push(Change { key: p.key.clone(), revision: rev, at: h.len() });
         let last = h.last().filter(|v| v.value.is_some());
         // The previous version is copied out only when the client asked for it.
         let prev = if p.prev_kv { last.and_then(|v| v.kv(&p.key)) } else { None };
@@ -278,7 +308,12 @@ impl Mvcc {
         self.bytes
     }
 
-    fn delete_at(&mut self, d: &pb::DeleteRangeRequest, rev: i64) -> pb::DeleteRangeResponse {
+    fn delete_at(
+        &mut self,
+        d: &pb::DeleteRangeRequest,
+        rev: i64,
+        changes: &mut Vec<Change>,
+    ) -> pb::DeleteRangeResponse {
         let doomed: Vec<(Bytes, KeyValue)> = self
             .span(&d.key, &d.range_end)
             .filter_map(|(k, h)| h.last().and_then(|v| v.kv(k)).map(|kv| (k.clone(), kv)))
@@ -286,7 +321,9 @@ impl Mvcc {
         for (k, _) in &doomed {
             let tombstone =
                 Version { mod_revision: rev, create_revision: 0, version: 0, value: None };
-            Arc::make_mut(self.keys.get_mut(k).expect("listed above")).push(tombstone);
+            let h = Arc::make_mut(self.keys.get_mut(k).expect("listed above"));
+            changes.push(Change { key: k.clone(), revision: rev, at: h.len() });
+            h.push(tombstone);
         }
         pb::DeleteRangeResponse {
             header: None,
@@ -355,6 +392,7 @@ impl Mvcc {
         &mut self,
         t: &pb::TxnRequest,
         rev: i64,
+        changes: &mut Vec<Change>,
     ) -> Result<(pb::TxnResponse, bool), MvccError> {
         use pb::request_op::Request;
         use pb::response_op::Response;
@@ -386,7 +424,7 @@ impl Mvcc {
                     if (p.ignore_value || p.ignore_lease) && self.current(&p.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
-                    let prev = self.put_at(p, rev);
+                    let prev = self.put_at(p, rev, changes);
                     wrote = true;
                     Response::ResponsePut(pb::PutResponse {
                         header: None,
@@ -394,12 +432,12 @@ impl Mvcc {
                     })
                 }
                 Request::RequestDeleteRange(d) => {
-                    let resp = self.delete_at(d, rev);
+                    let resp = self.delete_at(d, rev, changes);
                     wrote |= resp.deleted > 0;
                     Response::ResponseDeleteRange(resp)
                 }
                 Request::RequestTxn(inner) => {
-                    let (resp, w) = self.txn_at(inner, rev)?;
+                    let (resp, w) = self.txn_at(inner, rev, changes)?;
                     wrote |= w;
                     Response::ResponseTxn(resp)
                 }
@@ -545,6 +583,75 @@ impl Mvcc {
         let mut m = Mvcc { revision, compact_revision, bytes: 0, keys };
         m.bytes = m.recount();
         b.is_empty().then_some(m)
+    }
+}
+
+/// One version a write made: the key, the revision, and where in the key's history the
+/// version is (a txn may delete and put one key at one revision). Valid until the next write
+/// or compaction; [`Mvcc::event`] turns it into a watch event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key written.
+    pub key: Bytes,
+    /// The revision of the write.
+    pub revision: i64,
+    at: usize,
+}
+
+/// Whether `k` is in `[key, range_end)` by etcd's conventions (as [`Mvcc::range`] reads
+/// them: an empty `range_end` means `key` alone, `"\0"` every key from `key` on).
+pub fn in_span(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    match range_end {
+        [] => k == key,
+        [0] => k >= key,
+        end => k >= key && k < end,
+    }
+}
+
+impl Mvcc {
+    /// The watch event of a change: a put carries the new version, a delete the key and
+    /// its revision only (as etcd's). With `prev`, also the version the change replaced,
+    /// if it was live and is still held.
+    pub fn event(&self, c: &Change, prev: bool) -> pb::Event {
+        let h = self.keys.get(&c.key[..]).map(|h| &h[..]).unwrap_or_default();
+        let v = h.get(c.at).filter(|v| v.mod_revision == c.revision);
+        let (kind, kv) = match v.and_then(|v| v.kv(&c.key)) {
+            Some(kv) => (0, kv),
+            None => {
+                let kv =
+                    KeyValue { key: c.key.clone(), mod_revision: c.revision, ..Default::default() };
+                (1, kv)
+            }
+        };
+        let prev_kv =
+            if prev && v.is_some() { h[..c.at].last().and_then(|p| p.kv(&c.key)) } else { None };
+        pb::Event { r#type: kind, kv: Some(kv), prev_kv }
+    }
+
+    /// The changes to keys in `[key, range_end)` at revisions `from..=to`, oldest first (at
+    /// one revision, by key): what a watcher that fell behind, or starts in the past,
+    /// replays. History below the compaction revision is gone: callers check
+    /// [`Mvcc::compact_revision`] first.
+    pub fn changes_between(
+        &self,
+        key: &Bytes,
+        range_end: &Bytes,
+        from: i64,
+        to: i64,
+    ) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (k, h) in self.span(key, range_end) {
+            let start = h.partition_point(|v| v.mod_revision < from);
+            for (i, v) in h.iter().enumerate().skip(start) {
+                if v.mod_revision > to {
+                    break;
+                }
+                out.push(Change { key: k.clone(), revision: v.mod_revision, at: i });
+            }
+        }
+        // Stable: one key's versions at one revision keep their order.
+        out.sort_by_key(|c| c.revision);
+        out
     }
 }
 

@@ -414,3 +414,82 @@ pub mod internal_request {
         MemberChange(super::MemberChange),
     }
 }
+
+/// A change to a key (`mvccpb.Event`). `r#type`: 0 put, 1 delete.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+    #[prost(message, optional, tag = "3")]
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchRequest {
+    #[prost(oneof = "watch_request::RequestUnion", tags = "1, 2, 3")]
+    pub request_union: Option<watch_request::RequestUnion>,
+}
+
+pub mod watch_request {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum RequestUnion {
+        #[prost(message, tag = "1")]
+        CreateRequest(super::WatchCreateRequest),
+        #[prost(message, tag = "2")]
+        CancelRequest(super::WatchCancelRequest),
+        #[prost(message, tag = "3")]
+        ProgressRequest(super::WatchProgressRequest),
+    }
+}
+
+/// `filters`: 0 no puts, 1 no deletes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchCreateRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub range_end: bytes::Bytes,
+    #[prost(int64, tag = "3")]
+    pub start_revision: i64,
+    #[prost(bool, tag = "4")]
+    pub progress_notify: bool,
+    #[prost(int32, repeated, tag = "5")]
+    pub filters: Vec<i32>,
+    #[prost(bool, tag = "6")]
+    pub prev_kv: bool,
+    #[prost(int64, tag = "7")]
+    pub watch_id: i64,
+    #[prost(bool, tag = "8")]
+    pub fragment: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchCancelRequest {
+    #[prost(int64, tag = "1")]
+    pub watch_id: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchProgressRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub watch_id: i64,
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+    #[prost(bool, tag = "4")]
+    pub canceled: bool,
+    #[prost(int64, tag = "5")]
+    pub compact_revision: i64,
+    #[prost(string, tag = "6")]
+    pub cancel_reason: String,
+    #[prost(bool, tag = "7")]
+    pub fragment: bool,
+    #[prost(message, repeated, tag = "11")]
+    pub events: Vec<Event>,
+}

@@ -200,6 +200,7 @@ fn driver_thread(
                 client_url: config.advertise_client_url.clone(),
             },
             auto_compaction: config.auto_compaction,
+            watch_progress_notify_interval: config.watch_progress_notify_interval,
         };
         let driver = match Driver::open(raft_config, &config.data_dir, membership, wiring) {
             Ok(d) => d,
@@ -233,8 +234,11 @@ fn driver_thread(
                     .max_decoding_message_size(max),
             )
             .add_service(
-                crate::rpc::maintenance_server::MaintenanceServer::new(api)
+                crate::rpc::maintenance_server::MaintenanceServer::new(api.clone())
                     .max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::watch_server::WatchServer::new(api).max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(tokio_stream_from(client_listener), async {
                 let _ = grpc_stop_rx.await;

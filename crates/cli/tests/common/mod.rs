@@ -91,6 +91,27 @@ pub async fn kv(ep: &str) -> Option<KVClient<tonic::transport::Channel>> {
     Some(KVClient::new(ch))
 }
 
+/// Puts through any server that accepts, retrying until `deadline`; the revision it wrote.
+/// A retry after an unknown outcome may write a second time.
+pub async fn put(servers: &[&str], key: &str, value: &str, deadline: Instant) -> i64 {
+    loop {
+        for ep in servers {
+            if let Some(mut c) = kv(ep).await {
+                let req = flotilla_server::pb::PutRequest {
+                    key: key.to_string().into(),
+                    value: value.to_string().into(),
+                    ..Default::default()
+                };
+                if let Ok(r) = c.put(req).await {
+                    return r.into_inner().header.unwrap().revision;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no server accepted the put of {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 impl Server {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
