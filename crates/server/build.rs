@@ -82,5 +82,26 @@ fn main() {
         "Watch",
         vec![build("watch", "Watch", "WatchRequest", "WatchResponse", Streams::Both)],
     );
-    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch]);
+    let lease = service(
+        "Lease",
+        vec![
+            method("lease_grant", "LeaseGrant", "LeaseGrantRequest", "LeaseGrantResponse"),
+            method("lease_revoke", "LeaseRevoke", "LeaseRevokeRequest", "LeaseRevokeResponse"),
+            build(
+                "lease_keep_alive",
+                "LeaseKeepAlive",
+                "LeaseKeepAliveRequest",
+                "LeaseKeepAliveResponse",
+                Streams::Both,
+            ),
+            method(
+                "lease_time_to_live",
+                "LeaseTimeToLive",
+                "LeaseTimeToLiveRequest",
+                "LeaseTimeToLiveResponse",
+            ),
+            method("lease_leases", "LeaseLeases", "LeaseLeasesRequest", "LeaseLeasesResponse"),
+        ],
+    );
+    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch, lease]);
 }

@@ -55,6 +55,9 @@ enum Command {
         key: String,
         /// The value.
         value: String,
+        /// Attach the key to this lease (hex id, as `lease grant` prints it).
+        #[arg(long)]
+        lease: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -136,6 +139,54 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Leases: keys that live only while their lease is kept alive.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaseCommand {
+    /// Grant a lease of TTL seconds (raised to the cluster's minimum if lower).
+    Grant {
+        /// Time to live, seconds.
+        ttl: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a lease: its keys are deleted.
+    Revoke {
+        /// The lease id (hex, as `grant` prints it).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A lease's granted and remaining time, and with --keys its keys.
+    Timetolive {
+        /// The lease id (hex).
+        id: String,
+        /// List the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Every lease.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Renew a lease every third of its TTL until interrupted, or once with --once.
+    KeepAlive {
+        /// The lease id (hex).
+        id: String,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,6 +245,11 @@ enum MemberCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// A lease id as etcdctl prints and takes it: hex.
+fn lease_id(s: &str) -> Result<i64, String> {
+    i64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("lease id {s:?}: {e}"))
 }
 
 fn hex_id(s: &str) -> Result<u64, String> {
@@ -411,6 +467,115 @@ where
     Err(last)
 }
 
+/// The `lease` commands; output as etcdctl's.
+async fn lease(command: LeaseCommand) -> Result<(), String> {
+    use flotilla_server::rpc::lease_client::LeaseClient;
+    match command {
+        LeaseCommand::Grant { ttl, conn } => {
+            let r = with_endpoint(&conn, |ch| async move {
+                let req = pb::LeaseGrantRequest { ttl, id: 0 };
+                LeaseClient::new(ch).lease_grant(req).await.map(|r| r.into_inner())
+            })
+            .await?;
+            if conn.json {
+                say!("{{\"id\":{},\"ttl\":{}}}", r.id, r.ttl);
+            } else {
+                say!("lease {:016x} granted with TTL({}s)", r.id, r.ttl);
+            }
+        }
+        LeaseCommand::Revoke { id, conn } => {
+            let id = lease_id(&id)?;
+            with_endpoint(&conn, |ch| async move {
+                LeaseClient::new(ch).lease_revoke(pb::LeaseRevokeRequest { id }).await
+            })
+            .await?;
+            say!("lease {id:016x} revoked");
+        }
+        LeaseCommand::Timetolive { id, keys, conn } => {
+            let id = lease_id(&id)?;
+            let r = with_endpoint(&conn, |ch| async move {
+                let req = pb::LeaseTimeToLiveRequest { id, keys };
+                LeaseClient::new(ch).lease_time_to_live(req).await.map(|r| r.into_inner())
+            })
+            .await?;
+            let names: Vec<String> = r.keys.iter().map(|k| text(k)).collect();
+            if conn.json {
+                let keys: Vec<String> = names.iter().map(|k| format!("{k:?}")).collect();
+                say!(
+                    "{{\"id\":{id},\"ttl\":{},\"granted_ttl\":{},\"keys\":[{}]}}",
+                    r.ttl,
+                    r.granted_ttl,
+                    keys.join(",")
+                );
+            } else if r.ttl == -1 {
+                say!("lease {id:016x} already expired");
+            } else if keys {
+                say!(
+                    "lease {id:016x} granted with TTL({}s), remaining({}s), attached keys({:?})",
+                    r.granted_ttl,
+                    r.ttl,
+                    names
+                );
+            } else {
+                say!("lease {id:016x} granted with TTL({}s), remaining({}s)", r.granted_ttl, r.ttl);
+            }
+        }
+        LeaseCommand::List { conn } => {
+            let r = with_endpoint(&conn, |ch| async move {
+                LeaseClient::new(ch)
+                    .lease_leases(pb::LeaseLeasesRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+            if conn.json {
+                let ids: Vec<String> = r.leases.iter().map(|l| l.id.to_string()).collect();
+                say!("{{\"leases\":[{}]}}", ids.join(","));
+            } else {
+                say!("found {} leases", r.leases.len());
+                for l in r.leases {
+                    say!("{:016x}", l.id);
+                }
+            }
+        }
+        LeaseCommand::KeepAlive { id, once, conn } => {
+            let id = lease_id(&id)?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = tx.send(pb::LeaseKeepAliveRequest { id });
+            let mut rx = Some(rx);
+            let mut stream = with_endpoint(&conn, |ch| {
+                let requests = rx.take();
+                async move {
+                    let requests = requests.ok_or_else(|| tonic::Status::unavailable("retry"))?;
+                    LeaseClient::new(ch)
+                        .lease_keep_alive(flotilla_server::api::Received(requests))
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+            while let Some(r) = stream.message().await.map_err(|e| e.message().to_string())? {
+                if r.ttl <= 0 {
+                    return Err(format!("lease {id:016x} expired or revoked."));
+                }
+                if conn.json {
+                    say!("{{\"id\":{id},\"ttl\":{}}}", r.ttl);
+                } else {
+                    say!("lease {id:016x} keepalived with TTL({})", r.ttl);
+                }
+                if once {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis((r.ttl as u64 * 1000 / 3).max(500))).await;
+                if tx.send(pb::LeaseKeepAliveRequest { id }).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one watcher on the first endpoint that answers, printing its events (as etcdctl:
 /// type, key, value; with the replaced value first when asked for) until `count` events, the
 /// end of the stream, or a cancellation (a compacted start revision, say), which is an error.
@@ -428,7 +593,7 @@ async fn watch(
         let requests = rx.take();
         async move {
             let requests = requests.ok_or_else(|| tonic::Status::unavailable("retry"))?;
-            WatchClient::new(ch).watch(flotilla_server::watch::Requests(requests)).await
+            WatchClient::new(ch).watch(flotilla_server::api::Received(requests)).await
         }
     })
     .await?
@@ -474,8 +639,14 @@ async fn watch(
 
 async fn client(cmd: Command) -> Result<(), String> {
     match cmd {
-        Command::Put { key, value, conn } => {
-            let req = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+        Command::Put { key, value, lease, conn } => {
+            let lease = lease.as_deref().map(lease_id).transpose()?.unwrap_or(0);
+            let req = pb::PutRequest {
+                key: key.into(),
+                value: value.into(),
+                lease,
+                ..Default::default()
+            };
             let r = with_endpoint(&conn, |ch| {
                 let req = req.clone();
                 async move { KvClient::new(ch).put(req).await.map(|r| r.into_inner()) }
@@ -627,6 +798,7 @@ async fn client(cmd: Command) -> Result<(), String> {
             .await?;
             say!("Member {id:x} promoted");
         }
+        Command::Lease { command } => lease(command).await?,
         Command::Member { command: MemberCommand::List { conn } } => {
             let r = with_endpoint(&conn, |ch| async move {
                 ClusterClient::new(ch)

@@ -1,4 +1,4 @@
-//! etcd's Watch API against real `flotilla serve` processes: every member streams the same
+//! etcd's Watch and Lease APIs against real `flotilla serve` processes. Watch: every member streams the same
 //! events, in revision order, once each, through a leader's death; a client that does not
 //! read falls behind and still gets everything; history replays; `flotilla watch` prints
 //! events and reports a compacted start revision.
@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{cluster, eventually, kv, put, runtime, solo, BIN};
 
+use flotilla_server::api::Received;
 use flotilla_server::pb;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
 use flotilla_server::rpc::watch_client::WatchClient;
-use flotilla_server::watch::Requests;
 
 /// An event as compared here: type, key, value, mod revision, replaced value.
 type Ev = (i32, String, String, i64, Option<String>);
@@ -71,7 +71,7 @@ async fn open_with_window(ep: &str, create: pb::WatchCreateRequest, window: Opti
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let req = pb::watch_request::RequestUnion::CreateRequest(create);
     tx.send(pb::WatchRequest { request_union: Some(req) }).unwrap();
-    let mut s = WatchClient::new(ch).watch(Requests(rx)).await.unwrap().into_inner();
+    let mut s = WatchClient::new(ch).watch(Received(rx)).await.unwrap().into_inner();
     let first = s.message().await.unwrap().unwrap();
     assert!(first.created && !first.canceled, "{first:?}");
     (tx, s)
@@ -253,4 +253,130 @@ fn flotilla_watch_prints_events_and_a_compacted_start_revision_is_an_error() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains(&format!("compacted revision {last}")), "{err}");
+}
+
+/// Leases end to end: a lease nobody renews expires (the leader revokes it through the log)
+/// even though the leader dies meanwhile, and its key's deletion reaches watchers; a lease
+/// kept alive through a follower outlives its TTL several times over; revoking deletes the
+/// keys at once.
+#[test]
+fn leases_expire_across_a_leader_change_keepalives_hold_them_and_revoke_deletes_keys() {
+    use flotilla_server::rpc::lease_client::LeaseClient;
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path(), 100_000);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let all: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&all, "start", "0", deadline));
+    let leader = eventually(deadline, "no leader", Duration::from_millis(100), || {
+        rt.block_on(leader_index(&eps)).ok_or("none yet")
+    });
+    let follower = (leader + 1) % 3;
+    let lease = |ep: &str| {
+        let ep = ep.to_string();
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(ep).unwrap().connect().await.unwrap();
+            LeaseClient::new(ch)
+        }
+    };
+    let grant = |ttl| {
+        rt.block_on(async {
+            let mut c = lease(&eps[follower]).await;
+            c.lease_grant(pb::LeaseGrantRequest { ttl, id: 0 }).await.unwrap().into_inner()
+        })
+    };
+    let (short, held) = (grant(2), grant(4));
+    assert!(short.id > 0 && short.id != held.id && short.ttl == 2);
+    let put_leased = |key: &str, id: i64| {
+        rt.block_on(async {
+            let p = pb::PutRequest {
+                key: key.to_string().into(),
+                value: "v".into(),
+                lease: id,
+                ..Default::default()
+            };
+            kv(&eps[follower]).await.unwrap().put(p).await.unwrap().into_inner()
+        })
+    };
+    let r0 = put_leased("k/short", short.id).header.unwrap().revision;
+    put_leased("k/held", held.id);
+    let bad = rt.block_on(async {
+        let p = pb::PutRequest { key: "k/x".into(), lease: 12345, ..Default::default() };
+        kv(&eps[follower]).await.unwrap().put(p).await.unwrap_err()
+    });
+    assert_eq!(bad.code(), tonic::Code::NotFound, "{bad:?}");
+    let watch = collect(
+        &rt,
+        rt.block_on(open(
+            &eps[follower],
+            pb::WatchCreateRequest {
+                key: "k/".into(),
+                range_end: "k0".into(),
+                start_revision: r0 + 1,
+                ..Default::default()
+            },
+        )),
+    );
+    // Keep `held` alive through the follower, once a second, on this runtime.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(pb::LeaseKeepAliveRequest { id: held.id }).unwrap();
+    let mut alive = rt.block_on(async {
+        lease(&eps[follower]).await.lease_keep_alive(Received(rx)).await.unwrap().into_inner()
+    });
+    let ttls = Arc::new(Mutex::new(Vec::new()));
+    let seen = ttls.clone();
+    rt.spawn(async move {
+        while let Ok(Some(r)) = alive.message().await {
+            seen.lock().unwrap().push(r.ttl);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if tx.send(pb::LeaseKeepAliveRequest { id: held.id }).is_err() {
+                return;
+            }
+        }
+    });
+    servers[leader].kill();
+    let start = Instant::now();
+    let ttl_of = |id: i64| {
+        rt.block_on(async {
+            let req = pb::LeaseTimeToLiveRequest { id, keys: true };
+            match lease(&eps[follower]).await.lease_time_to_live(req).await {
+                Ok(r) => Ok(r.into_inner()),
+                Err(e) => Err(e.message().to_string()),
+            }
+        })
+    };
+    // The new leader revokes the unrenewed lease; its key's deletion is an event.
+    eventually(deadline, "the short lease did not expire", Duration::from_millis(100), || {
+        match ttl_of(short.id) {
+            Ok(r) if r.ttl == -1 => Ok(()),
+            other => Err(other),
+        }
+    });
+    // `held` outlives its 4 s TTL while renewed.
+    while start.elapsed() < Duration::from_secs(9) {
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+    }
+    let r = ttl_of(held.id).expect("a linearizable read through the follower");
+    assert!(r.ttl > 0 && r.ttl <= 4, "{r:?}");
+    assert_eq!((r.granted_ttl, r.keys), (4, vec![bytes::Bytes::from("k/held")]), "held is alive");
+    assert!(ttls.lock().unwrap().iter().all(|t| *t == 4) && ttls.lock().unwrap().len() >= 5);
+    rt.block_on(async {
+        let req = pb::LeaseRevokeRequest { id: held.id };
+        lease(&eps[follower]).await.lease_revoke(req).await.unwrap();
+    });
+    let end = rt.block_on(put(&[&eps[follower]], "k/end", "1", deadline));
+    reach(&rt, &watch, end, deadline, "the watcher did not see the end");
+    let events: Vec<(i32, String)> =
+        watch.lock().unwrap().iter().map(|e| (e.0, e.1.clone())).collect();
+    assert_eq!(
+        events,
+        [(0, "k/held".into()), (1, "k/short".into()), (1, "k/held".into()), (0, "k/end".into())],
+        "expiry and revocation delete the keys"
+    );
+    let leases = rt.block_on(async {
+        let mut c = lease(&eps[follower]).await;
+        c.lease_leases(pb::LeaseLeasesRequest {}).await.unwrap().into_inner().leases
+    });
+    assert!(leases.is_empty(), "{leases:?}");
 }

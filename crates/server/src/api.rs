@@ -33,8 +33,13 @@ fn status_of(e: ApiError) -> Status {
             Status::out_of_range(format!("etcdserver: {e}"))
         }
         ApiError::Mvcc(
-            MvccError::KeyNotFound | MvccError::DuplicateKey | MvccError::Invalid(_),
+            MvccError::KeyNotFound
+            | MvccError::DuplicateKey
+            | MvccError::LeaseProvided
+            | MvccError::Invalid(_),
         ) => Status::invalid_argument(e.to_string()),
+        ApiError::Mvcc(MvccError::LeaseExists) => Status::failed_precondition(e.to_string()),
+        ApiError::LeaseTtlTooLarge => Status::out_of_range(e.to_string()),
         ApiError::Mvcc(MvccError::LeaseNotFound) => Status::not_found(e.to_string()),
         ApiError::NoLeader | ApiError::LeaderChanged | ApiError::Timeout | ApiError::Stopped => {
             Status::unavailable(e.to_string())
@@ -102,6 +107,20 @@ fn unexpected() -> Status {
     Status::internal("driver answered with another kind of result")
 }
 
+/// A write through the log (`$variant` of both the request and the result), answered with
+/// its response and header.
+macro_rules! written {
+    ($api:expr, $variant:ident, $req:expr) => {
+        match $api.write(pb::internal_request::Request::$variant($req)).await? {
+            (Applied::$variant(mut out), h) => {
+                out.header = Some(h);
+                Ok::<_, Status>(out)
+            }
+            _ => Err(unexpected()),
+        }
+    };
+}
+
 #[tonic::async_trait]
 impl crate::rpc::k_v_server::KV for Api {
     async fn range(
@@ -117,53 +136,32 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        match self.write(pb::internal_request::Request::Put(r.into_inner())).await? {
-            (Applied::Put(mut out), h) => {
-                out.header = Some(h);
-                Ok(Response::new(out))
-            }
-            _ => Err(unexpected()),
-        }
+        Ok(Response::new(written!(self, Put, r.into_inner())?))
     }
 
     async fn delete_range(
         &self,
         r: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        match self.write(pb::internal_request::Request::DeleteRange(r.into_inner())).await? {
-            (Applied::DeleteRange(mut out), h) => {
-                out.header = Some(h);
-                Ok(Response::new(out))
-            }
-            _ => Err(unexpected()),
-        }
+        Ok(Response::new(written!(self, DeleteRange, r.into_inner())?))
     }
 
     async fn txn(
         &self,
         r: GrpcRequest<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        match self.write(pb::internal_request::Request::Txn(r.into_inner())).await? {
-            (Applied::Txn(mut out), h) => {
-                fill_headers(&mut out, &h);
-                out.header = Some(h);
-                Ok(Response::new(out))
-            }
-            _ => Err(unexpected()),
+        let mut out = written!(self, Txn, r.into_inner())?;
+        if let Some(h) = out.header.clone() {
+            fill_headers(&mut out, &h);
         }
+        Ok(Response::new(out))
     }
 
     async fn compact(
         &self,
         r: GrpcRequest<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        match self.write(pb::internal_request::Request::Compaction(r.into_inner())).await? {
-            (Applied::Compaction(mut out), h) => {
-                out.header = Some(h);
-                Ok(Response::new(out))
-            }
-            _ => Err(unexpected()),
-        }
+        Ok(Response::new(written!(self, Compaction, r.into_inner())?))
     }
 }
 
@@ -438,5 +436,120 @@ impl crate::rpc::watch_server::Watch for Api {
             }
         });
         Ok(Response::new(WatchOut { rx, queued, api: self.clone(), stream }))
+    }
+}
+
+/// How long one lease renewal may wait for its answer before it is proposed again...
+const RENEW_ATTEMPT: Duration = Duration::from_secs(1);
+/// ... and for how long in all.
+const RENEW_BUDGET: Duration = Duration::from_secs(7);
+
+/// A stream of what a channel receives, for tonic: the responses of a streaming call, or
+/// the requests a client sends on one, from a channel it keeps open for as long as it
+/// streams.
+///
+/// ```no_run
+/// # async fn demo(ch: tonic::transport::Channel) -> Result<(), tonic::Status> {
+/// use flotilla_server::{api::Received, pb, rpc::watch_client::WatchClient};
+/// let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+/// let create = pb::WatchCreateRequest { key: "k".into(), ..Default::default() };
+/// let req = pb::watch_request::RequestUnion::CreateRequest(create);
+/// tx.send(pb::WatchRequest { request_union: Some(req) }).unwrap();
+/// let mut responses = WatchClient::new(ch).watch(Received(rx)).await?.into_inner();
+/// while let Some(r) = responses.message().await? {
+///     println!("{} events", r.events.len());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Received<T>(pub tokio::sync::mpsc::UnboundedReceiver<T>);
+
+impl<T> futures_core::Stream for Received<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tonic::async_trait]
+impl crate::rpc::lease_server::Lease for Api {
+    type LeaseKeepAliveStream = Received<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+    /// A lease, through the log. TTLs below 1.5 election timeouts are raised to that (as
+    /// etcd does); an id of 0 lets the server choose.
+    async fn lease_grant(
+        &self,
+        r: GrpcRequest<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        Ok(Response::new(written!(self, LeaseGrant, r.into_inner())?))
+    }
+
+    /// Revokes a lease and deletes its keys at one revision, through the log.
+    async fn lease_revoke(
+        &self,
+        r: GrpcRequest<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        Ok(Response::new(written!(self, LeaseRevoke, r.into_inner())?))
+    }
+
+    /// Each renewal goes through the log, so that it reaches the leader (which alone
+    /// revokes expired leases) from any member, and is ordered with revocations: a renewal
+    /// answered with a TTL was applied before any revocation of that lease. A lease that is
+    /// gone gets TTL 0. A renewal is idempotent, so one that gets no answer within a second
+    /// (its leader died, say, and took the forwarded request with it) is proposed again, for
+    /// up to the usual request timeout, as etcd retries a forwarded renewal with the new
+    /// leader.
+    async fn lease_keep_alive(
+        &self,
+        r: GrpcRequest<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut inbound = r.into_inner();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let give_up = tokio::time::Instant::now() + RENEW_BUDGET;
+                let out = loop {
+                    let attempt = async { written!(api, LeaseKeepAlive, req.clone()) };
+                    let out = match tokio::time::timeout(RENEW_ATTEMPT, attempt).await {
+                        Ok(out) => out,
+                        Err(_) => Err(status_of(ApiError::Timeout)),
+                    };
+                    let retry = matches!(&out, Err(e) if e.code() == tonic::Code::Unavailable);
+                    if !retry || tokio::time::Instant::now() >= give_up {
+                        break out;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let failed = out.is_err();
+                if tx.send(out).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Received(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        r: GrpcRequest<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let (mut out, header) =
+            self.call(|tx| Request::LeaseTimeToLive(r.into_inner(), tx)).await?;
+        out.header = Some(header);
+        Ok(Response::new(out))
+    }
+
+    async fn lease_leases(
+        &self,
+        _r: GrpcRequest<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (mut out, header) = self.call(Request::LeaseLeases).await?;
+        out.header = Some(header);
+        Ok(Response::new(out))
     }
 }

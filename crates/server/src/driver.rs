@@ -44,6 +44,9 @@ pub enum ApiError {
     /// A leadership transfer was refused.
     #[error("etcdserver: {0}")]
     Transfer(String),
+    /// A lease grant asked for more than etcd's largest TTL.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
 }
 
 /// What a response header needs from the driver.
@@ -91,6 +94,11 @@ pub enum Request {
     Write(pb::internal_request::Request, Reply<Applied>),
     /// A read: linearizable (ReadIndex, Thesis §6.4) unless `serializable`.
     Range(pb::RangeRequest, Reply<pb::RangeResponse>),
+    /// A lease's remaining time and keys (a linearizable read; the remaining time is this
+    /// member's estimate, from when it applied the grant or last renewal).
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest, Reply<pb::LeaseTimeToLiveResponse>),
+    /// Every lease (a linearizable read).
+    LeaseLeases(Reply<pb::LeaseLeasesResponse>),
     /// The node's state.
     Status(oneshot::Sender<StatusInfo>),
     /// Leadership transfer (Thesis §3.10).
@@ -192,11 +200,30 @@ struct PendingWrite {
 }
 
 struct PendingRead {
-    req: pb::RangeRequest,
-    reply: Reply<pb::RangeResponse>,
+    kind: ReadKind,
     index: Option<u64>,
     deadline: Instant,
 }
+
+/// What a linearizable read reads, once its read index is applied.
+enum ReadKind {
+    Range(pb::RangeRequest, Reply<pb::RangeResponse>),
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest, Reply<pb::LeaseTimeToLiveResponse>),
+    LeaseLeases(Reply<pb::LeaseLeasesResponse>),
+}
+
+impl ReadKind {
+    fn fail(self, e: ApiError) {
+        match self {
+            ReadKind::Range(_, reply) => drop(reply.send(Err(e))),
+            ReadKind::LeaseTimeToLive(_, reply) => drop(reply.send(Err(e))),
+            ReadKind::LeaseLeases(reply) => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// etcd's largest lease TTL, seconds.
+const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// The driver's state.
 pub struct Driver {
@@ -236,6 +263,17 @@ pub struct Driver {
     watch: crate::watch::WatchHub,
     /// The versions the entry being applied wrote (reused, for the watchers).
     changes: Vec<crate::mvcc::Change>,
+    /// When each lease expires, by this member's clock: from when it applied the grant or
+    /// the last renewal, and reset to a whole TTL when it becomes leader (as etcd's lessor
+    /// promotes), so that a leader change never shortens a lease. The leader revokes what
+    /// expires, through the log.
+    lease_expiry: HashMap<i64, Instant>,
+    /// Revocations proposed and not yet applied, and when (proposed again after a while,
+    /// in case the proposal was lost).
+    revoking: HashMap<i64, Instant>,
+    /// The shortest TTL granted (etcd: 1.5 election timeouts, rounded up to seconds), so that
+    /// a lease outlives a leader election.
+    min_lease_ttl: i64,
 }
 
 impl std::fmt::Debug for Driver {
@@ -361,6 +399,10 @@ impl Driver {
             revision_samples: std::collections::VecDeque::new(),
             watch: crate::watch::WatchHub::new(watch_progress_notify_interval),
             changes: Vec::new(),
+            lease_expiry: HashMap::new(),
+            revoking: HashMap::new(),
+            // Elections start after 10 to 20 ticks without a leader.
+            min_lease_ttl: ((tick * 15).as_millis() as u64).div_ceil(1000).max(1) as i64,
         })
     }
 
@@ -402,6 +444,7 @@ impl Driver {
                 }
                 self.expire();
                 self.maybe_auto_compact();
+                self.expire_leases();
                 let h = self.header();
                 self.watch.notify_progress(Instant::now(), h);
                 self.metrics.watchers.store(self.watch.watchers() as u64, Ordering::Relaxed);
@@ -462,13 +505,26 @@ impl Driver {
 
     fn client(&mut self, req: Request) {
         match req {
-            Request::Write(w, reply) => {
+            Request::Write(mut w, reply) => {
                 if let Some(e) = &self.halted {
                     let _ = reply.send(Err(ApiError::Storage(e.clone())));
                     return;
                 }
                 self.next_id += 1;
                 let id = self.next_id;
+                if let pb::internal_request::Request::LeaseGrant(g) = &mut w {
+                    if g.ttl > MAX_LEASE_TTL {
+                        let _ = reply.send(Err(ApiError::LeaseTtlTooLarge));
+                        return;
+                    }
+                    g.ttl = g.ttl.max(self.min_lease_ttl);
+                    if g.id == 0 {
+                        // Unique across members and restarts: this member's id above a
+                        // clock-seeded counter, positive.
+                        g.id = (((self.node.id().0 & 0xffff) << 47) | (id & ((1 << 47) - 1))).max(1)
+                            as i64;
+                    }
+                }
                 self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
                 let data =
                     Bytes::from(pb::InternalRequest { id, request: Some(w) }.encode_to_vec());
@@ -495,32 +551,15 @@ impl Driver {
                 self.writes.insert(id, PendingWrite { reply, deadline, proposed_at: now });
             }
             Request::Range(r, reply) => {
-                if let (false, Some(e)) = (r.serializable, &self.halted) {
-                    // A stopped node cannot confirm leadership; local reads still work.
-                    let msg = format!("{e}; serializable reads still work");
-                    let _ = reply.send(Err(ApiError::Storage(msg)));
-                    return;
-                }
                 if r.serializable {
                     let out = self.mvcc.range(&r).map_err(ApiError::from);
                     let _ = reply.send(out.map(|o| (o, self.header())));
                     return;
                 }
-                self.next_id += 1;
-                let id = self.next_id;
-                match self.node.read_index(Bytes::copy_from_slice(&id.to_le_bytes())) {
-                    Ok(()) => {
-                        let deadline = Instant::now() + REQUEST_TIMEOUT;
-                        self.reads.insert(id, PendingRead { req: r, reply, index: None, deadline });
-                    }
-                    Err(flotilla_raft::ReadError::NoLeader) => {
-                        let _ = reply.send(Err(ApiError::NoLeader));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ApiError::Transfer(e.to_string())));
-                    }
-                }
+                self.read(ReadKind::Range(r, reply));
             }
+            Request::LeaseTimeToLive(r, reply) => self.read(ReadKind::LeaseTimeToLive(r, reply)),
+            Request::LeaseLeases(reply) => self.read(ReadKind::LeaseLeases(reply)),
             Request::Status(reply) => {
                 let st = self.node.status();
                 let m = self.node.membership();
@@ -579,6 +618,59 @@ impl Driver {
         }
     }
 
+    /// Starts a linearizable read (Thesis §6.4): answered once this member has applied the
+    /// leader's commit index as of now.
+    fn read(&mut self, kind: ReadKind) {
+        if let Some(e) = &self.halted {
+            // A stopped node cannot confirm leadership; local reads still work.
+            return kind.fail(ApiError::Storage(format!("{e}; serializable reads still work")));
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        match self.node.read_index(Bytes::copy_from_slice(&id.to_le_bytes())) {
+            Ok(()) => {
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                self.reads.insert(id, PendingRead { kind, index: None, deadline });
+            }
+            Err(flotilla_raft::ReadError::NoLeader) => kind.fail(ApiError::NoLeader),
+            Err(e) => kind.fail(ApiError::Transfer(e.to_string())),
+        }
+    }
+
+    /// The leader revokes expired leases through the log; every member keeps its estimate
+    /// of when each lease expires.
+    fn expire_leases(&mut self) {
+        let now = Instant::now();
+        let leases = self.mvcc.leases();
+        self.lease_expiry.retain(|id, _| leases.contains_key(id));
+        self.revoking.retain(|id, _| leases.contains_key(id));
+        let mut expired = Vec::new();
+        for (id, l) in leases {
+            let ttl = Duration::from_secs(l.ttl.max(0) as u64);
+            // A lease known from a snapshot or a restart: a whole TTL from now.
+            let at = *self.lease_expiry.entry(*id).or_insert(now + ttl);
+            let retry = self.revoking.get(id).is_none_or(|t| now >= *t + REQUEST_TIMEOUT);
+            if at <= now && retry {
+                expired.push(*id);
+            }
+        }
+        if !self.is_leader() || self.halted.is_some() {
+            return;
+        }
+        for id in expired.into_iter().take(1000) {
+            let req = pb::InternalRequest {
+                id: 0,
+                request: Some(pb::internal_request::Request::LeaseRevoke(pb::LeaseRevokeRequest {
+                    id,
+                })),
+            };
+            if self.node.propose(Bytes::from(req.encode_to_vec())).is_ok() {
+                tracing::info!(lease = id, "lease expired: revocation proposed");
+                self.revoking.insert(id, now);
+            }
+        }
+    }
+
     /// Fails requests past their deadline.
     fn expire(&mut self) {
         let now = Instant::now();
@@ -594,7 +686,7 @@ impl Driver {
             self.reads.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| *id).collect();
         for id in late {
             if let Some(r) = self.reads.remove(&id) {
-                let _ = r.reply.send(Err(ApiError::Timeout));
+                r.kind.fail(ApiError::Timeout);
             }
         }
     }
@@ -610,6 +702,17 @@ impl Driver {
             if let Some(soft) = rd.soft_state {
                 if soft.leader != self.leader {
                     self.leader = soft.leader;
+                    if soft.leader == Some(self.node.id()) {
+                        // etcd's lessor promotion: a new leader gives every lease a whole
+                        // TTL, since it cannot know how long its holder went without a
+                        // leader to renew it with.
+                        let now = Instant::now();
+                        for (id, l) in self.mvcc.leases() {
+                            let ttl = Duration::from_secs(l.ttl.max(0) as u64);
+                            self.lease_expiry.insert(*id, now + ttl);
+                        }
+                        self.revoking.clear();
+                    }
                     self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
                     self.metrics
                         .has_leader
@@ -690,7 +793,7 @@ impl Driver {
             for ctx in rd.aborted_reads {
                 let id = u64::from_le_bytes(ctx[..].try_into().unwrap_or([0; 8]));
                 if let Some(r) = self.reads.remove(&id) {
-                    let _ = r.reply.send(Err(ApiError::LeaderChanged));
+                    r.kind.fail(ApiError::LeaderChanged);
                 }
             }
             // 5. Advance.
@@ -974,6 +1077,7 @@ impl Driver {
             return;
         }
         let result = self.mvcc.apply_tracked(&op, &mut self.changes).map_err(ApiError::from);
+        self.track_lease(&op, &result);
         if !self.changes.is_empty() {
             if !self.watch.is_empty() {
                 let h = self.header();
@@ -986,6 +1090,31 @@ impl Driver {
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);
             self.metrics.commit_latency.observe(w.proposed_at.elapsed());
             let _ = w.reply.send(result.map(|a| (a, header)));
+        }
+    }
+
+    /// Keeps this member's estimate of when leases expire, as grants, renewals and
+    /// revocations apply.
+    fn track_lease(
+        &mut self,
+        op: &pb::internal_request::Request,
+        result: &Result<Applied, ApiError>,
+    ) {
+        use pb::internal_request::Request;
+        let now = Instant::now();
+        let secs = |ttl: i64| Duration::from_secs(ttl.max(0) as u64);
+        match (op, result) {
+            (Request::LeaseGrant(g), Ok(_)) => {
+                self.lease_expiry.insert(g.id, now + secs(g.ttl));
+            }
+            (Request::LeaseKeepAlive(k), Ok(Applied::LeaseKeepAlive(r))) if r.ttl > 0 => {
+                self.lease_expiry.insert(k.id, now + secs(r.ttl));
+            }
+            (Request::LeaseRevoke(r), _) => {
+                self.lease_expiry.remove(&r.id);
+                self.revoking.remove(&r.id);
+            }
+            _ => {}
         }
     }
 
@@ -1005,10 +1134,48 @@ impl Driver {
             .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
             .map(|(id, _)| *id)
             .collect();
+        let now = Instant::now();
         for id in ready {
             let r = self.reads.remove(&id).expect("listed above");
-            let out = self.mvcc.range(&r.req).map_err(ApiError::from);
-            let _ = r.reply.send(out.map(|o| (o, self.header())));
+            let h = self.header();
+            match r.kind {
+                ReadKind::Range(req, reply) => {
+                    let out = self.mvcc.range(&req).map_err(ApiError::from);
+                    let _ = reply.send(out.map(|o| (o, h)));
+                }
+                ReadKind::LeaseTimeToLive(req, reply) => {
+                    let out = match self.mvcc.lease(req.id) {
+                        // etcd answers -1 for a lease that is gone.
+                        None => pb::LeaseTimeToLiveResponse {
+                            id: req.id,
+                            ttl: -1,
+                            ..Default::default()
+                        },
+                        Some(l) => {
+                            let left = self.lease_expiry.get(&req.id).map_or(l.ttl, |at| {
+                                at.saturating_duration_since(now).as_secs_f64().ceil() as i64
+                            });
+                            pb::LeaseTimeToLiveResponse {
+                                header: None,
+                                id: req.id,
+                                ttl: left,
+                                granted_ttl: l.ttl,
+                                keys: if req.keys {
+                                    l.keys.iter().cloned().collect()
+                                } else {
+                                    vec![]
+                                },
+                            }
+                        }
+                    };
+                    let _ = reply.send(Ok((out, h)));
+                }
+                ReadKind::LeaseLeases(reply) => {
+                    let leases =
+                        self.mvcc.leases().keys().map(|id| pb::LeaseStatus { id: *id }).collect();
+                    let _ = reply.send(Ok((pb::LeaseLeasesResponse { header: None, leases }, h)));
+                }
+            }
         }
     }
 

@@ -22,4 +22,5 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Cluster.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
 }

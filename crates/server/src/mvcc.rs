@@ -13,7 +13,7 @@
 //! Deterministic: the same commands in the same order give the same store on every server
 //! (Raft's State Machine Safety gives the order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -36,9 +36,15 @@ pub enum MvccError {
     /// A txn writes one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
-    /// Leases are not supported yet.
+    /// No lease with this id (never granted, revoked, or expired).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant asked for an id already in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A put gave a lease and asked to keep the key's lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
     /// A request without an operation, or with an unknown enum value.
     #[error("etcdserver: {0}")]
     Invalid(&'static str),
@@ -51,6 +57,8 @@ struct Version {
     mod_revision: i64,
     create_revision: i64,
     version: i64,
+    /// The lease the key was attached to by this version (0: none).
+    lease: i64,
     /// `None`: a deletion (tombstone).
     value: Option<Bytes>,
 }
@@ -64,7 +72,7 @@ impl Version {
             mod_revision: self.mod_revision,
             version: self.version,
             value: self.value.clone()?,
-            lease: 0,
+            lease: self.lease,
         })
     }
 }
@@ -80,6 +88,19 @@ pub struct Mvcc {
     /// a background snapshot encodes) costs one reference per key, and a later write copies
     /// only the histories it touches.
     keys: BTreeMap<Bytes, Arc<Vec<Version>>>,
+    /// Granted leases by id: replicated state, like the keys. When a lease expires is not
+    /// (it depends on each member's clock): the driver tracks that, and the leader proposes
+    /// the revocation.
+    leases: BTreeMap<i64, Lease>,
+}
+
+/// A granted lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Its time to live, seconds, as granted.
+    pub ttl: i64,
+    /// The keys attached to it (deleted when it is revoked or expires).
+    pub keys: BTreeSet<Bytes>,
 }
 
 /// A read-only view for ranges (the current state or a historical revision).
@@ -91,7 +112,13 @@ fn live_at(history: &[Version], rev: i64) -> Option<&Version> {
 impl Mvcc {
     /// An empty store at revision 1.
     pub fn new() -> Mvcc {
-        Mvcc { revision: 1, compact_revision: 0, bytes: 0, keys: BTreeMap::new() }
+        Mvcc {
+            revision: 1,
+            compact_revision: 0,
+            bytes: 0,
+            keys: BTreeMap::new(),
+            leases: BTreeMap::new(),
+        }
     }
 
     /// The current revision.
@@ -260,16 +287,63 @@ impl Mvcc {
                 self.compact(c.revision)?;
                 Ok(Applied::Compaction(pb::CompactionResponse { header: None }))
             }
+            Request::LeaseGrant(g) => {
+                if self.leases.contains_key(&g.id) {
+                    return Err(MvccError::LeaseExists);
+                }
+                self.leases.insert(g.id, Lease { ttl: g.ttl, keys: BTreeSet::new() });
+                let r = pb::LeaseGrantResponse { id: g.id, ttl: g.ttl, ..Default::default() };
+                Ok(Applied::LeaseGrant(r))
+            }
+            Request::LeaseRevoke(r) => {
+                let lease = self.leases.remove(&r.id).ok_or(MvccError::LeaseNotFound)?;
+                // Every attached key goes at one revision (as etcd's revoke does).
+                let rev = self.revision + 1;
+                for k in &lease.keys {
+                    self.delete_key(k, rev, changes);
+                }
+                if !lease.keys.is_empty() {
+                    self.revision = rev;
+                }
+                Ok(Applied::LeaseRevoke(pb::LeaseRevokeResponse { header: None }))
+            }
+            Request::LeaseKeepAlive(k) => {
+                // A lease that is gone gets TTL 0, as etcd answers (the client stops).
+                let ttl = self.leases.get(&k.id).map_or(0, |l| l.ttl);
+                Ok(Applied::LeaseKeepAlive(pb::LeaseKeepAliveResponse {
+                    header: None,
+                    id: k.id,
+                    ttl,
+                }))
+            }
             Request::MemberAttr(_) | Request::MemberChange(_) => {
                 Err(MvccError::Invalid("not a key-value request"))
             }
         }
     }
 
-    fn check_put(&self, p: &pb::PutRequest) -> Result<(), MvccError> {
-        if p.lease != 0 {
+    fn check_lease(&self, p: &pb::PutRequest) -> Result<(), MvccError> {
+        if p.lease != 0 && p.ignore_lease {
+            return Err(MvccError::LeaseProvided);
+        }
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
             return Err(MvccError::LeaseNotFound);
         }
+        Ok(())
+    }
+
+    /// A granted lease.
+    pub fn lease(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// Every granted lease, by id.
+    pub fn leases(&self) -> &BTreeMap<i64, Lease> {
+        &self.leases
+    }
+
+    fn check_put(&self, p: &pb::PutRequest) -> Result<(), MvccError> {
+        self.check_lease(p)?;
         if (p.ignore_value || p.ignore_lease) && self.current(&p.key).is_none() {
             return Err(MvccError::KeyNotFound);
         }
@@ -298,8 +372,13 @@ impl Mvcc {
         };
         let (create_revision, version) =
             last.map_or((rev, 1), |v| (v.create_revision, v.version + 1));
+        let old_lease = last.map_or(0, |v| v.lease);
+        let lease = if p.ignore_lease { old_lease } else { p.lease };
         self.bytes += (p.key.len() + value.len()) as u64;
-        h.push(Version { mod_revision: rev, create_revision, version, value: Some(value) });
+        h.push(Version { mod_revision: rev, create_revision, version, lease, value: Some(value) });
+        if lease != old_lease {
+            self.attach(&p.key, old_lease, lease);
+        }
         prev
     }
 
@@ -319,11 +398,7 @@ impl Mvcc {
             .filter_map(|(k, h)| h.last().and_then(|v| v.kv(k)).map(|kv| (k.clone(), kv)))
             .collect();
         for (k, _) in &doomed {
-            let tombstone =
-                Version { mod_revision: rev, create_revision: 0, version: 0, value: None };
-            let h = Arc::make_mut(self.keys.get_mut(k).expect("listed above"));
-            changes.push(Change { key: k.clone(), revision: rev, at: h.len() });
-            h.push(tombstone);
+            self.delete_key(k, rev, changes);
         }
         pb::DeleteRangeResponse {
             header: None,
@@ -333,6 +408,32 @@ impl Mvcc {
             } else {
                 vec![]
             },
+        }
+    }
+
+    /// Deletes a live key at `rev`: a tombstone, and the key leaves its lease.
+    fn delete_key(&mut self, k: &Bytes, rev: i64, changes: &mut Vec<Change>) {
+        let tombstone =
+            Version { mod_revision: rev, create_revision: 0, version: 0, lease: 0, value: None };
+        let h = Arc::make_mut(self.keys.get_mut(k).expect("a live key"));
+        let lease = h.last().map_or(0, |v| v.lease);
+        changes.push(Change { key: k.clone(), revision: rev, at: h.len() });
+        h.push(tombstone);
+        if lease != 0 {
+            self.attach(k, lease, 0);
+        }
+    }
+
+    /// Moves `key` from lease `from` to lease `to` (0: none).
+    fn attach(&mut self, key: &Bytes, from: i64, to: i64) {
+        if let Some(l) = self.leases.get_mut(&from) {
+            l.keys.remove(key);
+        }
+        if let Some(l) = self.leases.get_mut(&to) {
+            // The store's own copy of the key, shared.
+            let k =
+                self.keys.get_key_value(&key[..]).map_or_else(|| key.clone(), |(k, _)| k.clone());
+            l.keys.insert(k);
         }
     }
 
@@ -348,9 +449,7 @@ impl Mvcc {
                         if keys.contains(&p.key) {
                             return Err(MvccError::DuplicateKey);
                         }
-                        if p.lease != 0 {
-                            return Err(MvccError::LeaseNotFound);
-                        }
+                        self.check_lease(p)?;
                         keys.push(p.key.clone());
                     }
                     Some(Request::RequestTxn(inner)) => self.check_txn(inner, &keys)?,
@@ -373,8 +472,7 @@ impl Mvcc {
             (Some(TargetUnion::Version(v)), 0) => kv.map_or(0, |k| k.version).cmp(v),
             (Some(TargetUnion::CreateRevision(v)), 1) => kv.map_or(0, |k| k.create_revision).cmp(v),
             (Some(TargetUnion::ModRevision(v)), 2) => kv.map_or(0, |k| k.mod_revision).cmp(v),
-            // Leases are not granted here: every key's lease is 0.
-            (Some(TargetUnion::Lease(v)), 4) => 0.cmp(v),
+            (Some(TargetUnion::Lease(v)), 4) => kv.map_or(0, |k| k.lease).cmp(v),
             (None, 0) => kv.map_or(0, |k| k.version).cmp(&0),
             _ => return Err(MvccError::Invalid("compare target and value disagree")),
         };
@@ -505,6 +603,7 @@ impl Mvcc {
     pub fn encode_pieces<E>(&self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         const PIECE: usize = 64 << 10;
         let mut out = Vec::with_capacity(2 * PIECE);
+        out.put_i64_le(FORMAT_V2);
         out.put_i64_le(self.revision);
         out.put_i64_le(self.compact_revision);
         out.put_u64_le(self.keys.len() as u64);
@@ -516,7 +615,12 @@ impl Mvcc {
                 match &v.value {
                     None => out.put_u8(0),
                     Some(value) => {
-                        out.put_u8(1);
+                        if v.lease == 0 {
+                            out.put_u8(1);
+                        } else {
+                            out.put_u8(2);
+                            out.put_i64_le(v.lease);
+                        }
                         out.put_i64_le(v.create_revision);
                         out.put_i64_le(v.version);
                         put_bytes(&mut out, value);
@@ -528,15 +632,27 @@ impl Mvcc {
                 }
             }
         }
+        // The leases; which keys each holds follows from the keys' current versions.
+        out.put_u64_le(self.leases.len() as u64);
+        for (id, l) in &self.leases {
+            out.put_i64_le(*id);
+            out.put_i64_le(l.ttl);
+        }
         emit(&out)
     }
 
     /// The length of [`Mvcc::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> u64 {
         let versions = |h: &[Version]| -> u64 {
-            h.iter().map(|v| 9 + v.value.as_ref().map_or(0, |x| 20 + x.len() as u64)).sum()
+            h.iter()
+                .map(|v| {
+                    let lease = if v.lease == 0 { 0 } else { 8 };
+                    9 + v.value.as_ref().map_or(0, |x| 20 + lease + x.len() as u64)
+                })
+                .sum()
         };
-        24 + self.keys.iter().map(|(k, h)| 12 + k.len() as u64 + versions(h)).sum::<u64>()
+        let keys = self.keys.iter().map(|(k, h)| 12 + k.len() as u64 + versions(h)).sum::<u64>();
+        32 + keys + 8 + 16 * self.leases.len() as u64
     }
 
     /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
@@ -552,6 +668,12 @@ impl Mvcc {
             b.advance(n);
             Some(v)
         }
+        need(b, 8)?;
+        // The first format began with the revision, which is positive.
+        let v2 = (&b[..8]).get_i64_le() == FORMAT_V2;
+        if v2 {
+            b.advance(8);
+        }
         need(b, 24)?;
         let revision = b.get_i64_le();
         let compact_revision = b.get_i64_le();
@@ -565,14 +687,27 @@ impl Mvcc {
             for _ in 0..m {
                 need(b, 9)?;
                 let rev = b.get_i64_le();
-                let v = match b.get_u8() {
-                    0 => Version { mod_revision: rev, create_revision: 0, version: 0, value: None },
-                    1 => {
+                let tag = b.get_u8();
+                let lease = if tag == 2 {
+                    need(b, 8)?;
+                    b.get_i64_le()
+                } else {
+                    0
+                };
+                let v = match tag {
+                    0 => Version {
+                        mod_revision: rev,
+                        create_revision: 0,
+                        version: 0,
+                        lease: 0,
+                        value: None,
+                    },
+                    1 | 2 => {
                         need(b, 16)?;
                         let create_revision = b.get_i64_le();
                         let version = b.get_i64_le();
                         let value = Some(get_bytes(&mut b)?);
-                        Version { mod_revision: rev, create_revision, version, value }
+                        Version { mod_revision: rev, create_revision, version, lease, value }
                     }
                     _ => return None,
                 };
@@ -580,7 +715,22 @@ impl Mvcc {
             }
             keys.insert(key, Arc::new(h));
         }
-        let mut m = Mvcc { revision, compact_revision, bytes: 0, keys };
+        let mut leases = BTreeMap::new();
+        if v2 {
+            need(b, 8)?;
+            for _ in 0..b.get_u64_le() {
+                need(b, 16)?;
+                let id = b.get_i64_le();
+                leases.insert(id, Lease { ttl: b.get_i64_le(), keys: BTreeSet::new() });
+            }
+        }
+        for (k, h) in &keys {
+            let live = h.last().filter(|v| v.value.is_some());
+            if let Some(l) = live.and_then(|v| leases.get_mut(&v.lease)) {
+                l.keys.insert(k.clone());
+            }
+        }
+        let mut m = Mvcc { revision, compact_revision, bytes: 0, keys, leases };
         m.bytes = m.recount();
         b.is_empty().then_some(m)
     }
@@ -665,6 +815,9 @@ fn txn_may_fail(t: &pb::TxnRequest) -> bool {
     })
 }
 
+/// Begins the encoding with leases (the first began with the revision, always positive).
+const FORMAT_V2: i64 = -2;
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.put_u32_le(b.len() as u32);
     out.put_slice(b);
@@ -681,6 +834,12 @@ pub enum Applied {
     Txn(pb::TxnResponse),
     /// A compaction.
     Compaction(pb::CompactionResponse),
+    /// A lease granted.
+    LeaseGrant(pb::LeaseGrantResponse),
+    /// A lease revoked (its keys deleted).
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    /// A lease renewed, or found gone (TTL 0).
+    LeaseKeepAlive(pb::LeaseKeepAliveResponse),
 }
 
 #[cfg(test)]
@@ -905,5 +1064,108 @@ mod tests {
         assert_eq!(Mvcc::decode(&fresh.encode()).unwrap(), fresh, "size accounting agrees");
         let enc = m.encode();
         assert_eq!(Mvcc::decode(&enc[..enc.len() - 1]), None);
+    }
+
+    /// The first encoding (no format marker, no leases) is what older snapshots hold.
+    #[test]
+    fn snapshots_of_the_first_format_still_decode() {
+        let mut m = Mvcc::new();
+        put(&mut m, "a", "1");
+        put(&mut m, "a", "2");
+        del(&mut m, "a", "");
+        put(&mut m, "b", "3");
+        let mut old = Vec::new();
+        old.put_i64_le(m.revision);
+        old.put_i64_le(m.compact_revision);
+        old.put_u64_le(m.keys.len() as u64);
+        for (k, h) in &m.keys {
+            put_bytes(&mut old, k);
+            old.put_u64_le(h.len() as u64);
+            for v in h.iter() {
+                old.put_i64_le(v.mod_revision);
+                match &v.value {
+                    None => old.put_u8(0),
+                    Some(value) => {
+                        old.put_u8(1);
+                        old.put_i64_le(v.create_revision);
+                        old.put_i64_le(v.version);
+                        put_bytes(&mut old, value);
+                    }
+                }
+            }
+        }
+        assert_eq!(Mvcc::decode(&old), Some(m));
+    }
+
+    fn lease_op(m: &mut Mvcc, r: Request) -> Result<Applied, MvccError> {
+        m.apply(&r)
+    }
+
+    #[test]
+    fn leases_attach_keys_and_revoking_deletes_them_at_one_revision() {
+        let mut m = Mvcc::new();
+        let grant = |id, ttl| Request::LeaseGrant(pb::LeaseGrantRequest { id, ttl });
+        lease_op(&mut m, grant(7, 10)).unwrap();
+        assert_eq!(lease_op(&mut m, grant(7, 10)), Err(MvccError::LeaseExists));
+        lease_op(&mut m, grant(8, 20)).unwrap();
+        let leased = |k: &str, lease| {
+            Request::Put(pb::PutRequest { key: b(k), value: b("v"), lease, ..Default::default() })
+        };
+        assert_eq!(lease_op(&mut m, leased("x", 99)), Err(MvccError::LeaseNotFound));
+        lease_op(&mut m, leased("a", 7)).unwrap();
+        lease_op(&mut m, leased("b", 7)).unwrap();
+        lease_op(&mut m, leased("c", 7)).unwrap();
+        // Moved to another lease, detached by a plain put, kept with ignore_lease, deleted.
+        lease_op(&mut m, leased("b", 8)).unwrap();
+        put(&mut m, "c", "plain");
+        let keep =
+            pb::PutRequest { key: b("a"), value: b("w"), ignore_lease: true, ..Default::default() };
+        lease_op(&mut m, Request::Put(keep)).unwrap();
+        let both =
+            pb::PutRequest { key: b("a"), lease: 7, ignore_lease: true, ..Default::default() };
+        assert_eq!(lease_op(&mut m, Request::Put(both)), Err(MvccError::LeaseProvided));
+        let lease_of = |m: &Mvcc, k: &str| {
+            let r = pb::RangeRequest { key: b(k), ..Default::default() };
+            m.range(&r).unwrap().kvs.first().map(|kv| kv.lease)
+        };
+        assert_eq!(lease_of(&m, "a"), Some(7));
+        let keys = |m: &Mvcc, id| {
+            m.lease(id).map(|l| l.keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>())
+        };
+        assert_eq!(keys(&m, 7), Some(vec![b"a".to_vec()]));
+        assert_eq!(keys(&m, 8), Some(vec![b"b".to_vec()]));
+        // A lease compare sees the key's lease.
+        let cmp = pb::Compare {
+            result: 0,
+            target: 4,
+            key: b("a"),
+            target_union: Some(pb::compare::TargetUnion::Lease(7)),
+            ..Default::default()
+        };
+        assert_eq!(m.compare(&cmp), Ok(true));
+        // The store, leases included, survives a snapshot.
+        assert_eq!(Mvcc::decode(&m.encode()).as_ref(), Some(&m));
+        assert_eq!(m.encoded_len(), m.encode().len() as u64);
+        // Revoking deletes the attached keys at one new revision, with events.
+        lease_op(&mut m, leased("d", 7)).unwrap();
+        let before = m.revision();
+        let mut changes = Vec::new();
+        let revoke = Request::LeaseRevoke(pb::LeaseRevokeRequest { id: 7 });
+        m.apply_tracked(&revoke, &mut changes).unwrap();
+        assert_eq!(m.revision(), before + 1);
+        let deleted: Vec<_> = changes.iter().map(|c| (c.key.to_vec(), c.revision)).collect();
+        assert_eq!(deleted, [(b"a".to_vec(), before + 1), (b"d".to_vec(), before + 1)]);
+        assert_eq!(lease_of(&m, "a"), None);
+        assert_eq!(m.lease(7), None);
+        assert_eq!(lease_op(&mut m, revoke), Err(MvccError::LeaseNotFound));
+        let alive = |id| Request::LeaseKeepAlive(pb::LeaseKeepAliveRequest { id });
+        match lease_op(&mut m, alive(8)).unwrap() {
+            Applied::LeaseKeepAlive(r) => assert_eq!(r.ttl, 20),
+            other => panic!("{other:?}"),
+        }
+        match lease_op(&mut m, alive(7)).unwrap() {
+            Applied::LeaseKeepAlive(r) => assert_eq!(r.ttl, 0, "a revoked lease"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -366,7 +366,7 @@ pub struct MoveLeaderResponse {
 pub struct InternalRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub request: Option<internal_request::Request>,
 }
 
@@ -412,6 +412,12 @@ pub mod internal_request {
         MemberAttr(super::MemberAttr),
         #[prost(message, tag = "7")]
         MemberChange(super::MemberChange),
+        #[prost(message, tag = "8")]
+        LeaseGrant(super::LeaseGrantRequest),
+        #[prost(message, tag = "9")]
+        LeaseRevoke(super::LeaseRevokeRequest),
+        #[prost(message, tag = "10")]
+        LeaseKeepAlive(super::LeaseKeepAliveRequest),
     }
 }
 
@@ -492,4 +498,91 @@ pub struct WatchResponse {
     pub fragment: bool,
     #[prost(message, repeated, tag = "11")]
     pub events: Vec<Event>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantRequest {
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    #[prost(string, tag = "4")]
+    pub error: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseTimeToLiveRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(bool, tag = "2")]
+    pub keys: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseTimeToLiveResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    #[prost(int64, tag = "4")]
+    pub granted_ttl: i64,
+    #[prost(bytes = "bytes", repeated, tag = "5")]
+    pub keys: Vec<bytes::Bytes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseLeasesRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseStatus {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseLeasesResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub leases: Vec<LeaseStatus>,
 }

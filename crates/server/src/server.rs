@@ -238,7 +238,11 @@ fn driver_thread(
                     .max_decoding_message_size(max),
             )
             .add_service(
-                crate::rpc::watch_server::WatchServer::new(api).max_decoding_message_size(max),
+                crate::rpc::watch_server::WatchServer::new(api.clone())
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                crate::rpc::lease_server::LeaseServer::new(api).max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(tokio_stream_from(client_listener), async {
                 let _ = grpc_stop_rx.await;

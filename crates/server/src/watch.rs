@@ -415,36 +415,6 @@ impl WatchHub {
     }
 }
 
-/// A client's side of a watch stream: the requests it sends, from a channel it keeps open
-/// for as long as it watches (tonic takes any stream).
-///
-/// ```no_run
-/// # async fn demo(ch: tonic::transport::Channel) -> Result<(), tonic::Status> {
-/// use flotilla_server::{pb, rpc::watch_client::WatchClient, watch::Requests};
-/// let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-/// let create = pb::WatchCreateRequest { key: "k".into(), ..Default::default() };
-/// let req = pb::watch_request::RequestUnion::CreateRequest(create);
-/// tx.send(pb::WatchRequest { request_union: Some(req) }).unwrap();
-/// let mut responses = WatchClient::new(ch).watch(Requests(rx)).await?.into_inner();
-/// while let Some(r) = responses.message().await? {
-///     println!("{} events", r.events.len());
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct Requests(pub tokio::sync::mpsc::UnboundedReceiver<pb::WatchRequest>);
-
-impl futures_core::Stream for Requests {
-    type Item = pb::WatchRequest;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<pb::WatchRequest>> {
-        self.0.poll_recv(cx)
-    }
-}
-
 /// A watcher's next batch of history: events from `w.next` on, whole revisions, up to the
 /// store's revision or the batch's limits. Returns the events and the last revision covered.
 fn replay(store: &Mvcc, w: &Watcher) -> (Vec<pb::Event>, i64) {
