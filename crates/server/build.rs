@@ -62,6 +62,7 @@ fn main() {
             method("member_add", "MemberAdd", "MemberAddRequest", "MemberAddResponse"),
             method("member_remove", "MemberRemove", "MemberRemoveRequest", "MemberRemoveResponse"),
             method("member_list", "MemberList", "MemberListRequest", "MemberListResponse"),
+            method("member_update", "MemberUpdate", "MemberUpdateRequest", "MemberUpdateResponse"),
             method(
                 "member_promote",
                 "MemberPromote",

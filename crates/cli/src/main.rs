@@ -245,6 +245,16 @@ enum MemberCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Change a member's peer URL (then restart it listening there).
+    Update {
+        /// The member id (hex).
+        id: String,
+        /// Its new peer URL.
+        #[arg(long)]
+        peer_urls: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 /// A lease id as etcdctl prints and takes it: hex.
@@ -797,6 +807,15 @@ async fn client(cmd: Command) -> Result<(), String> {
             })
             .await?;
             say!("Member {id:x} promoted");
+        }
+        Command::Member { command: MemberCommand::Update { id, peer_urls, conn } } => {
+            let id = hex_id(&id)?;
+            with_endpoint(&conn, |ch| {
+                let req = pb::MemberUpdateRequest { id, peer_urls: vec![peer_urls.clone()] };
+                async move { ClusterClient::new(ch).member_update(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+            say!("Member {id:x} updated");
         }
         Command::Lease { command } => lease(command).await?,
         Command::Member { command: MemberCommand::List { conn } } => {

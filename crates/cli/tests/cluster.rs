@@ -143,6 +143,51 @@ fn member_list_shows_every_members_client_url() {
     });
 }
 
+/// etcd's MemberUpdate: a member given a new peer URL, and restarted listening there, is
+/// reached there by the others. With another member down, the cluster can only make
+/// progress if it is.
+#[test]
+fn a_member_moved_to_a_new_peer_url_is_reached_there() {
+    use flotilla_server::rpc::cluster_client::ClusterClient;
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path(), 10_000);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "before", "1", deadline));
+    let old = format!("http://127.0.0.1:{}", peer_port(&servers[2]));
+    let new = format!("http://127.0.0.1:{}", free_port());
+    let members = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(eps[0].clone()).unwrap().connect().await;
+        let req = pb::MemberUpdateRequest { id: 3, peer_urls: vec![new.clone()] };
+        ClusterClient::new(ch.unwrap()).member_update(req).await.unwrap().into_inner().members
+    });
+    let m3 = members.iter().find(|m| m.id == 3).expect("member 3 listed");
+    assert_eq!(m3.peer_urls, vec![new.clone()]);
+    servers[2].kill();
+    for a in &mut servers[2].args {
+        *a = a.replace(&old, &new);
+    }
+    servers[2].start();
+    servers[0].kill();
+    rt.block_on(put(&[&eps[1], &eps[2]], "after", "2", deadline));
+    eventually(deadline, "member 3 did not apply the write", Duration::from_millis(100), || {
+        let got = rt.block_on(get(&eps[2], "after", true));
+        if got.as_deref() == Some("2") {
+            Ok(())
+        } else {
+            Err(got)
+        }
+    });
+    // A URL another member uses is refused.
+    let taken = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(eps[1].clone()).unwrap().connect().await;
+        let req = pb::MemberUpdateRequest { id: 2, peer_urls: vec![new.clone()] };
+        ClusterClient::new(ch.unwrap()).member_update(req).await.unwrap_err()
+    });
+    assert!(taken.message().contains("already exists"), "{taken:?}");
+}
+
 /// Periodic mode: history older than the retention period goes.
 #[test]
 fn auto_compaction_keeps_a_period_of_history() {

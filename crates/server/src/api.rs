@@ -247,6 +247,19 @@ impl crate::rpc::cluster_server::Cluster for Api {
         Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
     }
 
+    async fn member_update(
+        &self,
+        r: GrpcRequest<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let r = r.into_inner();
+        let [url] = r.peer_urls.as_slice() else {
+            return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
+        };
+        let change = pb::MemberChange { kind: 5, id: r.id, peer_url: url.clone() };
+        let (members, header) = self.member_op(change).await?;
+        Ok(Response::new(pb::MemberUpdateResponse { header: Some(header), members }))
+    }
+
     async fn member_list(
         &self,
         _r: GrpcRequest<pb::MemberListRequest>,

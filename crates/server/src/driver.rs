@@ -142,6 +142,7 @@ enum MemberWait {
     Added(String),
     Promoted(u64),
     Removed(u64),
+    Updated(u64, String),
 }
 
 /// The driver's input.
@@ -581,6 +582,7 @@ impl Driver {
                 let wait = match change.kind {
                     1 | 2 => MemberWait::Added(change.peer_url.clone()),
                     3 => MemberWait::Promoted(change.id),
+                    5 => MemberWait::Updated(change.id, change.peer_url.clone()),
                     _ => MemberWait::Removed(change.id),
                 };
                 let r = if self.is_leader() {
@@ -658,10 +660,13 @@ impl Driver {
             return;
         }
         for id in expired.into_iter().take(1000) {
+            // Conditional: a renewal ordered before this in the log cancels it.
+            let renewals = self.mvcc.lease(id).map_or(0, |l| l.renewals);
             let req = pb::InternalRequest {
                 id: 0,
-                request: Some(pb::internal_request::Request::LeaseRevoke(pb::LeaseRevokeRequest {
+                request: Some(pb::internal_request::Request::LeaseExpire(pb::LeaseExpire {
                     id,
+                    renewals,
                 })),
             };
             if self.node.propose(Bytes::from(req.encode_to_vec())).is_ok() {
@@ -700,6 +705,12 @@ impl Driver {
             };
             let ack = rd.ack();
             if let Some(soft) = rd.soft_state {
+                tracing::info!(
+                    role = ?soft.role,
+                    leader = ?soft.leader.map(|l| l.0),
+                    term = self.node.term().0,
+                    "raft state"
+                );
                 if soft.leader != self.leader {
                     self.leader = soft.leader;
                     if soft.leader == Some(self.node.id()) {
@@ -920,6 +931,9 @@ impl Driver {
     /// into the log first, so that everyone can reach it once the change makes it a member.
     fn member_change(&mut self, c: &pb::MemberChange) -> Result<(), ApiError> {
         use flotilla_raft::ConfChange;
+        if c.kind == 5 {
+            return self.update_member(c);
+        }
         let change =
             match c.kind {
                 1 | 2 => {
@@ -964,6 +978,37 @@ impl Driver {
             };
         self.node
             .propose_conf_change(change)
+            .map(|_| ())
+            .map_err(|e| ApiError::Transfer(e.to_string()))
+    }
+
+    /// etcd's MemberUpdate: a member's new peer URL goes through the log (as `MemberAttr`),
+    /// and every member reconnects to it there once applied. The member itself must then
+    /// listen on it (restarted with the new `--listen-peer-urls`).
+    fn update_member(&mut self, c: &pb::MemberChange) -> Result<(), ApiError> {
+        if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
+            return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
+        }
+        if !self.node.membership().contains(NodeId(c.id)) {
+            return Err(ApiError::Transfer("member not found".into()));
+        }
+        let taken = self.node.membership().members().any(|m| {
+            m.0 != c.id && self.registry.get(&m.0).is_some_and(|r| r.peer_url == c.peer_url)
+        });
+        if taken {
+            return Err(ApiError::Transfer("Peer URLs already exists".into()));
+        }
+        let attr = pb::InternalRequest {
+            id: 0,
+            request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+                id: c.id,
+                name: String::new(),
+                peer_url: c.peer_url.clone(),
+                client_url: String::new(),
+            })),
+        };
+        self.node
+            .propose(Bytes::from(attr.encode_to_vec()))
             .map(|_| ())
             .map_err(|e| ApiError::Transfer(e.to_string()))
     }
@@ -1016,6 +1061,9 @@ impl Driver {
                     .any(|id| self.registry.get(&id.0).is_some_and(|r| r.peer_url == *url)),
                 MemberWait::Promoted(id) => m.voters().contains(&NodeId(*id)),
                 MemberWait::Removed(id) => !m.contains(NodeId(*id)),
+                MemberWait::Updated(id, url) => {
+                    self.registry.get(id).is_some_and(|r| r.peer_url == *url)
+                }
             };
             if done {
                 let _ = reply.send(Ok((self.members(), self.header())));
@@ -1110,9 +1158,13 @@ impl Driver {
             (Request::LeaseKeepAlive(k), Ok(Applied::LeaseKeepAlive(r))) if r.ttl > 0 => {
                 self.lease_expiry.insert(k.id, now + secs(r.ttl));
             }
-            (Request::LeaseRevoke(r), _) => {
-                self.lease_expiry.remove(&r.id);
-                self.revoking.remove(&r.id);
+            (Request::LeaseRevoke(pb::LeaseRevokeRequest { id }), _)
+            | (Request::LeaseExpire(pb::LeaseExpire { id, .. }), _) => {
+                // Gone, or (an expiry that lost to a renewal) to be looked at afresh.
+                self.revoking.remove(id);
+                if self.mvcc.lease(*id).is_none() {
+                    self.lease_expiry.remove(id);
+                }
             }
             _ => {}
         }

@@ -101,6 +101,9 @@ pub struct Lease {
     pub ttl: i64,
     /// The keys attached to it (deleted when it is revoked or expires).
     pub keys: BTreeSet<Bytes>,
+    /// Renewals applied so far: a revocation for expiry names the count it saw, and a
+    /// renewal applied in between cancels it.
+    pub renewals: u64,
 }
 
 /// A read-only view for ranges (the current state or a historical revision).
@@ -291,25 +294,29 @@ impl Mvcc {
                 if self.leases.contains_key(&g.id) {
                     return Err(MvccError::LeaseExists);
                 }
-                self.leases.insert(g.id, Lease { ttl: g.ttl, keys: BTreeSet::new() });
+                self.leases.insert(g.id, Lease { ttl: g.ttl, ..Default::default() });
                 let r = pb::LeaseGrantResponse { id: g.id, ttl: g.ttl, ..Default::default() };
                 Ok(Applied::LeaseGrant(r))
             }
             Request::LeaseRevoke(r) => {
-                let lease = self.leases.remove(&r.id).ok_or(MvccError::LeaseNotFound)?;
-                // Every attached key goes at one revision (as etcd's revoke does).
-                let rev = self.revision + 1;
-                for k in &lease.keys {
-                    self.delete_key(k, rev, changes);
-                }
-                if !lease.keys.is_empty() {
-                    self.revision = rev;
+                self.revoke(r.id, changes)?;
+                Ok(Applied::LeaseRevoke(pb::LeaseRevokeResponse { header: None }))
+            }
+            Request::LeaseExpire(e) => {
+                if self.leases.get(&e.id).is_some_and(|l| l.renewals == e.renewals) {
+                    self.revoke(e.id, changes)?;
                 }
                 Ok(Applied::LeaseRevoke(pb::LeaseRevokeResponse { header: None }))
             }
             Request::LeaseKeepAlive(k) => {
                 // A lease that is gone gets TTL 0, as etcd answers (the client stops).
-                let ttl = self.leases.get(&k.id).map_or(0, |l| l.ttl);
+                let ttl = match self.leases.get_mut(&k.id) {
+                    Some(l) => {
+                        l.renewals += 1;
+                        l.ttl
+                    }
+                    None => 0,
+                };
                 Ok(Applied::LeaseKeepAlive(pb::LeaseKeepAliveResponse {
                     header: None,
                     id: k.id,
@@ -320,6 +327,19 @@ impl Mvcc {
                 Err(MvccError::Invalid("not a key-value request"))
             }
         }
+    }
+
+    /// Revokes a lease: every attached key goes at one revision (as etcd's revoke does).
+    fn revoke(&mut self, id: i64, changes: &mut Vec<Change>) -> Result<(), MvccError> {
+        let lease = self.leases.remove(&id).ok_or(MvccError::LeaseNotFound)?;
+        let rev = self.revision + 1;
+        for k in &lease.keys {
+            self.delete_key(k, rev, changes);
+        }
+        if !lease.keys.is_empty() {
+            self.revision = rev;
+        }
+        Ok(())
     }
 
     fn check_lease(&self, p: &pb::PutRequest) -> Result<(), MvccError> {
@@ -637,6 +657,7 @@ impl Mvcc {
         for (id, l) in &self.leases {
             out.put_i64_le(*id);
             out.put_i64_le(l.ttl);
+            out.put_u64_le(l.renewals);
         }
         emit(&out)
     }
@@ -652,7 +673,7 @@ impl Mvcc {
                 .sum()
         };
         let keys = self.keys.iter().map(|(k, h)| 12 + k.len() as u64 + versions(h)).sum::<u64>();
-        32 + keys + 8 + 16 * self.leases.len() as u64
+        32 + keys + 8 + 24 * self.leases.len() as u64
     }
 
     /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
@@ -719,9 +740,10 @@ impl Mvcc {
         if v2 {
             need(b, 8)?;
             for _ in 0..b.get_u64_le() {
-                need(b, 16)?;
+                need(b, 24)?;
                 let id = b.get_i64_le();
-                leases.insert(id, Lease { ttl: b.get_i64_le(), keys: BTreeSet::new() });
+                let (ttl, renewals) = (b.get_i64_le(), b.get_u64_le());
+                leases.insert(id, Lease { ttl, renewals, keys: BTreeSet::new() });
             }
         }
         for (k, h) in &keys {
@@ -1167,5 +1189,14 @@ mod tests {
             Applied::LeaseKeepAlive(r) => assert_eq!(r.ttl, 0, "a revoked lease"),
             other => panic!("{other:?}"),
         }
+        // An expiry proposed before a renewal was applied loses to it; a later one wins.
+        lease_op(&mut m, leased("e", 8)).unwrap();
+        let seen = m.lease(8).unwrap().renewals;
+        lease_op(&mut m, alive(8)).unwrap();
+        let expire = |renewals| Request::LeaseExpire(pb::LeaseExpire { id: 8, renewals });
+        lease_op(&mut m, expire(seen)).unwrap();
+        assert!(m.lease(8).is_some() && lease_of(&m, "e") == Some(8), "renewed: kept");
+        lease_op(&mut m, expire(seen + 1)).unwrap();
+        assert_eq!((m.lease(8), lease_of(&m, "e")), (None, None), "expired: revoked");
     }
 }

@@ -294,6 +294,22 @@ pub struct MemberRemoveResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberUpdateRequest {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, repeated, tag = "2")]
+    pub peer_urls: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberUpdateResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub members: Vec<Member>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct MemberPromoteRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
@@ -366,7 +382,7 @@ pub struct MoveLeaderResponse {
 pub struct InternalRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub request: Option<internal_request::Request>,
 }
 
@@ -386,7 +402,7 @@ pub struct MemberAttr {
 }
 
 /// A membership change a follower forwards to the leader (Flotilla's own message).
-/// `kind`: 1 add voter, 2 add learner, 3 promote, 4 remove.
+/// `kind`: 1 add voter, 2 add learner, 3 promote, 4 remove, 5 new peer URL.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MemberChange {
     #[prost(uint32, tag = "1")]
@@ -418,6 +434,8 @@ pub mod internal_request {
         LeaseRevoke(super::LeaseRevokeRequest),
         #[prost(message, tag = "10")]
         LeaseKeepAlive(super::LeaseKeepAliveRequest),
+        #[prost(message, tag = "11")]
+        LeaseExpire(super::LeaseExpire),
     }
 }
 
@@ -498,6 +516,17 @@ pub struct WatchResponse {
     pub fragment: bool,
     #[prost(message, repeated, tag = "11")]
     pub events: Vec<Event>,
+}
+
+/// The leader's revocation of a lease it found expired (Flotilla's own message): it takes
+/// effect only if the lease was not renewed since, as counted by `renewals` (a renewal
+/// ordered before it in the log wins).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseExpire {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(uint64, tag = "2")]
+    pub renewals: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

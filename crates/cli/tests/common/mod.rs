@@ -21,14 +21,25 @@ pub struct Server {
 
 impl Server {
     pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("a log file beside the data directory");
         let child = Command::new(BIN)
             .arg("serve")
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("flotilla serve starts");
         self.child = Some(child);
+    }
+
+    /// Where its log goes (every start appends): beside its data directory.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        let i = self.args.iter().position(|a| a == "--data-dir").expect("a data directory");
+        std::path::PathBuf::from(format!("{}.log", self.args[i + 1]))
     }
 
     pub fn kill(&mut self) {
@@ -42,6 +53,15 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what each server said last (the test harness prints it).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of {}", self.log_path().display());
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
