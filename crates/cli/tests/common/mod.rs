@@ -91,6 +91,10 @@ pub fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
                     snapshot_count.to_string(),
                     "--tick-ms".into(),
                     "20".into(),
+                    // Test clusters run side by side: one whose member dies frees ports that
+                    // another's server may take, so each has its own cluster id.
+                    "--initial-cluster-token".into(),
+                    format!("test-{}", ports[0].0),
                 ],
                 client: format!("http://127.0.0.1:{c}"),
             };
@@ -154,6 +158,8 @@ pub fn solo(dir: &std::path::Path, metrics_port: Option<u16>, extra: &[&str]) ->
         format!("http://127.0.0.1:{p}"),
         "--initial-cluster".into(),
         format!("solo=http://127.0.0.1:{p}"),
+        "--initial-cluster-token".into(),
+        format!("solo-{c}-{p}"),
     ];
     if let Some(m) = metrics_port {
         args.push("--listen-metrics-urls".into());
