@@ -161,11 +161,7 @@ fn driver_thread(
             .filter(|id| !config.join_existing || *id != me)
             .collect();
         let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
-        let raft_config = Config {
-            // Seeded per member and start, so that restarted members do not time out in step.
-            rng_seed: me.0 ^ std::process::id() as u64,
-            ..Config::new(me)
-        };
+        let raft_config = Config { rng_seed: election_seed(me), ..Config::new(me) };
         let wiring = crate::driver::Wiring {
             peers,
             tick: config.tick,
@@ -303,4 +299,36 @@ fn async_stream_accept(
         }
     }
     Accept(listener)
+}
+
+/// The seed of a member's election timeouts. Members must not time out in step: two that
+/// draw the same timeouts and last heard from the leader in the same tick campaign at the
+/// same time, split the vote, and do so again round after round (Raft §5.2 relies on the
+/// timeouts differing). So the seed comes from the OS's randomness (the keys of std's
+/// `RandomState`), not from anything members may share. The seed this replaced, member id
+/// XOR process id, collided for members started one after another (`1 ^ p == 3 ^ (p + 2)`
+/// for every even `p`): a test cluster whose third member lost its leader that way had no
+/// leader for the 50 seconds the test waited.
+fn election_seed(me: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(me.0);
+    h.write_u32(std::process::id());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(now.map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn election_seeds_differ_where_the_old_formula_collided() {
+        let p = 1000u64;
+        assert_eq!(1 ^ p, 3 ^ (p + 2), "the collision the old seed had");
+        let seeds: std::collections::BTreeSet<u64> =
+            (0..64).map(|i| election_seed(NodeId(1 + i % 3))).collect();
+        assert_eq!(seeds.len(), 64, "every draw differs");
+    }
 }
