@@ -288,7 +288,7 @@ struct ServeArgs {
     /// Data directory.
     #[arg(long, env = "FLOTILLA_DATA_DIR", default_value = "./default.flotilla")]
     data_dir: std::path::PathBuf,
-    /// Client URL to listen on.
+    /// Client URLs to listen on, comma-separated (http://IP:PORT each).
     #[arg(long, env = "FLOTILLA_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
     /// Client URL to tell the other members and clients (MemberList); default: the listen URL.

@@ -188,6 +188,29 @@ fn a_member_moved_to_a_new_peer_url_is_reached_there() {
     assert!(taken.message().contains("already exists"), "{taken:?}");
 }
 
+/// `--listen-client-urls` with two URLs: both serve the API, and the first is advertised.
+#[test]
+fn every_listen_client_url_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (free_port(), free_port());
+    let mut s = solo(dir.path(), None, &[]);
+    s.kill();
+    let i = s.args.iter().position(|x| x == "--listen-client-urls").unwrap();
+    s.args[i + 1] = format!("http://127.0.0.1:{a},http://127.0.0.1:{b}");
+    s.start();
+    let (ea, eb) = (format!("http://127.0.0.1:{a}"), format!("http://127.0.0.1:{b}"));
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&ea], "k", "through a", deadline));
+    assert_eq!(rt.block_on(get(&eb, "k", false)).as_deref(), Some("through a"));
+    let members = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(eb.clone()).unwrap().connect().await;
+        let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch.unwrap());
+        c.member_list(pb::MemberListRequest::default()).await.unwrap().into_inner().members
+    });
+    assert_eq!(members[0].client_urls, vec![ea]);
+}
+
 /// Periodic mode: history older than the retention period goes.
 #[test]
 fn auto_compaction_keeps_a_period_of_history() {

@@ -26,8 +26,9 @@ pub struct ServerConfig {
     pub name: String,
     /// Where the WAL and snapshots live (`--data-dir`).
     pub data_dir: PathBuf,
-    /// The client (gRPC) address (`--listen-client-urls`).
-    pub client_addr: SocketAddr,
+    /// The client (gRPC) addresses (`--listen-client-urls`, comma-separated): all serve the
+    /// same API.
+    pub client_addrs: Vec<SocketAddr>,
     /// The client URL given to the other members and listed by MemberList
     /// (`--advertise-client-urls`; by default the listen URL).
     pub advertise_client_url: String,
@@ -198,7 +199,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Parses `http://IP:PORT` (one URL; etcd accepts lists, Flotilla one per member for now).
+/// Parses one `http://IP:PORT` URL (lists, where a flag takes them, are split by the caller).
 pub fn parse_url(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigError> {
     let bad = || ConfigError::BadUrl { flag, url: url.to_string() };
     let rest = url.strip_prefix("http://").ok_or_else(bad)?;
@@ -235,9 +236,19 @@ impl ServerConfig {
         let (listen_client_urls, listen_peer_urls) = (&f.listen_client_urls, &f.listen_peer_urls);
         let initial_cluster_token = &f.initial_cluster_token;
         let data_dir = f.data_dir.clone();
-        let client_addr = parse_url("--listen-client-urls", listen_client_urls)?;
+        let mut client_addrs = Vec::new();
+        for url in listen_client_urls.split(',').map(str::trim) {
+            let addr = parse_url("--listen-client-urls", url)?;
+            if client_addrs.contains(&addr) {
+                return Err(ConfigError::Invalid(format!(
+                    "--listen-client-urls: {url:?} appears twice"
+                )));
+            }
+            client_addrs.push(addr);
+        }
         let advertise_client_url = match f.advertise_client_urls.trim() {
-            "" => format!("http://{client_addr}"),
+            // The first listen URL, as etcd advertises the first of its list.
+            "" => format!("http://{}", client_addrs[0]),
             u => {
                 check_advertised_url("--advertise-client-urls", u)?;
                 u.trim_end_matches('/').to_string()
@@ -303,7 +314,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             name: name.to_string(),
             data_dir,
-            client_addr,
+            client_addrs,
             advertise_client_url,
             peer_addr,
             members,
@@ -375,6 +386,15 @@ mod tests {
         .unwrap();
         assert_ne!(other.cluster_id, ok.cluster_id, "the token separates clusters");
         assert_eq!(ok.advertise_client_url, "http://127.0.0.1:2379", "the listen URL by default");
+        let two = cfg("a", c, "http://127.0.0.1:2379, http://10.0.0.1:2379").unwrap();
+        assert_eq!(two.client_addrs.len(), 2);
+        assert_eq!(two.advertise_client_url, "http://127.0.0.1:2379", "the first by default");
+        let twice = cfg("a", c, "http://127.0.0.1:2379,http://127.0.0.1:2379").unwrap_err();
+        assert!(twice.to_string().contains("appears twice"), "{twice}");
+        assert!(matches!(
+            cfg("a", c, "http://127.0.0.1:2379,localhost:1"),
+            Err(ConfigError::BadUrl { .. })
+        ));
         let adv = |u: &str| {
             ServerConfig::from_flags(&Flags {
                 advertise_client_urls: u.into(),

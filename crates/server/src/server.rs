@@ -50,9 +50,13 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let peer_listener = std::net::TcpListener::bind(config.peer_addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr: config.peer_addr, source })?;
-        let client_listener = std::net::TcpListener::bind(config.client_addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServeError::Bind { addr: config.client_addr, source })?;
+        let mut client_listeners = Vec::new();
+        for &addr in &config.client_addrs {
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            client_listeners.push(l);
+        }
         let metrics_listener = match config.metrics_addr {
             Some(addr) => Some(
                 std::net::TcpListener::bind(addr)
@@ -70,7 +74,7 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
         let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<()>();
         let driver_thread = {
             let (config, stats, tx) = (config.clone(), stats.clone(), tx.clone());
-            let listeners = (peer_listener, client_listener);
+            let listeners = (peer_listener, client_listeners);
             std::thread::Builder::new()
                 .name(format!("driver-{}", config.name))
                 .spawn(move || {
@@ -95,7 +99,7 @@ pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tokio::spawn(crate::metrics::serve(l, stats));
         }
-        tracing::info!(name = %config.name, id = me.0, client = %config.client_addr, peer = %config.peer_addr, "serving");
+        tracing::info!(name = %config.name, id = me.0, client = ?config.client_addrs, peer = %config.peer_addr, "serving");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler can be installed");
         tokio::select! {
@@ -120,7 +124,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 fn driver_thread(
     config: Arc<ServerConfig>,
     stats: Arc<TransportStats>,
-    (peer_listener, client_listener): (std::net::TcpListener, std::net::TcpListener),
+    (peer_listener, client_listeners): (std::net::TcpListener, Vec<std::net::TcpListener>),
     (tx, rx): (crate::driver::Inbox, tokio::sync::mpsc::UnboundedReceiver<Input>),
     opened: tokio::sync::oneshot::Sender<Result<(), ServeError>>,
     stop: tokio::sync::oneshot::Receiver<()>,
@@ -136,9 +140,11 @@ fn driver_thread(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let config = &config;
-        let listeners = tokio::net::TcpListener::from_std(peer_listener)
-            .and_then(|p| Ok((p, tokio::net::TcpListener::from_std(client_listener)?)));
-        let (listener, client_listener) = match listeners {
+        let listeners = tokio::net::TcpListener::from_std(peer_listener).and_then(|p| {
+            let clients = client_listeners.into_iter().map(tokio::net::TcpListener::from_std);
+            Ok((p, clients.collect::<Result<Vec<_>, _>>()?))
+        });
+        let (listener, client_listeners) = match listeners {
             Ok(l) => l,
             Err(source) => {
                 let _ = opened.send(Err(ServeError::Bind { addr: config.peer_addr, source }));
@@ -240,7 +246,7 @@ fn driver_thread(
             .add_service(
                 crate::rpc::lease_server::LeaseServer::new(api).max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(tokio_stream_from(client_listener), async {
+            .serve_with_incoming_shutdown(tokio_stream_from(client_listeners), async {
                 let _ = grpc_stop_rx.await;
             });
         // On the signal: stop accepting and let requests in flight finish, then stop the
@@ -271,34 +277,47 @@ fn driver_thread(
     })
 }
 
-/// The accepted connections of `listener` as the stream tonic serves.
+/// The accepted connections of every client listener, as the one stream tonic serves.
 fn tokio_stream_from(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
 ) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    async_stream_accept(listener)
+    async_stream_accept(listeners)
 }
 
 fn async_stream_accept(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
 ) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    struct Accept(tokio::net::TcpListener);
+    struct Accept {
+        listeners: Vec<tokio::net::TcpListener>,
+        /// Where the next poll starts, so that a busy listener does not starve the others.
+        next: usize,
+    }
     impl futures_core::Stream for Accept {
         type Item = Result<tokio::net::TcpStream, std::io::Error>;
         fn poll_next(
-            self: std::pin::Pin<&mut Self>,
+            mut self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Self::Item>> {
-            match self.0.poll_accept(cx) {
-                std::task::Poll::Ready(Ok((s, _))) => {
-                    let _ = s.set_nodelay(true);
-                    std::task::Poll::Ready(Some(Ok(s)))
+            let n = self.listeners.len();
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                match self.listeners[i].poll_accept(cx) {
+                    std::task::Poll::Ready(Ok((s, _))) => {
+                        self.next = (i + 1) % n;
+                        let _ = s.set_nodelay(true);
+                        return std::task::Poll::Ready(Some(Ok(s)));
+                    }
+                    std::task::Poll::Ready(Err(e)) => {
+                        self.next = (i + 1) % n;
+                        return std::task::Poll::Ready(Some(Err(e)));
+                    }
+                    std::task::Poll::Pending => {}
                 }
-                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
-                std::task::Poll::Pending => std::task::Poll::Pending,
             }
+            std::task::Poll::Pending
         }
     }
-    Accept(listener)
+    Accept { listeners, next: 0 }
 }
 
 /// The seed of a member's election timeouts. Members must not time out in step: two that
