@@ -269,6 +269,9 @@ pub struct Driver {
     /// promotes), so that a leader change never shortens a lease. The leader revokes what
     /// expires, through the log.
     lease_expiry: HashMap<i64, Instant>,
+    /// `process` released answers to clients: `run` lets them be written before it writes
+    /// the peers' messages.
+    answered: bool,
     /// Revocations proposed and not yet applied, and when (proposed again after a while,
     /// in case the proposal was lost).
     revoking: HashMap<i64, Instant>,
@@ -401,6 +404,7 @@ impl Driver {
             watch: crate::watch::WatchHub::new(watch_progress_notify_interval),
             changes: Vec::new(),
             lease_expiry: HashMap::new(),
+            answered: false,
             revoking: HashMap::new(),
             // Elections start after 10 to 20 ticks without a leader.
             min_lease_ttl: ((tick * 15).as_millis() as u64).div_ceil(1000).max(1) as i64,
@@ -451,6 +455,10 @@ impl Driver {
                 self.metrics.watchers.store(self.watch.watchers() as u64, Ordering::Relaxed);
             }
             self.process();
+            if std::mem::take(&mut self.answered) {
+                // Let the gRPC tasks on this thread write the answers first (see `process`).
+                tokio::task::yield_now().await;
+            }
             self.peers.flush();
         }
         let _ = self.node.store_mut().sync();
@@ -730,11 +738,18 @@ impl Driver {
                         .store(u64::from(soft.leader.is_some()), Ordering::Relaxed);
                 }
             }
-            // 1. The leader's appends and heartbeats go out before its own write.
+            // 1. The leader's appends and heartbeats go out before its own write. When
+            // nothing is to be written they are most often the commit index for the
+            // followers: those wait until the answers this Ready releases are written
+            // (`run` flushes them after the gRPC tasks have run), as a client waits on
+            // them and a follower does not.
+            let writes = !rd.entries.is_empty() || rd.must_sync || rd.snapshot.is_some();
             for m in rd.messages {
                 self.peers.send(m.to, &PeerFrame::Raft(m));
             }
-            self.peers.flush();
+            if writes {
+                self.peers.flush();
+            }
             // 2. Persist (snapshot chunks, a completed snapshot, entries, hard state) and sync.
             let store = self.node.store_mut();
             let mut r = Ok(());
@@ -778,13 +793,16 @@ impl Driver {
                 }
             }
             // 3. Answers, now that what they promise is durable.
-            for m in rd.persisted_messages {
-                self.peers.send(m.to, &PeerFrame::Raft(m));
+            if !rd.persisted_messages.is_empty() {
+                for m in rd.persisted_messages {
+                    self.peers.send(m.to, &PeerFrame::Raft(m));
+                }
+                self.peers.flush();
             }
-            self.peers.flush();
             // 4. Apply.
             let t1 = Instant::now();
             let n = rd.committed_entries.len();
+            self.answered |= n > 0 || !rd.read_states.is_empty();
             for e in rd.committed_entries {
                 self.apply(e);
             }
