@@ -63,6 +63,21 @@ if roles:
             f"| the {role} ({len(e50)} / {len(f50)} members) | {mean(e50):.3f} | {mean(f50):.3f} "
             f"| {mean(f50) / mean(e50):.2f}x | {mean(e99):.3f} | {mean(f99):.3f} |"
         )
+# Resident memory of every member after the same puts into each fresh cluster.
+try:
+    mem = {r["system"]: r for r in (json.loads(l) for l in open(f"{out}/memory.jsonl") if l.strip())}
+except FileNotFoundError:
+    mem = {}
+if "etcd" in mem and "flotilla" in mem:
+    e, f = mem["etcd"], mem["flotilla"]
+    mib = lambda r: " / ".join(f"{k / 1024:.0f}" for k in r["rss_kb"])
+    lines += [
+        "",
+        "| after the same puts | etcd RSS MiB per member | flotilla RSS MiB per member | ratio (largest) |",
+        "|---|---:|---:|---:|",
+        f"| {f['ops']:,} puts of 256 B over 10,000 keys | {mib(e)} | {mib(f)} "
+        f"| {max(f['rss_kb']) / max(max(e['rss_kb']), 1):.2f}x |",
+    ]
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 
 # A grouped bar chart of throughput: for each op and client count, etcd and flotilla.
