@@ -77,6 +77,9 @@ fn main() {
             method("status", "Status", "StatusRequest", "StatusResponse"),
             method("move_leader", "MoveLeader", "MoveLeaderRequest", "MoveLeaderResponse"),
             streaming("snapshot", "Snapshot", "SnapshotRequest", "SnapshotResponse"),
+            method("hash", "Hash", "HashRequest", "HashResponse"),
+            method("hash_kv", "HashKV", "HashKvRequest", "HashKvResponse"),
+            method("defragment", "Defragment", "DefragmentRequest", "DefragmentResponse"),
         ],
     );
     let watch = service(

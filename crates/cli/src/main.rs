@@ -112,6 +112,21 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Each endpoint's hash of its store up to a revision (etcd's HashKV): members that
+    /// applied the same log print the same hash.
+    Hashkv {
+        /// The revision to hash up to (0: each member's current one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Each endpoint snapshots its applied state and compacts its log up to it (etcd's
+    /// Defragment: the disk space of the log comes back).
+    Defrag {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// A transaction: compares, then the success or the failure operations, atomically.
     /// Compares: `value(KEY) = V`, `version(KEY) > N`, `create(KEY) < N`, `mod(KEY) != N`;
     /// operations: `put KEY VALUE`, `get KEY`, `del KEY`.
@@ -765,6 +780,53 @@ async fn client(cmd: Command) -> Result<(), String> {
                     }
                     Err(e) => say!("{ep}: unreachable: {e}"),
                 }
+            }
+        }
+        Command::Hashkv { rev, conn } => {
+            for ep in endpoints(&conn) {
+                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let r = with_endpoint(&one, |ch| async move {
+                    MaintenanceClient::new(ch)
+                        .hash_kv(pb::HashKvRequest { revision: rev })
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await;
+                match r {
+                    Ok(h) if conn.json => say!(
+                        "{{\"endpoint\":{ep:?},\"hash\":{},\"hash_revision\":{},\"compact_revision\":{}}}",
+                        h.hash,
+                        h.hash_revision,
+                        h.compact_revision
+                    ),
+                    Ok(h) => say!(
+                        "{ep}: hash {} at revision {} (compacted at {})",
+                        h.hash,
+                        h.hash_revision,
+                        h.compact_revision
+                    ),
+                    Err(e) => say!("{ep}: {e}"),
+                }
+            }
+        }
+        Command::Defrag { conn } => {
+            let mut failed = None;
+            for ep in endpoints(&conn) {
+                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let r = with_endpoint(&one, |ch| async move {
+                    MaintenanceClient::new(ch).defragment(pb::DefragmentRequest {}).await
+                })
+                .await;
+                match r {
+                    Ok(_) => say!("{ep}: snapshot saved, log compacted"),
+                    Err(e) => {
+                        say!("{ep}: {e}");
+                        failed = Some(format!("defragment failed at {ep}"));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         Command::Member { command: MemberCommand::Add { name, peer_urls, learner, conn } } => {

@@ -2,8 +2,9 @@
 //! compare-and-swaps (Txn) and deletes through etcd's gRPC API while a nemesis kills members
 //! with SIGKILL and restarts them, freezes them with SIGSTOP, or moves the leadership
 //! elsewhere (Maintenance.MoveLeader); the recorded history must be
-//! linearizable (checked by `flotilla-lincheck`). Snapshots are taken every few hundred
-//! entries, so restarted members also catch up by InstallSnapshot.
+//! linearizable (checked by `flotilla-lincheck`), and afterwards every member's store must
+//! hash alike (HashKV). Snapshots are taken every few hundred entries, so restarted members
+//! also catch up by InstallSnapshot.
 //!
 //! `FLOTILLA_FAULT_SECS` sets how long the clients run (default 12); `FLOTILLA_FAULT_SEED`
 //! the nemesis's and clients' choices (default: the clock).
@@ -284,6 +285,14 @@ fn histories_under_kills_pauses_and_leader_moves_are_linearizable() {
             assert!(c.try_wait().unwrap().is_none(), "member m{i} exited on its own");
         }
     }
+    // Replicas converge: a last write, then every member's store hashes alike at its
+    // revision (HashKV), the restarted and the snapshot-restored ones too.
+    let rt = common::runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let eps_ref: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let last = rt.block_on(common::put(&eps_ref, "faults/last", "x", deadline));
+    let hashes = common::hashes_at(&rt, &eps, last, deadline);
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "members' stores differ at {last}: {hashes:?}");
     let ops = history.lock().unwrap().clone();
     let count = |o: Outcome| ops.iter().filter(|op| op.outcome == o).count();
     let (ok, failed, unknown) =

@@ -326,6 +326,45 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         Ok(Response::new(Chunks(out)))
     }
 
+    /// This member's hash of its store up to a revision: members that applied the same
+    /// log agree (`etcdctl endpoint hashkv` compares them).
+    async fn hash_kv(
+        &self,
+        r: GrpcRequest<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let rev = r.into_inner().revision;
+        let ((hash, hash_revision, compact_revision), h) =
+            self.call(|tx| Request::HashKv(rev, tx)).await?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(h),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    /// This member's hash of its whole state (store and leases).
+    async fn hash(
+        &self,
+        _r: GrpcRequest<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, h) = self.call(Request::Hash).await?;
+        Ok(Response::new(pb::HashResponse { header: Some(h), hash }))
+    }
+
+    /// There is no database file to defragment: the store lives in memory and the WAL is
+    /// append-only. What takes space on disk is the log since the last snapshot, so this
+    /// member snapshots its applied state now and compacts its log up to it (deleting the
+    /// WAL segments it covered), as etcd's defragment gives back a member's free pages. A
+    /// follower that still lacked those entries is then sent the snapshot.
+    async fn defragment(
+        &self,
+        _r: GrpcRequest<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let ((), h) = self.call(Request::Defragment).await?;
+        Ok(Response::new(pb::DefragmentResponse { header: Some(h) }))
+    }
+
     async fn status(
         &self,
         _r: GrpcRequest<pb::StatusRequest>,

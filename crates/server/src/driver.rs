@@ -107,6 +107,14 @@ pub enum Request {
     Member(pb::MemberChange, Reply<Vec<MemberEntry>>),
     /// The whole state (members and store) as a snapshot's bytes, at the applied index.
     Snapshot(Reply<Bytes>),
+    /// etcd's HashKV: the store's hash up to a revision (0: the current one), with the
+    /// revision it covers and the compaction revision.
+    HashKv(i64, Reply<(u32, i64, i64)>),
+    /// etcd's Hash: the whole state's hash (the store and the leases).
+    Hash(Reply<u32>),
+    /// etcd's Defragment, as space is reclaimed here: a snapshot of the applied state now,
+    /// then the log compacted behind it (its WAL segments deleted). Answered once saved.
+    Defragment(Reply<()>),
 }
 
 /// What the cluster knows of a member: replicated through the log (`MemberAttr`) and kept
@@ -243,6 +251,10 @@ pub struct Driver {
     /// Index of the newest snapshot, and whether one is being written.
     snapshot_index: u64,
     snapshotting: bool,
+    /// Defragment requests waiting for a snapshot to start (`force_snapshot` is set), and
+    /// those waiting for the one being written.
+    defrag_waiting: Vec<Reply<()>>,
+    defrag_writing: Vec<Reply<()>>,
     /// Size of the newest snapshot, and the bytes of entries applied since it was taken.
     snapshot_bytes: u64,
     applied_bytes: u64,
@@ -389,6 +401,8 @@ impl Driver {
             policy,
             snapshot_index: applied.0,
             snapshotting: false,
+            defrag_waiting: Vec::new(),
+            defrag_writing: Vec::new(),
             snapshot_bytes,
             applied_bytes: 0,
             self_tx,
@@ -474,6 +488,9 @@ impl Driver {
         self.metrics.storage_failed.store(1, Ordering::Relaxed);
         for (_, w) in self.writes.drain() {
             let _ = w.reply.send(Err(ApiError::Storage(e.clone())));
+        }
+        for w in self.defrag_waiting.drain(..).chain(self.defrag_writing.drain(..)) {
+            let _ = w.send(Err(ApiError::Storage(e.clone())));
         }
         self.halted = Some(e);
     }
@@ -617,6 +634,27 @@ impl Driver {
             Request::Snapshot(reply) => {
                 let data = Bytes::from(encode_state(&self.registry, &self.mvcc));
                 let _ = reply.send(Ok((data, self.header())));
+            }
+            Request::HashKv(rev, reply) => {
+                let compacted = self.mvcc.compact_revision();
+                let r = self
+                    .mvcc
+                    .hash_kv(rev)
+                    .map(|(hash, rev)| ((hash, rev, compacted), self.header()));
+                let _ = reply.send(r.map_err(ApiError::from));
+            }
+            Request::Hash(reply) => {
+                let _ = reply.send(Ok((self.mvcc.hash_all(), self.header())));
+            }
+            Request::Defragment(reply) => {
+                if let Some(e) = &self.halted {
+                    let _ = reply.send(Err(ApiError::Storage(e.clone())));
+                } else if self.applied <= self.snapshot_index && !self.snapshotting {
+                    // The newest snapshot already holds everything applied.
+                    let _ = reply.send(Ok(((), self.header())));
+                } else {
+                    self.defrag_waiting.push(reply);
+                }
             }
             Request::MoveLeader(target, reply) => {
                 let r = self
@@ -885,10 +923,13 @@ impl Driver {
     /// store's state at the applied index (a copy made here, so applies go on) and write it
     /// on another thread; the log is compacted when the write reports back.
     fn maybe_snapshot(&mut self) {
+        let forced = !self.defrag_waiting.is_empty() && self.applied > self.snapshot_index;
         if self.snapshotting
             || self.halted.is_some()
-            || self.applied < self.snapshot_index + self.policy.every
-            || (self.applied_bytes as f64) < self.snapshot_bytes as f64 * self.policy.min_log_ratio
+            || !forced
+                && (self.applied < self.snapshot_index + self.policy.every
+                    || (self.applied_bytes as f64)
+                        < self.snapshot_bytes as f64 * self.policy.min_log_ratio)
         {
             return;
         }
@@ -910,6 +951,7 @@ impl Driver {
         let tx = self.self_tx.clone();
         self.snapshotting = true;
         self.applied_bytes = 0;
+        self.defrag_writing.append(&mut self.defrag_waiting);
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
             let r = save_state(&writer, &meta, &registry, &view).map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
@@ -924,7 +966,13 @@ impl Driver {
         self.snapshotting = false;
         let info = match r {
             Ok(i) => i,
-            Err(e) => return self.halt(format!("snapshot write: {e}")),
+            Err(e) => {
+                let e = format!("snapshot write: {e}");
+                for w in self.defrag_writing.drain(..) {
+                    let _ = w.send(Err(ApiError::Storage(e.clone())));
+                }
+                return self.halt(e);
+            }
         };
         let index = info.meta.index.0;
         self.snapshot_bytes = info.size;
@@ -932,7 +980,11 @@ impl Driver {
         self.node.store_mut().snapshot_saved(info);
         self.snapshot_index = self.snapshot_index.max(index);
         let first = self.node.store().first_index().prev().0;
-        let at = LogIndex(index.saturating_sub(self.policy.keep).max(first));
+        // A defragment asked for the space back: the log goes up to the snapshot (a follower
+        // that still lacks some of it gets the snapshot instead). Otherwise some entries stay
+        // for followers slightly behind.
+        let keep = if self.defrag_writing.is_empty() { self.policy.keep } else { 0 };
+        let at = LogIndex(index.saturating_sub(keep).max(first));
         if let Ok(at) = self.node.snapshot_meta(at) {
             if let Err(e) = self.node.store_mut().compact(&at) {
                 return self.halt(e.to_string());
@@ -942,6 +994,10 @@ impl Driver {
                 compacted_through = at.index.0,
                 "snapshot saved, log compacted"
             );
+        }
+        let h = self.header();
+        for w in self.defrag_writing.drain(..) {
+            let _ = w.send(Ok(((), h)));
         }
     }
 

@@ -800,6 +800,58 @@ impl Mvcc {
         pb::Event { r#type: kind, kv: Some(kv), prev_kv }
     }
 
+    /// etcd's HashKV: a CRC-32C of every version the store holds up to revision `rev`
+    /// (0: the current one), keys in order, each key's versions oldest first, with their
+    /// revisions, version, lease and value (or deletion). Members that applied the same log
+    /// hold the same versions (compactions go through the log too), so their hashes at one
+    /// revision agree exactly when their stores do: what `etcdctl endpoint hashkv` compares.
+    /// Returns the hash and the revision it covers.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), MvccError> {
+        let rev = if rev <= 0 { self.revision } else { rev };
+        if rev > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        if rev < self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        let mut crc = 0;
+        for (k, h) in &self.keys {
+            let upto = h.partition_point(|v| v.mod_revision <= rev);
+            if upto == 0 {
+                continue;
+            }
+            crc = crc32c::crc32c_append(crc, &(k.len() as u32).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, k);
+            for v in &h[..upto] {
+                let mut head = [0u8; 33];
+                head[..8].copy_from_slice(&v.mod_revision.to_le_bytes());
+                head[8..16].copy_from_slice(&v.create_revision.to_le_bytes());
+                head[16..24].copy_from_slice(&v.version.to_le_bytes());
+                head[24..32].copy_from_slice(&v.lease.to_le_bytes());
+                head[32] = u8::from(v.value.is_some());
+                crc = crc32c::crc32c_append(crc, &head);
+                if let Some(value) = &v.value {
+                    crc = crc32c::crc32c_append(crc, &(value.len() as u32).to_le_bytes());
+                    crc = crc32c::crc32c_append(crc, value);
+                }
+            }
+        }
+        Ok((crc, rev))
+    }
+
+    /// etcd's Hash: [`Mvcc::hash_kv`] at the current revision, extended with the compaction
+    /// revision and every lease (id and TTL).
+    pub fn hash_all(&self) -> u32 {
+        let (mut crc, _) =
+            self.hash_kv(0).expect("the current revision is neither compacted nor future");
+        crc = crc32c::crc32c_append(crc, &self.compact_revision.to_le_bytes());
+        for (id, l) in &self.leases {
+            crc = crc32c::crc32c_append(crc, &id.to_le_bytes());
+            crc = crc32c::crc32c_append(crc, &l.ttl.to_le_bytes());
+        }
+        crc
+    }
+
     /// The changes to keys in `[key, range_end)` at revisions `from..=to`, oldest first (at
     /// one revision, by key): what a watcher that fell behind, or starts in the past,
     /// replays. History below the compaction revision is gone: callers check
@@ -910,6 +962,43 @@ mod tests {
                 )
             })
             .collect())
+    }
+
+    #[test]
+    fn hash_kv_agrees_for_equal_stores_and_covers_history_up_to_its_revision() {
+        let build = || {
+            let mut m = Mvcc::new();
+            put(&mut m, "a", "1");
+            put(&mut m, "b", "2");
+            put(&mut m, "a", "3");
+            del(&mut m, "b", "");
+            m
+        };
+        let (mut x, y) = (build(), build());
+        let (h, rev) = x.hash_kv(0).unwrap();
+        assert_eq!((h, rev), y.hash_kv(0).unwrap(), "same writes, same hash");
+        assert_eq!(rev, 5);
+        let restored = Mvcc::decode(&x.encode()).unwrap();
+        assert_eq!(restored.hash_kv(0).unwrap(), (h, rev), "a snapshot restores the same hash");
+        assert_eq!(restored.hash_all(), x.hash_all());
+        let at3 = x.hash_kv(3).unwrap();
+        put(&mut x, "c", "4");
+        assert_ne!(x.hash_kv(0).unwrap().0, h, "a new version changes the current hash");
+        assert_eq!(x.hash_kv(5).unwrap(), (h, rev), "but not the hash up to an older revision");
+        assert_eq!(x.hash_kv(3).unwrap(), at3);
+        assert_ne!(at3.0, h);
+        // Different values, same shape: different hashes.
+        let mut z = Mvcc::new();
+        put(&mut z, "a", "1");
+        put(&mut z, "b", "2");
+        put(&mut z, "a", "X");
+        del(&mut z, "b", "");
+        assert_ne!(z.hash_kv(0).unwrap().0, h);
+        assert_eq!(x.hash_kv(7), Err(MvccError::FutureRevision));
+        let c = pb::CompactionRequest { revision: 4, physical: false };
+        x.apply(&Request::Compaction(c)).unwrap();
+        assert_eq!(x.hash_kv(3), Err(MvccError::Compacted));
+        assert!(x.hash_kv(4).is_ok());
     }
 
     #[test]

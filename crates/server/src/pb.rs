@@ -375,6 +375,44 @@ pub struct MoveLeaderResponse {
     pub header: Option<ResponseHeader>,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(uint32, tag = "2")]
+    pub hash: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashKvRequest {
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashKvResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(uint32, tag = "2")]
+    pub hash: u32,
+    #[prost(int64, tag = "3")]
+    pub compact_revision: i64,
+    #[prost(int64, tag = "4")]
+    pub hash_revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DefragmentResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
 /// What a log entry carries: one write, with an id unique to the proposing server so that
 /// the proposer recognises its own entry when it is applied. Flotilla's own message, not
 /// etcd's.

@@ -195,6 +195,57 @@ pub fn eventually<T, E: std::fmt::Debug>(
     }
 }
 
+/// A member's Maintenance client.
+pub async fn maintenance(
+    ep: &str,
+) -> Result<
+    flotilla_server::rpc::maintenance_client::MaintenanceClient<tonic::transport::Channel>,
+    String,
+> {
+    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
+        .map_err(|e| e.to_string())?
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(flotilla_server::rpc::maintenance_client::MaintenanceClient::new(ch))
+}
+
+/// A member's HashKV at `rev`: the hash and the revision it covers.
+pub async fn hash_kv(ep: &str, rev: i64) -> Result<(u32, i64), String> {
+    let r = maintenance(ep)
+        .await?
+        .hash_kv(flotilla_server::pb::HashKvRequest { revision: rev })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((r.hash, r.hash_revision))
+}
+
+/// HashKV at `rev` on every member of `eps` (retried while one has not applied `rev` yet, or
+/// is down) until `deadline`: the hashes, which must all be equal for the members' stores to
+/// be the same.
+pub fn hashes_at(
+    rt: &tokio::runtime::Runtime,
+    eps: &[String],
+    rev: i64,
+    deadline: Instant,
+) -> Vec<u32> {
+    eps.iter()
+        .map(|ep| {
+            eventually(
+                deadline,
+                &format!("HashKV at {rev} from {ep}"),
+                Duration::from_millis(100),
+                || match rt.block_on(hash_kv(ep, rev)) {
+                    Ok((h, r)) if r == rev => Ok(h),
+                    other => Err(other),
+                },
+            )
+        })
+        .collect()
+}
+
 /// A single-threaded runtime for a test's clients.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
