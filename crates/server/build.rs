@@ -80,6 +80,7 @@ fn main() {
             method("hash", "Hash", "HashRequest", "HashResponse"),
             method("hash_kv", "HashKV", "HashKvRequest", "HashKvResponse"),
             method("defragment", "Defragment", "DefragmentRequest", "DefragmentResponse"),
+            method("alarm", "Alarm", "AlarmRequest", "AlarmResponse"),
         ],
     );
     let watch = service(

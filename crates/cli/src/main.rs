@@ -165,6 +165,25 @@ enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// etcd's alarms (NOSPACE: a member's disk is full; CORRUPT: its storage failed).
+    Alarm {
+        #[command(subcommand)]
+        command: AlarmCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlarmCommand {
+    /// Every active alarm.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Clear every active alarm (after the member's problem is fixed and it restarted).
+    Disarm {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -499,6 +518,46 @@ where
 }
 
 /// The `lease` commands; output as etcdctl's.
+async fn alarm(command: AlarmCommand) -> Result<(), String> {
+    let (conn, disarm) = match command {
+        AlarmCommand::List { conn } => (conn, false),
+        AlarmCommand::Disarm { conn } => (conn, true),
+    };
+    let call = |req: pb::AlarmRequest| {
+        with_endpoint(&conn, move |ch| {
+            let req = req.clone();
+            async move { MaintenanceClient::new(ch).alarm(req).await.map(|r| r.into_inner()) }
+        })
+    };
+    let get = pb::AlarmRequest { action: pb::alarm_action::GET, ..Default::default() };
+    let mut alarms = call(get).await?.alarms;
+    if disarm {
+        let mut cleared = Vec::new();
+        for a in alarms {
+            let req = pb::AlarmRequest {
+                action: pb::alarm_action::DEACTIVATE,
+                member_id: a.member_id,
+                alarm: a.alarm,
+            };
+            cleared.extend(call(req).await?.alarms);
+        }
+        alarms = cleared;
+    }
+    let name = |t: i32| match t {
+        pb::alarm_type::NOSPACE => "NOSPACE",
+        pb::alarm_type::CORRUPT => "CORRUPT",
+        _ => "NONE",
+    };
+    for a in alarms {
+        if conn.json {
+            say!("{{\"member\":{},\"alarm\":{:?}}}", a.member_id, name(a.alarm));
+        } else {
+            say!("memberID:{} alarm:{}", a.member_id, name(a.alarm));
+        }
+    }
+    Ok(())
+}
+
 async fn lease(command: LeaseCommand) -> Result<(), String> {
     use flotilla_server::rpc::lease_client::LeaseClient;
     match command {
@@ -886,6 +945,7 @@ async fn client(cmd: Command) -> Result<(), String> {
             say!("Member {id:x} updated");
         }
         Command::Lease { command } => lease(command).await?,
+        Command::Alarm { command } => alarm(command).await?,
         Command::Member { command: MemberCommand::List { conn } } => {
             let r = with_endpoint(&conn, |ch| async move {
                 ClusterClient::new(ch)

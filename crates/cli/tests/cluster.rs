@@ -501,3 +501,167 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// etcd's alarms are cluster state: one raised through any member is listed by every
+/// member (a GET of another kind lists nothing), survives restarts, and a DEACTIVATE
+/// through a third member clears it everywhere. Unknown kinds and actions are refused.
+#[test]
+fn alarms_raised_through_one_member_are_listed_by_all_and_cleared_through_another() {
+    use pb::{alarm_action, alarm_type};
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path(), 1000);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "k", "v", deadline));
+    let alarm = |ep: &str, action: i32, member_id: u64, alarm: i32| {
+        rt.block_on(async {
+            maintenance(ep)
+                .await
+                .map_err(|_| tonic::Code::Unavailable)?
+                .alarm(pb::AlarmRequest { action, member_id, alarm })
+                .await
+                .map(|r| {
+                    r.into_inner().alarms.iter().map(|a| (a.member_id, a.alarm)).collect::<Vec<_>>()
+                })
+                .map_err(|e| e.code())
+        })
+    };
+    let list = |ep: &str| alarm(ep, alarm_action::GET, 0, alarm_type::NONE);
+    let every_member_lists = |want: Vec<(u64, i32)>| {
+        for ep in &eps {
+            eventually(deadline, &format!("alarms at {ep}"), Duration::from_millis(50), || {
+                match list(ep) {
+                    Ok(got) if got == want => Ok(()),
+                    other => Err(other),
+                }
+            });
+        }
+    };
+    every_member_lists(vec![]);
+    let raised = eventually(deadline, "ACTIVATE", Duration::from_millis(100), || {
+        alarm(&eps[0], alarm_action::ACTIVATE, 7, alarm_type::NOSPACE)
+    });
+    assert_eq!(raised, [(7, alarm_type::NOSPACE)]);
+    every_member_lists(vec![(7, alarm_type::NOSPACE)]);
+    assert_eq!(alarm(&eps[1], alarm_action::GET, 0, alarm_type::CORRUPT).unwrap(), []);
+    for (action, kind) in [(alarm_action::ACTIVATE, 9), (5, alarm_type::NOSPACE)] {
+        assert_eq!(alarm(&eps[1], action, 7, kind), Err(tonic::Code::InvalidArgument));
+    }
+    // Recorded in the log: every member still lists it after a restart of all.
+    for s in &mut servers {
+        s.kill();
+    }
+    for s in &mut servers {
+        s.start();
+    }
+    every_member_lists(vec![(7, alarm_type::NOSPACE)]);
+    let cleared = eventually(deadline, "DEACTIVATE", Duration::from_millis(100), || {
+        alarm(&eps[2], alarm_action::DEACTIVATE, 7, alarm_type::NOSPACE)
+    });
+    assert_eq!(cleared, [(7, alarm_type::NOSPACE)]);
+    every_member_lists(vec![]);
+}
+
+/// Unmounts a tmpfs when dropped (also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `mib` MiB at `dir`, if this process may mount one (root on Linux).
+    fn mount(dir: &std::path::Path, mib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A member whose disk fills stops writing (NOSPACE) but asks the leader to record its
+/// alarm, so every member lists it while the other two go on serving writes; here the
+/// member led when its disk filled, so the others elected another leader meanwhile.
+#[test]
+fn a_member_whose_disk_fills_has_its_nospace_alarm_recorded_by_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    // Member m2's data on a 70 MiB tmpfs: its first WAL segment (64 MiB, allocated up
+    // front) fits, a second does not once the rest is filled.
+    let Some(_tfs) = Tmpfs::mount(&dir.path().join("m2"), 70) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let servers = cluster(dir.path(), 1_000_000);
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "k", "v", deadline));
+    let m2 = rt.block_on(async {
+        let mut m = maintenance(&eps[2]).await.unwrap();
+        m.status(pb::StatusRequest {}).await.unwrap().into_inner().header.unwrap().member_id
+    });
+    // The harder case: m2 leads when its disk fills, so it must reach the new leader
+    // without knowing who that is (a halted member steps no messages).
+    eventually(deadline, "m2 leading", Duration::from_millis(200), || {
+        rt.block_on(async {
+            for ep in &eps {
+                if let Ok(mut m) = maintenance(ep).await {
+                    let _ = m.move_leader(pb::MoveLeaderRequest { target_id: m2 }).await;
+                }
+            }
+            let mut m = maintenance(&eps[2]).await?;
+            let st = m.status(pb::StatusRequest {}).await.map_err(|e| e.to_string())?;
+            let leader = st.into_inner().leader;
+            if leader == m2 {
+                Ok(())
+            } else {
+                Err(format!("leader {leader}"))
+            }
+        })
+    });
+    let free_kib = || {
+        let out = Command::new("df")
+            .args(["-k", "--output=avail"])
+            .arg(dir.path().join("m2"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let filler = vec![0u8; (free_kib().saturating_sub(200) * 1024) as usize];
+    std::fs::write(dir.path().join("m2/filler"), filler).unwrap();
+    // 600 KiB values through the healthy members until m2's first segment is full and it
+    // fails to allocate the next (about 110 puts).
+    let value = "x".repeat(600 << 10);
+    let alarms = |ep: &str| {
+        rt.block_on(async {
+            let mut m = maintenance(ep).await.ok()?;
+            let get = pb::AlarmRequest { action: pb::alarm_action::GET, ..Default::default() };
+            let r = m.alarm(get).await.ok()?.into_inner();
+            Some(r.alarms.iter().map(|a| (a.member_id, a.alarm)).collect::<Vec<_>>())
+        })
+    };
+    let want = vec![(m2, pb::alarm_type::NOSPACE)];
+    let mut i = 0;
+    while alarms(&eps[0]) != Some(want.clone()) {
+        assert!(i < 400, "no NOSPACE alarm recorded after {i} puts of 600 KiB");
+        rt.block_on(put(&[&eps[0], &eps[1]], &format!("big{}", i % 4), &value, deadline));
+        i += 1;
+    }
+    // Every member lists it: the two healthy ones from the log, m2 from its own state.
+    for ep in &eps {
+        eventually(deadline, &format!("the alarm at {ep}"), Duration::from_millis(100), || {
+            match alarms(ep) {
+                Some(got) if got == want => Ok(()),
+                other => Err(other),
+            }
+        });
+    }
+    // The others still take writes.
+    rt.block_on(put(&[&eps[0], &eps[1]], "after", "ok", deadline));
+}

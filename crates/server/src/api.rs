@@ -343,6 +343,42 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         }))
     }
 
+    /// etcd's alarms. GET lists them as this member knows them (those recorded through the
+    /// log, and its own storage failure), of one kind or (NONE) all; ACTIVATE and
+    /// DEACTIVATE change them through the log, from any member (`etcdctl alarm disarm`).
+    /// Unlike etcd, a NOSPACE alarm does not stop the cluster's writes: a member whose disk
+    /// is full refuses writes by itself, and the others go on while they are a quorum.
+    async fn alarm(
+        &self,
+        r: GrpcRequest<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::{alarm_action, alarm_type};
+        let req = r.into_inner();
+        let known = [alarm_type::NOSPACE, alarm_type::CORRUPT];
+        match req.action {
+            alarm_action::GET => {
+                let (alarms, h) = self.call(Request::Alarms).await?;
+                let alarms = alarms
+                    .into_iter()
+                    .filter(|a| req.alarm == alarm_type::NONE || a.alarm == req.alarm)
+                    .collect();
+                Ok(Response::new(pb::AlarmResponse { header: Some(h), alarms }))
+            }
+            alarm_action::ACTIVATE | alarm_action::DEACTIVATE if known.contains(&req.alarm) => {
+                if req.member_id == 0 {
+                    return Err(Status::invalid_argument("etcdserver: an alarm names a member"));
+                }
+                Ok(Response::new(written!(self, Alarm, req)?))
+            }
+            alarm_action::ACTIVATE | alarm_action::DEACTIVATE => {
+                Err(Status::invalid_argument(format!("etcdserver: unknown alarm {}", req.alarm)))
+            }
+            other => {
+                Err(Status::invalid_argument(format!("etcdserver: unknown alarm action {other}")))
+            }
+        }
+    }
+
     /// This member's hash of its whole state (store and leases).
     async fn hash(
         &self,

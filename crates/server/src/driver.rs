@@ -5,7 +5,7 @@
 //! proposals share one write and one fsync (group commit). The tokio shell around it holds no
 //! protocol logic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,9 @@ pub enum Request {
     HashKv(i64, Reply<(u32, i64, i64)>),
     /// etcd's Hash: the whole state's hash (the store and the leases).
     Hash(Reply<u32>),
+    /// etcd's alarms, as this member knows them (the replicated ones, and its own storage
+    /// failure even before the cluster recorded it).
+    Alarms(Reply<Vec<pb::AlarmMember>>),
     /// etcd's Defragment, as space is reclaimed here: a snapshot of the applied state now,
     /// then the log compacted behind it (its WAL segments deleted). Answered once saved.
     Defragment(Reply<()>),
@@ -264,6 +267,11 @@ pub struct Driver {
     leader: Option<NodeId>,
     /// Every member's name and URLs (replicated through the log and in snapshots).
     registry: BTreeMap<u64, MemberRecord>,
+    /// etcd's alarms (member, `pb::alarm_type`): cluster state, changed through the log and
+    /// kept in snapshots.
+    alarms: BTreeSet<(u64, i32)>,
+    /// When a member whose storage failed next asks the leader to raise its alarm.
+    next_alarm_raise: Instant,
     me: MemberRecord,
     published: bool,
     member_waits: Vec<(MemberWait, Reply<Vec<MemberEntry>>, Instant)>,
@@ -370,12 +378,14 @@ impl Driver {
             Err(e) => return Err(e.into()),
         };
         let mut registry = registry;
+        let mut alarms = BTreeSet::new();
         let (mvcc, applied, snapshot_bytes) = match log.load_snapshot()? {
             Some((meta, data)) => {
-                let (r, m) = decode_state(&data).ok_or_else(|| {
+                let (r, a, m) = decode_state(&data).ok_or_else(|| {
                     StartError::Raft(format!("snapshot {} does not decode", meta.id()))
                 })?;
                 registry.extend(r);
+                alarms = a;
                 (m, meta.index, data.len() as u64)
             }
             None => (Mvcc::new(), LogIndex::ZERO, 0),
@@ -409,6 +419,8 @@ impl Driver {
             metrics,
             leader: None,
             registry,
+            alarms,
+            next_alarm_raise: Instant::now(),
             me,
             published: false,
             member_waits: Vec::new(),
@@ -462,6 +474,7 @@ impl Driver {
                     }
                 }
                 self.expire();
+                self.raise_storage_alarm();
                 self.maybe_auto_compact();
                 self.expire_leases();
                 let h = self.header();
@@ -632,7 +645,7 @@ impl Driver {
                 }
             }
             Request::Snapshot(reply) => {
-                let data = Bytes::from(encode_state(&self.registry, &self.mvcc));
+                let data = Bytes::from(encode_state(&self.registry, &self.alarms, &self.mvcc));
                 let _ = reply.send(Ok((data, self.header())));
             }
             Request::HashKv(rev, reply) => {
@@ -642,6 +655,9 @@ impl Driver {
                     .hash_kv(rev)
                     .map(|(hash, rev)| ((hash, rev, compacted), self.header()));
                 let _ = reply.send(r.map_err(ApiError::from));
+            }
+            Request::Alarms(reply) => {
+                let _ = reply.send(Ok((self.alarm_list(), self.header())));
             }
             Request::Hash(reply) => {
                 let _ = reply.send(Ok((self.mvcc.hash_all(), self.header())));
@@ -797,8 +813,9 @@ impl Driver {
             if let (Ok(()), Some(meta)) = (&r, &rd.snapshot) {
                 match store.install_snapshot(meta) {
                     Ok(data) => match decode_state(&data) {
-                        Some((r, m)) => {
+                        Some((r, a, m)) => {
                             self.mvcc = m;
+                            self.alarms = a;
                             self.watch.store_replaced();
                             for (id, record) in r {
                                 self.learn_member(id, record);
@@ -948,12 +965,14 @@ impl Driver {
         // is cheap; the encoding and the write happen on the writer thread.
         let view = self.mvcc.clone();
         let registry = self.registry.clone();
+        let alarms = self.alarms.clone();
         let tx = self.self_tx.clone();
         self.snapshotting = true;
         self.applied_bytes = 0;
         self.defrag_writing.append(&mut self.defrag_waiting);
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            let r = save_state(&writer, &meta, &registry, &view).map_err(|e| e.to_string());
+            let r =
+                save_state(&writer, &meta, &registry, &alarms, &view).map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
         });
         if let Err(e) = spawned {
@@ -1198,6 +1217,11 @@ impl Driver {
             self.learn_member(a.id, update);
             return;
         }
+        if let pb::internal_request::Request::Alarm(a) = &op {
+            let changed = self.apply_alarm(a);
+            let out = pb::AlarmResponse { header: None, alarms: changed };
+            return self.answer_write(req.id, Ok(Applied::Alarm(out)));
+        }
         let result = self.mvcc.apply_tracked(&op, &mut self.changes).map_err(ApiError::from);
         self.track_lease(&op, &result);
         if !self.changes.is_empty() {
@@ -1207,12 +1231,86 @@ impl Driver {
             }
             self.changes.clear();
         }
-        if let Some(w) = self.writes.remove(&req.id) {
+        self.answer_write(req.id, result);
+    }
+
+    /// Answers the client of this member's write `id`, if it waits here.
+    fn answer_write(&mut self, id: u64, result: Result<Applied, ApiError>) {
+        if let Some(w) = self.writes.remove(&id) {
             let header = self.header();
             self.metrics.commits.fetch_add(1, Ordering::Relaxed);
             self.metrics.commit_latency.observe(w.proposed_at.elapsed());
             let _ = w.reply.send(result.map(|a| (a, header)));
         }
+    }
+
+    /// etcd's alarm store: ACTIVATE answers with the alarm (raised now or before),
+    /// DEACTIVATE with the one it cleared, if it was raised.
+    fn apply_alarm(&mut self, a: &pb::AlarmRequest) -> Vec<pb::AlarmMember> {
+        let key = (a.member_id, a.alarm);
+        let member = pb::AlarmMember { member_id: a.member_id, alarm: a.alarm };
+        match a.action {
+            pb::alarm_action::ACTIVATE => {
+                if self.alarms.insert(key) {
+                    tracing::warn!(member = a.member_id, alarm = a.alarm, "alarm raised");
+                }
+                vec![member]
+            }
+            pb::alarm_action::DEACTIVATE if self.alarms.remove(&key) => {
+                tracing::info!(member = a.member_id, alarm = a.alarm, "alarm cleared");
+                vec![member]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The alarm this member's storage failure raises: NOSPACE for a full disk, CORRUPT
+    /// for any other failure (etcd has no closer kind; either way the member refuses
+    /// writes until it is restarted).
+    fn storage_alarm(&self) -> Option<i32> {
+        let e = self.halted.as_ref()?;
+        let full = e.contains("No space left") || e.contains("os error 28");
+        Some(if full { pb::alarm_type::NOSPACE } else { pb::alarm_type::CORRUPT })
+    }
+
+    /// Every alarm: the replicated ones, and this member's own storage failure, which it
+    /// reports before (or without, if it cannot reach a leader) the cluster recording it.
+    fn alarm_list(&self) -> Vec<pb::AlarmMember> {
+        let mut all = self.alarms.clone();
+        if let Some(kind) = self.storage_alarm() {
+            all.insert((self.node.id().0, kind));
+        }
+        all.into_iter().map(|(member_id, alarm)| pb::AlarmMember { member_id, alarm }).collect()
+    }
+
+    /// A member whose storage failed cannot write its own log, but can still ask the leader
+    /// to record its alarm for the whole cluster, as etcd's member raises NOSPACE: every
+    /// 2 s while the alarm is not known to be recorded (it no longer applies the log, so
+    /// it asks again until restarted; recording an alarm twice changes nothing).
+    fn raise_storage_alarm(&mut self) {
+        let Some(kind) = self.storage_alarm() else { return };
+        let now = Instant::now();
+        if now < self.next_alarm_raise || self.alarms.contains(&(self.node.id().0, kind)) {
+            return;
+        }
+        self.next_alarm_raise = now + Duration::from_secs(2);
+        let req = pb::InternalRequest {
+            id: 0,
+            request: Some(pb::internal_request::Request::Alarm(pb::AlarmRequest {
+                action: pb::alarm_action::ACTIVATE,
+                member_id: self.node.id().0,
+                alarm: kind,
+            })),
+        };
+        // To every other member: it no longer steps messages, so it may not know who leads
+        // now (it may have led itself); a member that does not lead drops the request.
+        let frame = PeerFrame::Forward(Bytes::from(req.encode_to_vec()));
+        let me = self.node.id();
+        let others: Vec<NodeId> = self.node.membership().members().filter(|m| *m != me).collect();
+        for m in others {
+            self.peers.send(m, &frame);
+        }
+        self.peers.flush();
     }
 
     /// Keeps this member's estimate of when leases expire, as grants, renewals and
@@ -1327,8 +1425,12 @@ impl Driver {
 }
 
 /// The state a snapshot holds: the member registry, then the MVCC store.
-fn encode_state(registry: &BTreeMap<u64, MemberRecord>, mvcc: &Mvcc) -> Vec<u8> {
-    let mut out = encode_registry(registry);
+fn encode_state(
+    registry: &BTreeMap<u64, MemberRecord>,
+    alarms: &BTreeSet<(u64, i32)>,
+    mvcc: &Mvcc,
+) -> Vec<u8> {
+    let mut out = encode_registry(registry, alarms);
     mvcc.encode_into(&mut out);
     out
 }
@@ -1339,9 +1441,10 @@ fn save_state(
     writer: &flotilla_storage::SnapshotStore<RealFs>,
     meta: &flotilla_raft::SnapshotMeta,
     registry: &BTreeMap<u64, MemberRecord>,
+    alarms: &BTreeSet<(u64, i32)>,
     mvcc: &Mvcc,
 ) -> Result<flotilla_raft::SnapshotInfo, flotilla_storage::WalError> {
-    let head = encode_registry(registry);
+    let head = encode_registry(registry, alarms);
     let len = head.len() as u64 + mvcc.encoded_len();
     writer.save_streamed(meta, len, |sink| {
         sink.write(&head)?;
@@ -1352,11 +1455,16 @@ fn save_state(
 /// Marks the registry format with client URLs (the first, without them, began with the
 /// member count, which is never this).
 const REGISTRY_V2: u32 = u32::MAX;
+/// Marks the registry format followed by the alarms.
+const REGISTRY_V3: u32 = u32::MAX - 1;
 
-fn encode_registry(registry: &BTreeMap<u64, MemberRecord>) -> Vec<u8> {
+fn encode_registry(
+    registry: &BTreeMap<u64, MemberRecord>,
+    alarms: &BTreeSet<(u64, i32)>,
+) -> Vec<u8> {
     use bytes::BufMut;
     let mut out = Vec::new();
-    out.put_u32_le(REGISTRY_V2);
+    out.put_u32_le(REGISTRY_V3);
     out.put_u32_le(registry.len() as u32);
     for (id, r) in registry {
         out.put_u64_le(*id);
@@ -1365,10 +1473,19 @@ fn encode_registry(registry: &BTreeMap<u64, MemberRecord>) -> Vec<u8> {
             out.put_slice(s.as_bytes());
         }
     }
+    out.put_u32_le(alarms.len() as u32);
+    for (member, alarm) in alarms {
+        out.put_u64_le(*member);
+        out.put_i32_le(*alarm);
+    }
     out
 }
 
-fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, MemberRecord>, Mvcc)> {
+/// What a snapshot holds: the member registry, the alarms and the store. Reads every
+/// format written so far: the first (no client URLs), V2 (client URLs), V3 (then alarms).
+type State = (BTreeMap<u64, MemberRecord>, BTreeSet<(u64, i32)>, Mvcc);
+
+fn decode_state(mut b: &[u8]) -> Option<State> {
     use bytes::Buf;
     let take_str = |b: &mut &[u8]| -> Option<String> {
         if b.remaining() < 4 {
@@ -1386,7 +1503,8 @@ fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, MemberRecord>, Mvcc)> {
         return None;
     }
     let mut n = b.get_u32_le();
-    let with_client_urls = n == REGISTRY_V2;
+    let with_alarms = n == REGISTRY_V3;
+    let with_client_urls = n == REGISTRY_V2 || with_alarms;
     if with_client_urls {
         if b.remaining() < 4 {
             return None;
@@ -1404,7 +1522,19 @@ fn decode_state(mut b: &[u8]) -> Option<(BTreeMap<u64, MemberRecord>, Mvcc)> {
         let client_url = if with_client_urls { take_str(&mut b)? } else { String::new() };
         registry.insert(id, MemberRecord { name, peer_url, client_url });
     }
-    Some((registry, Mvcc::decode(b)?))
+    let mut alarms = BTreeSet::new();
+    if with_alarms {
+        if b.remaining() < 4 {
+            return None;
+        }
+        for _ in 0..b.get_u32_le() {
+            if b.remaining() < 12 {
+                return None;
+            }
+            alarms.insert((b.get_u64_le(), b.get_i32_le()));
+        }
+    }
+    Some((registry, alarms, Mvcc::decode(b)?))
 }
 
 #[cfg(test)]
@@ -1431,8 +1561,13 @@ mod tests {
         let mut mvcc = Mvcc::new();
         let put = pb::PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
         mvcc.apply(&pb::internal_request::Request::Put(put)).unwrap();
-        let (r, m) = decode_state(&encode_state(&registry, &mvcc)).expect("decodes");
-        assert_eq!((r, m), (registry, mvcc.clone()));
+        let alarms = BTreeSet::from([(2, pb::alarm_type::NOSPACE), (1, pb::alarm_type::CORRUPT)]);
+        let state = decode_state(&encode_state(&registry, &alarms, &mvcc)).expect("decodes");
+        assert_eq!(state, (registry.clone(), alarms.clone(), mvcc.clone()));
+        let full = encode_state(&registry, &alarms, &mvcc);
+        for cut in [4, 40, full.len() - 1] {
+            assert_eq!(decode_state(&full[..cut]), None, "cut at {cut} is refused");
+        }
 
         use bytes::BufMut;
         let mut old = Vec::new();
@@ -1443,8 +1578,8 @@ mod tests {
             old.put_slice(s.as_bytes());
         }
         mvcc.encode_into(&mut old);
-        let (r, m) = decode_state(&old).expect("the older format decodes");
-        assert_eq!(m, mvcc);
+        let (r, a, m) = decode_state(&old).expect("the first format decodes");
+        assert_eq!((m, a), (mvcc.clone(), BTreeSet::new()));
         let want = MemberRecord {
             name: "n7".into(),
             peer_url: "http://10.0.0.7:2380".into(),
@@ -1452,5 +1587,19 @@ mod tests {
         };
         assert_eq!(r.get(&7), Some(&want));
         assert_eq!(decode_state(&old[..old.len() - 1]), None, "a cut snapshot is refused");
+
+        // The second format: client URLs, no alarms.
+        let mut v2 = Vec::new();
+        v2.put_u32_le(REGISTRY_V2);
+        v2.put_u32_le(1);
+        v2.put_u64_le(7);
+        for s in ["n7", "http://10.0.0.7:2380", "http://10.0.0.7:2379"] {
+            v2.put_u32_le(s.len() as u32);
+            v2.put_slice(s.as_bytes());
+        }
+        mvcc.encode_into(&mut v2);
+        let (r, a, m) = decode_state(&v2).expect("the second format decodes");
+        assert_eq!((m, a), (mvcc, BTreeSet::new()));
+        assert_eq!(r.get(&7).map(|m| m.client_url.as_str()), Some("http://10.0.0.7:2379"));
     }
 }

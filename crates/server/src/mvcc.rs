@@ -323,7 +323,7 @@ impl Mvcc {
                     ttl,
                 }))
             }
-            Request::MemberAttr(_) | Request::MemberChange(_) => {
+            Request::MemberAttr(_) | Request::MemberChange(_) | Request::Alarm(_) => {
                 Err(MvccError::Invalid("not a key-value request"))
             }
         }
@@ -914,6 +914,9 @@ pub enum Applied {
     LeaseRevoke(pb::LeaseRevokeResponse),
     /// A lease renewed, or found gone (TTL 0).
     LeaseKeepAlive(pb::LeaseKeepAliveResponse),
+    /// An alarm raised or cleared (applied by the driver: alarms are cluster state, not
+    /// the store's).
+    Alarm(pb::AlarmResponse),
 }
 
 #[cfg(test)]

@@ -404,6 +404,46 @@ pub struct HashKvResponse {
     pub hash_revision: i64,
 }
 
+/// `AlarmRequest.action`: GET = 0, ACTIVATE = 1, DEACTIVATE = 2.
+pub mod alarm_action {
+    pub const GET: i32 = 0;
+    pub const ACTIVATE: i32 = 1;
+    pub const DEACTIVATE: i32 = 2;
+}
+
+/// `AlarmType`: NONE = 0 (any, in a query), NOSPACE = 1, CORRUPT = 2.
+pub mod alarm_type {
+    pub const NONE: i32 = 0;
+    pub const NOSPACE: i32 = 1;
+    pub const CORRUPT: i32 = 2;
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmRequest {
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int32, tag = "3")]
+    pub alarm: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmMember {
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    #[prost(int32, tag = "2")]
+    pub alarm: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub alarms: Vec<AlarmMember>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DefragmentRequest {}
 
@@ -420,7 +460,7 @@ pub struct DefragmentResponse {
 pub struct InternalRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub request: Option<internal_request::Request>,
 }
 
@@ -474,6 +514,8 @@ pub mod internal_request {
         LeaseKeepAlive(super::LeaseKeepAliveRequest),
         #[prost(message, tag = "11")]
         LeaseExpire(super::LeaseExpire),
+        #[prost(message, tag = "12")]
+        Alarm(super::AlarmRequest),
     }
 }
 

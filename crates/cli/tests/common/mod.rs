@@ -9,8 +9,21 @@ use flotilla_server::rpc::k_v_client::KVClient;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
+/// A port to listen on: below Linux's ephemeral range (32768-60999), so that no outgoing
+/// connection (of this test or another running beside it) can take it between this check
+/// and the server's bind, as happened with ports the kernel picked; never the same twice in
+/// one test binary, and from a different stretch for each (they run one after another).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 1_000 * 12;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (start + n) % 12_700) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Server {
