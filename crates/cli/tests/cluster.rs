@@ -662,6 +662,18 @@ fn a_member_whose_disk_fills_has_its_nospace_alarm_recorded_by_the_cluster() {
             }
         });
     }
+    // m2 keeps asking every 2 s (it no longer applies the log): once recorded, the asking
+    // adds no entries. Two of its askings later, the healthy members' commit index has
+    // not moved.
+    let commit = |ep: &str| {
+        rt.block_on(async {
+            let mut m = maintenance(ep).await.ok()?;
+            Some(m.status(pb::StatusRequest {}).await.ok()?.into_inner().raft_index)
+        })
+    };
+    let before = commit(&eps[0]);
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(commit(&eps[0]), before, "the recorded alarm was proposed again");
     // The others still take writes.
     rt.block_on(put(&[&eps[0], &eps[1]], "after", "ok", deadline));
 }

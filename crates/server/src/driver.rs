@@ -116,7 +116,7 @@ pub enum Request {
     /// failure even before the cluster recorded it).
     Alarms(Reply<Vec<pb::AlarmMember>>),
     /// etcd's Defragment, as space is reclaimed here: a snapshot of the applied state now,
-    /// then the log compacted behind it (its WAL segments deleted). Answered once saved.
+    /// then the log compacted up to it (its WAL segments deleted). Answered once saved.
     Defragment(Reply<()>),
 }
 
@@ -254,8 +254,8 @@ pub struct Driver {
     /// Index of the newest snapshot, and whether one is being written.
     snapshot_index: u64,
     snapshotting: bool,
-    /// Defragment requests waiting for a snapshot to start (`force_snapshot` is set), and
-    /// those waiting for the one being written.
+    /// Defragment requests waiting for a snapshot to start (the next check starts one at
+    /// once), and those waiting for the one being written.
     defrag_waiting: Vec<Reply<()>>,
     defrag_writing: Vec<Reply<()>>,
     /// Size of the newest snapshot, and the bytes of entries applied since it was taken.
@@ -527,6 +527,13 @@ impl Driver {
                     }) => {
                         let _ = self.member_change(&c);
                     }
+                    // A failed member asks again until restarted (id 0: nobody waits for
+                    // an answer): once its alarm is recorded, asking costs no log entry.
+                    Ok(pb::InternalRequest {
+                        id: 0,
+                        request: Some(pb::internal_request::Request::Alarm(a)),
+                    }) if a.action == pb::alarm_action::ACTIVATE
+                        && self.alarms.contains(&(a.member_id, a.alarm)) => {}
                     _ => {
                         let _ = self.node.propose(data);
                     }
@@ -665,10 +672,9 @@ impl Driver {
             Request::Defragment(reply) => {
                 if let Some(e) = &self.halted {
                     let _ = reply.send(Err(ApiError::Storage(e.clone())));
-                } else if self.applied <= self.snapshot_index && !self.snapshotting {
-                    // The newest snapshot already holds everything applied.
-                    let _ = reply.send(Ok(((), self.header())));
                 } else {
+                    // Answered by `maybe_snapshot` (at once if the newest snapshot already
+                    // holds everything applied), or when the snapshot it starts is saved.
                     self.defrag_waiting.push(reply);
                 }
             }
@@ -940,6 +946,19 @@ impl Driver {
     /// store's state at the applied index (a copy made here, so applies go on) and write it
     /// on another thread; the log is compacted when the write reports back.
     fn maybe_snapshot(&mut self) {
+        if !self.snapshotting
+            && self.halted.is_none()
+            && !self.defrag_waiting.is_empty()
+            && self.applied <= self.snapshot_index
+        {
+            // A defragment with nothing applied since the newest snapshot: only the log
+            // before it is left to reclaim.
+            self.compact_log(self.snapshot_index, 0);
+            let h = self.header();
+            for w in self.defrag_waiting.drain(..) {
+                let _ = w.send(Ok(((), h)));
+            }
+        }
         let forced = !self.defrag_waiting.is_empty() && self.applied > self.snapshot_index;
         if self.snapshotting
             || self.halted.is_some()
@@ -998,12 +1017,26 @@ impl Driver {
         self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
         self.node.store_mut().snapshot_saved(info);
         self.snapshot_index = self.snapshot_index.max(index);
-        let first = self.node.store().first_index().prev().0;
         // A defragment asked for the space back: the log goes up to the snapshot (a follower
         // that still lacks some of it gets the snapshot instead). Otherwise some entries stay
         // for followers slightly behind.
         let keep = if self.defrag_writing.is_empty() { self.policy.keep } else { 0 };
+        self.compact_log(index, keep);
+        if self.halted.is_none() {
+            let h = self.header();
+            for w in self.defrag_writing.drain(..) {
+                let _ = w.send(Ok(((), h)));
+            }
+        }
+    }
+
+    /// Compacts the log up to `keep` entries before `index`, which a saved snapshot covers.
+    fn compact_log(&mut self, index: u64, keep: u64) {
+        let first = self.node.store().first_index().prev().0;
         let at = LogIndex(index.saturating_sub(keep).max(first));
+        if at.0 <= first {
+            return;
+        }
         if let Ok(at) = self.node.snapshot_meta(at) {
             if let Err(e) = self.node.store_mut().compact(&at) {
                 return self.halt(e.to_string());
@@ -1013,10 +1046,6 @@ impl Driver {
                 compacted_through = at.index.0,
                 "snapshot saved, log compacted"
             );
-        }
-        let h = self.header();
-        for w in self.defrag_writing.drain(..) {
-            let _ = w.send(Ok(((), h)));
         }
     }
 
