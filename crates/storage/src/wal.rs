@@ -541,7 +541,13 @@ fn replay_entries(
     }
     let skip = batch.iter().take_while(|e| e.index <= compacted.0).count();
     let batch = &batch[skip..];
-    let Some(first) = batch.first() else { return Ok(()) };
+    let Some(first) = batch.first() else {
+        // The record lies wholly at or below the compaction mark, but it still ended the log
+        // at its last entry when written: whatever an earlier record put after that (a
+        // conflicting suffix this record replaced) is gone, not revived after the snapshot.
+        entries.clear();
+        return Ok(());
+    };
     let keep = (first.index.0 - compacted.0 .0 - 1) as usize;
     entries.truncate(keep);
     entries.extend_from_slice(batch);

@@ -404,3 +404,29 @@ fn every_torn_prefix_of_a_write_is_consistent() {
         );
     }
 }
+
+/// A follower's conflicting suffix, overwritten and then compacted away entirely, stays
+/// gone after a restart. The overwrite (entries 3-4 of term 2 over 3-5 of term 1) writes
+/// only indices at or below the later compaction mark (4); replay skipped that record
+/// whole and so kept entry 5 of term 1 from the earlier record: a truncated entry came
+/// back after the snapshot (the simulator's seed 30988 of the sweep, where a member then
+/// voted for a candidate lacking a committed entry).
+#[test]
+fn a_truncated_suffix_stays_truncated_when_its_replacement_is_compacted() {
+    let o = WalOptions::default();
+    let fs = SimFs::new();
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), o).unwrap();
+    wal.append_entries(&ents(1, 5, 1));
+    wal.sync().unwrap();
+    // A new leader's entries conflict from index 3: the log becomes 1-2 (term 1), 3-4 (term 2).
+    wal.append_entries(&ents(3, 2, 2));
+    wal.sync().unwrap();
+    // A snapshot at 4 covers the whole log.
+    wal.mark_compacted(LogIndex(4), Term(2));
+    wal.sync().unwrap();
+    drop(wal);
+    fs.crash(None);
+    let (_, rec) = Wal::open(fs, &dir(), o).unwrap();
+    assert_eq!(rec.compacted, (LogIndex(4), Term(2)));
+    assert_eq!(indices(&rec.entries), Vec::<u64>::new(), "entry 5 of term 1 was truncated");
+}
