@@ -366,6 +366,28 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 
+    /// Whether a member hears a sender its configuration does not name. Its configuration
+    /// may be stale: one of the servers added since may lead, or need its vote, and the
+    /// newer configuration may not make progress without it (seen in the simulator: a
+    /// joint configuration whose new half were members that had missed the entries adding
+    /// the old half's leader). Thesis §4.1: "a server accepts AppendEntries requests from a
+    /// leader that is not part of the server's latest configuration", and "grants its vote
+    /// to a candidate that is not part of the server's latest configuration (if the
+    /// candidate has a sufficiently up-to-date log and a current term)". A removed server
+    /// that missed its removal has an older log than the members, so its votes are still
+    /// refused, and it leads no term the members are in.
+    fn hears_stranger(&self, m: &Message) -> bool {
+        match &m.body {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => m.term >= self.term,
+            MessageBody::VoteRequest { last_log, .. } => {
+                m.term > self.term && self.log.is_up_to_date(*last_log).unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// Structural checks, before any state changes (ARCHITECTURE.md, design rule 4).
     fn validate(&self, m: &Message) -> Result<(), StepError> {
         let bad = |reason| Err(StepError::Malformed { from: m.from, reason });
@@ -379,7 +401,10 @@ impl<S: LogStore> Raft<S> {
         // A server outside its own configuration (joining, or removed) listens to anyone, so
         // that a leader added after it started can bring it the log that makes it a member;
         // terms, not membership, are what make Raft safe.
-        if !self.membership.contains(m.from) && self.membership.contains(self.id) {
+        if !self.membership.contains(m.from)
+            && self.membership.contains(self.id)
+            && !self.hears_stranger(m)
+        {
             return Err(StepError::UnknownSender { from: m.from });
         }
         let is_request = matches!(

@@ -198,6 +198,38 @@ fn a_removed_server_does_not_disrupt_the_cluster() {
     assert_eq!(c.node(l).status().term, term, "no election was forced");
 }
 
+/// Thesis §4.1: "a server accepts AppendEntries requests from a leader that is not part of
+/// the server's latest configuration", and "grants its vote to a candidate that is not part
+/// of the server's latest configuration (if the candidate has a sufficiently up-to-date log
+/// and a current term)". A member whose configuration is stale must hear the servers added
+/// since, or a newer configuration that needs it may never elect a leader (the simulator
+/// found such a joint configuration, seeds 6326 and 7871 of the sweep). A stranger whose
+/// log is behind (a removed server that missed its removal) or whose term is past is still
+/// refused.
+#[test]
+fn a_member_with_a_stale_configuration_hears_a_newer_leader_and_up_to_date_candidates() {
+    use flotilla_raft::{MessageBody, StepError};
+    let stranger = Err(StepError::UnknownSender { from: NodeId(9) });
+    // Node 1 knows voters {1, 2, 3}, term 3, log terms [1, 2, 3].
+    let mut n = node_with(cfg(1), &[1, 2, 3], 3, &[1, 2, 3]);
+    assert_eq!(n.step(vote_req(9, 1, 4, (2, 2))), stranger, "a candidate with an older log");
+    assert_eq!(n.step(vote_req(9, 1, 3, (3, 3))), stranger, "a vote in a term not past ours");
+    assert_eq!(n.step(append(9, 1, 2, (3, 3), &[], 0)), stranger, "a leader of a past term");
+    // An up-to-date candidate in a later term gets the vote.
+    n.step(vote_req(9, 1, 4, (3, 3))).unwrap();
+    let out = drain(&mut n);
+    let granted = out.all().iter().any(|m| {
+        m.to == NodeId(9) && matches!(m.body, MessageBody::VoteResponse { granted: true, .. })
+    });
+    assert!(granted, "{:?}", out.all());
+    // The leader of term 4 it does not know: its entries are accepted and acknowledged.
+    n.step(append(9, 1, 4, (3, 3), &[4], 0)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(n.status().last_index, LogIndex(4));
+    assert_eq!(n.status().leader, Some(NodeId(9)));
+    assert!(out.all().iter().any(|m| m.to == NodeId(9)), "{:?}", out.all());
+}
+
 /// A restarted node recovers its configuration from the log (the latest change in it).
 #[test]
 fn a_restarted_node_recovers_its_configuration_from_the_log() {
