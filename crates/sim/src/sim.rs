@@ -572,6 +572,11 @@ impl World {
         }
         let meta = match node.snapshot_meta(flotilla_raft::LogIndex(host.applied)) {
             Ok(m) => m,
+            // A newer snapshot from the leader was accepted while this host was still
+            // applying the entries before it (stepping goes on while a Ready's write is in
+            // flight): its install, next, supersedes anything taken here. The server's
+            // driver waits for the next chance the same way.
+            Err(flotilla_raft::SnapshotError::Compacted { .. }) => return,
             Err(e) => {
                 let detail = format!("{}: cannot describe a snapshot: {e}", host.id);
                 return self.fail(violation("Snapshot", detail));
