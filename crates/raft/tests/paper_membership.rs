@@ -1,5 +1,6 @@
 //! Paper tests, membership changes: learners (Thesis §4.2.1), single-server changes (Thesis
-//! §4.1–4.3), removing the leader (Raft §6). Joint consensus is not implemented yet.
+//! §4.1–4.3), removing the leader (Raft §6), joint consensus (Raft §6), and how members
+//! treat servers their configuration does not name (Thesis §4.1).
 
 mod common;
 
