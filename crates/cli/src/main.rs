@@ -517,7 +517,7 @@ where
     Err(last)
 }
 
-/// The `lease` commands; output as etcdctl's.
+/// The `alarm` commands; output as etcdctl's.
 async fn alarm(command: AlarmCommand) -> Result<(), String> {
     let (conn, disarm) = match command {
         AlarmCommand::List { conn } => (conn, false),
@@ -558,6 +558,7 @@ async fn alarm(command: AlarmCommand) -> Result<(), String> {
     Ok(())
 }
 
+/// The `lease` commands; output as etcdctl's.
 async fn lease(command: LeaseCommand) -> Result<(), String> {
     use flotilla_server::rpc::lease_client::LeaseClient;
     match command {
