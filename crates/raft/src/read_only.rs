@@ -54,6 +54,10 @@ pub(crate) struct ReadOnly {
     /// sent (rounds no voter can still acknowledge first are pruned).
     now: u64,
     rounds: VecDeque<(u64, u64)>,
+    /// Lease mode: only rounds sent at or after this tick confirm a lease. Set past a
+    /// leadership transfer's reach: the target campaigns at once, and voters grant a
+    /// transfer's votes without leader stickiness, which is what the lease rests on.
+    lease_fence: u64,
 }
 
 impl ReadOnly {
@@ -75,7 +79,13 @@ impl ReadOnly {
         self.acked.clear();
         self.rounds.clear();
         self.now = 0;
+        self.lease_fence = 0;
         failed
+    }
+
+    /// Lease mode: no lease from rounds sent before `ticks` from now.
+    pub(crate) fn void_lease_for(&mut self, ticks: u64) {
+        self.lease_fence = self.lease_fence.max(self.now + ticks);
     }
 
     /// Lease mode: one tick passed.
@@ -206,6 +216,9 @@ impl<S: LogStore> Raft<S> {
         let Some(&(_, sent_at)) = ro.rounds.iter().rev().find(|(seq, _)| *seq <= confirmed) else {
             return false;
         };
+        if sent_at < ro.lease_fence {
+            return false;
+        }
         let lease = u64::from(self.config.election_timeout_ticks_min).saturating_sub(1);
         ro.now < sent_at + lease
     }

@@ -115,6 +115,15 @@ fn followers_serve_reads_through_the_leaders_read_index() {
     assert_eq!(lonely.read_index("x"), Err(ReadError::NoLeader));
 }
 
+/// Three nodes serving reads from the leader lease (check-quorum is on by default).
+fn lease_cluster() -> Cluster {
+    Cluster::with_config(3, |id| Config {
+        read_mode: ReadMode::LeaseBased,
+        rng_seed: id.0,
+        ..Config::new(id)
+    })
+}
+
 /// Thesis §6.4.1, lease reads: the leader answers without a heartbeat round, which is only
 /// safe with check-quorum (configuration refuses it otherwise).
 #[test]
@@ -122,11 +131,7 @@ fn lease_reads_answer_at_once_and_require_check_quorum() {
     let bad =
         Config { read_mode: ReadMode::LeaseBased, check_quorum: false, ..Config::new(NodeId(1)) };
     assert_eq!(bad.validate(), Err(ConfigError::LeaseReadWithoutCheckQuorum));
-    let mut c = Cluster::with_config(3, |id| Config {
-        read_mode: ReadMode::LeaseBased,
-        rng_seed: id.0,
-        ..Config::new(id)
-    });
+    let mut c = lease_cluster();
     let l = c.elect();
     // No round acknowledged yet: no lease, so the read takes the ReadIndex path.
     c.read_index(l, "first").unwrap();
@@ -145,6 +150,28 @@ fn lease_reads_answer_at_once_and_require_check_quorum() {
     }
     c.read_index(l, "expired").unwrap();
     assert_eq!(c.reads(l).len(), 2, "the lease expired: the read waits for a quorum round");
+}
+
+/// Thesis §6.4.1 with §3.10: a leader that sent TimeoutNow holds no lease. The target
+/// campaigns at once and its votes ignore leader stickiness, so a new leader can exist
+/// before the lease would run out; a lease read then could miss its writes (the
+/// simulator's seeds 49103 and 59417 of a sweep: a stale read from an old leader whose
+/// inbound link was cut after it started a transfer). Such reads take a quorum round
+/// instead, until the target's campaign is over.
+#[test]
+fn a_leader_that_started_a_transfer_serves_no_lease_read() {
+    let mut c = lease_cluster();
+    let l = c.elect();
+    c.read_index(l, "first").unwrap();
+    c.deliver_all();
+    c.read_index(l, "lease").unwrap();
+    assert_eq!(c.reads(l).len(), 2, "the lease answers at once");
+    let target = c.ids().into_iter().find(|i| *i != l).unwrap();
+    c.transfer_leader(l, target).unwrap();
+    // The TimeoutNow is on its way (not delivered): the old leader must not answer from
+    // its lease, though the last round was just acknowledged.
+    c.read_index(l, "after-transfer").unwrap();
+    assert_eq!(c.reads(l).len(), 2, "no lease read once TimeoutNow was sent");
 }
 
 /// Reads are bounded: beyond the limit a typed error, nothing queued.

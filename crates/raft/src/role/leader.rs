@@ -449,6 +449,11 @@ impl<S: LogStore> Raft<S> {
         let last = self.log.last_index();
         let caught_up = self.progress.get(&target).is_some_and(|p| p.matched == last);
         if caught_up {
+            // The target campaigns at once and its votes ignore leader stickiness: no lease
+            // read until its campaign is over, which its election timeout bounds (Thesis
+            // §6.4.1's lease assumes no other leader can be elected meanwhile).
+            let reach = u64::from(self.config.election_timeout_ticks_max) + 1;
+            self.read_only.void_lease_for(reach);
             self.msgs.push(Message {
                 from: self.id,
                 to: target,
