@@ -719,7 +719,7 @@ impl World {
                 self.checks.sms.committed(),
                 holds,
             )
-            .and_then(|_| self.checks.durability.check(id, holds));
+            .and_then(|_| self.checks.durability.check(id, Some(st.term), holds));
             if let Err(v) = r {
                 return self.fail(v);
             }
@@ -1068,7 +1068,8 @@ impl World {
             return self.fail(v);
         }
         if let Some(l) = self.leader() {
-            let r = self.checks.durability.check(self.hosts[l].id, |e| self.hosts[l].holds(e));
+            let r =
+                self.checks.durability.check(self.hosts[l].id, None, |e| self.hosts[l].holds(e));
             if let Err(v) = r {
                 return self.fail(v);
             }

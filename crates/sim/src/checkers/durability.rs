@@ -19,9 +19,18 @@ impl Durability {
         self.acked.push(entry);
     }
 
-    /// Checks a log (a leader's, or the final one) for every acknowledged entry.
-    pub fn check(&self, id: NodeId, holds: impl Fn(EntryId) -> bool) -> Result<(), Violation> {
-        match self.acked.iter().find(|a| !holds(**a)) {
+    /// Checks a log (a leader's of term `below`, or the final one: `None`) for every
+    /// acknowledged entry; a leader only for those of earlier terms (an entry of its term or
+    /// later was committed in a term the leader's does not follow: see
+    /// `leader_completeness.rs`).
+    pub fn check(
+        &self,
+        id: NodeId,
+        below: Option<flotilla_raft::Term>,
+        holds: impl Fn(EntryId) -> bool,
+    ) -> Result<(), Violation> {
+        let due = |a: &&EntryId| below.is_none_or(|t| a.term < t);
+        match self.acked.iter().filter(due).find(|a| !holds(**a)) {
             Some(lost) => Err(violation(
                 "No acknowledged write lost",
                 format!("acknowledged entry {lost} is not in {id}'s log"),

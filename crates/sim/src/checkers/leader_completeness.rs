@@ -2,7 +2,11 @@
 //! then that entry will be present in the logs of the leaders for all higher-numbered terms".
 //!
 //! Checked when a leader is first seen in its term: every entry known committed by then (it
-//! was applied somewhere, or acknowledged to a client) must be in its log.
+//! was applied somewhere, or acknowledged to a client) must be in its log, except entries of
+//! its term or later. Those were committed in a term no lower than the leader's, which the
+//! property does not cover: a candidate that collected its last vote late (the message was
+//! slow) becomes leader of a term older than the newest, after entries of the newest
+//! committed (the simulator's seed 42752 of a sweep); it steps down at its first contact.
 
 use flotilla_raft::{EntryId, NodeId, Term};
 
@@ -15,9 +19,7 @@ pub fn check_new_leader(
     committed: &[EntryId],
     holds: impl Fn(EntryId) -> bool,
 ) -> Result<(), Violation> {
-    // Entries committed in a higher term than the leader's cannot exist yet (the leader's
-    // term is the newest), so every one of them must be present.
-    match committed.iter().find(|c| !holds(**c)) {
+    match committed.iter().filter(|c| c.term < term).find(|c| !holds(**c)) {
         Some(missing) => Err(violation(
             "Leader Completeness",
             format!("leader {id} of term {} lacks committed entry {missing}", term.0),
