@@ -68,6 +68,10 @@ pub struct SimConfig {
     /// log or confirming its leadership, so a deposed leader serves stale reads. Used to show
     /// that the linearizability check catches what the per-node checkers cannot.
     pub unsafe_local_reads: bool,
+    /// Test only: a snapshot restored (at restart, or installed from the leader) comes back
+    /// with one more write than it was taken with, as from a state machine whose snapshots
+    /// are not faithful. Used to show that the state hash check catches it.
+    pub lossy_snapshots: bool,
     /// Test only: a bug planted into every node.
     #[cfg(feature = "planted-bugs")]
     pub bug: Option<flotilla_raft::PlantedBug>,
@@ -117,6 +121,7 @@ impl SimConfig {
             snapshot_write_us: rng.in_range(0, 50_000),
             trace: false,
             unsafe_local_reads: false,
+            lossy_snapshots: false,
             #[cfg(feature = "planted-bugs")]
             bug: None,
         }

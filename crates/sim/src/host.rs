@@ -1,8 +1,8 @@
 //! A simulated server: the Raft node over the real WAL-backed log (`flotilla_storage::DiskLog`)
 //! on its own simulated file system, its state machine, and the driver loop that executes each
 //! `Ready` in the documented order (send early messages; write; sync; send the rest; apply;
-//! advance). The real Driver (issue 7's runtime) replaces this loop; the simulator is built so
-//! that it can.
+//! advance). The state machine is the server's MVCC store (`crate::kv`); this loop stands in
+//! for the server's Driver, which executes the same contract over tokio.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,6 +82,8 @@ pub struct Host {
     pub snapshot_job: Option<(SnapshotMeta, bytes::Bytes)>,
     /// Index of the newest snapshot this host holds (taken or installed).
     pub snapshot_index: u64,
+    /// The revision of the newest compaction this host proposed while leading.
+    pub compaction_proposed: i64,
 }
 
 impl Host {
@@ -110,6 +112,7 @@ impl Host {
             last_vote: None,
             snapshot_job: None,
             snapshot_index: 0,
+            compaction_proposed: 0,
         }
     }
 

@@ -1,10 +1,16 @@
-//! The stand-in state machine: a key-value map with get, put, delete and compare-and-swap,
-//! its commands encoded as log entries. Reads go through the log, so they are linearizable
-//! without ReadIndex (which arrives with issue 6). The real MVCC store (issue 7) replaces it.
-
-use std::collections::BTreeMap;
+//! The simulated hosts' state machine is the server's own: `flotilla_server::mvcc::Mvcc`, the
+//! store with etcd's MVCC semantics that `flotilla serve` applies its log to. Client commands
+//! become the log entries the server proposes (`pb::InternalRequest`, protobuf-encoded), and
+//! snapshots are the store's own encoding, so the simulator's faults exercise the real apply,
+//! compaction and snapshot code.
+//!
+//! The clients' vocabulary stays small (get, put, delete, compare-and-swap) so that histories
+//! can be checked for linearizability against a plain register model.
 
 use bytes::Bytes;
+use flotilla_server::mvcc::{Applied, Mvcc};
+use flotilla_server::pb;
+use prost::Message as _;
 
 /// One client command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,103 +36,131 @@ pub enum Output {
     Swapped(bool),
 }
 
-const ABSENT: &str = "\u{0}";
+fn bytes(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn range(key: &str) -> pb::RangeRequest {
+    pb::RangeRequest { key: bytes(key), ..Default::default() }
+}
 
 impl Command {
-    /// Encodes as tab-separated text (keys and values never contain tabs or NULs).
-    pub fn encode(&self) -> Bytes {
-        let s = match self {
-            Command::Get(k) => format!("get\t{k}"),
-            Command::Put(k, v) => format!("put\t{k}\t{v}"),
-            Command::Delete(k) => format!("del\t{k}"),
-            Command::Cas(k, e, v) => format!("cas\t{k}\t{}\t{v}", e.as_deref().unwrap_or(ABSENT)),
-        };
-        Bytes::from(s)
+    /// The request the server would propose for it: a get through the log is a read-only
+    /// txn, a compare-and-swap a txn comparing the value (or, for absence, the version 0).
+    pub fn request(&self) -> pb::internal_request::Request {
+        use pb::internal_request::Request;
+        use pb::request_op::Request as Op;
+        match self {
+            Command::Get(k) => Request::Txn(pb::TxnRequest {
+                success: vec![pb::RequestOp { request: Some(Op::RequestRange(range(k))) }],
+                ..Default::default()
+            }),
+            Command::Put(k, v) => Request::Put(pb::PutRequest {
+                key: bytes(k),
+                value: bytes(v),
+                ..Default::default()
+            }),
+            Command::Delete(k) => {
+                Request::DeleteRange(pb::DeleteRangeRequest { key: bytes(k), ..Default::default() })
+            }
+            Command::Cas(k, expected, v) => {
+                use pb::compare::TargetUnion;
+                let (target, union) = match expected {
+                    Some(e) => (3, TargetUnion::Value(bytes(e))),
+                    None => (0, TargetUnion::Version(0)),
+                };
+                let put = pb::PutRequest { key: bytes(k), value: bytes(v), ..Default::default() };
+                Request::Txn(pb::TxnRequest {
+                    compare: vec![pb::Compare {
+                        result: 0,
+                        target,
+                        key: bytes(k),
+                        target_union: Some(union),
+                        range_end: Bytes::new(),
+                    }],
+                    success: vec![pb::RequestOp { request: Some(Op::RequestPut(put)) }],
+                    failure: vec![],
+                })
+            }
+        }
     }
 
-    /// Decodes what [`Command::encode`] wrote; `None` for anything else.
-    pub fn decode(data: &[u8]) -> Option<Command> {
-        let s = std::str::from_utf8(data).ok()?;
-        let w: Vec<&str> = s.split('\t').collect();
-        let owned = |i: usize| w.get(i).map(|x| x.to_string());
-        Some(match (w.first()?, w.len()) {
-            (&"get", 2) => Command::Get(owned(1)?),
-            (&"put", 3) => Command::Put(owned(1)?, owned(2)?),
-            (&"del", 2) => Command::Delete(owned(1)?),
-            (&"cas", 4) => {
-                let e = (w[2] != ABSENT).then(|| w[2].to_string());
-                Command::Cas(owned(1)?, e, owned(3)?)
-            }
-            _ => return None,
-        })
+    /// Encodes as the log entry the server proposes.
+    pub fn encode(&self) -> Bytes {
+        pb::InternalRequest { id: 0, request: Some(self.request()) }.encode_to_vec().into()
     }
 }
 
-/// The key-value map.
+/// A compaction at `revision`, as the server's automatic compaction proposes it.
+pub fn compaction(revision: i64) -> Bytes {
+    let c = pb::CompactionRequest { revision, physical: false };
+    let request = Some(pb::internal_request::Request::Compaction(c));
+    pb::InternalRequest { id: 0, request }.encode_to_vec().into()
+}
+
+/// The state machine: the server's MVCC store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
-    map: BTreeMap<String, String>,
+    store: Mvcc,
 }
 
 impl Kv {
-    /// Applies one command.
-    pub fn apply(&mut self, c: &Command) -> Output {
-        match c {
-            Command::Get(k) => Output::Read(self.map.get(k).cloned()),
-            Command::Put(k, v) => {
-                self.map.insert(k.clone(), v.clone());
-                Output::Done
-            }
-            Command::Delete(k) => {
-                self.map.remove(k);
-                Output::Done
-            }
-            Command::Cas(k, e, v) => {
-                let swaps = self.map.get(k) == e.as_ref();
-                if swaps {
-                    self.map.insert(k.clone(), v.clone());
-                }
-                Output::Swapped(swaps)
-            }
-        }
+    /// Applies one committed entry's data, as the server's driver does. `Err` if it does not
+    /// decode (no correct proposer writes such an entry). Requests the store refuses (a
+    /// compaction at a revision already compacted) change nothing and answer `Done`.
+    pub fn apply_entry(&mut self, data: &[u8]) -> Result<Output, String> {
+        let req = pb::InternalRequest::decode(data).map_err(|e| e.to_string())?;
+        let req = req.request.ok_or("an entry without a request")?;
+        // A txn with a compare is a compare-and-swap; one without, a get through the log.
+        let cas = matches!(&req, pb::internal_request::Request::Txn(t) if !t.compare.is_empty());
+        Ok(match self.store.apply(&req) {
+            Ok(Applied::Txn(t)) if cas => Output::Swapped(t.succeeded),
+            Ok(Applied::Txn(t)) => match t.responses.first().and_then(|r| r.response.as_ref()) {
+                Some(pb::response_op::Response::ResponseRange(r)) => Output::Read(
+                    r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                ),
+                _ => Output::Done,
+            },
+            Ok(_) | Err(_) => Output::Done,
+        })
     }
-}
 
-impl Kv {
-    /// The whole map as a snapshot (Raft §7): count u64, then per pair key length u32, key,
-    /// value length u32, value. Never empty.
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(8 + self.map.len() * 16);
-        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
-            for s in [k, v] {
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
+    /// A command applied directly (a read served after ReadIndex, or a test).
+    pub fn apply(&mut self, c: &Command) -> Output {
+        if let Command::Get(k) = c {
+            return Output::Read(self.get(k));
         }
-        Bytes::from(out)
+        self.apply_entry(&c.encode()).expect("a command's own encoding decodes")
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let r = self.store.range(&range(key)).ok()?;
+        r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        self.store.revision()
+    }
+
+    /// The store's compaction revision.
+    pub fn compact_revision(&self) -> i64 {
+        self.store.compact_revision()
+    }
+
+    /// etcd's Hash of the whole store: members that applied the same entries agree.
+    pub fn hash(&self) -> u32 {
+        self.store.hash_all()
+    }
+
+    /// The whole store as a snapshot (Raft §7), in the server's encoding.
+    pub fn encode(&self) -> Bytes {
+        self.store.encode()
     }
 
     /// Decodes what [`Kv::encode`] wrote; `None` for anything else.
     pub fn decode(data: &[u8]) -> Option<Kv> {
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let s = data.get(at..at.checked_add(n)?)?;
-            at += n;
-            Some(s)
-        };
-        let n = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let mut map = BTreeMap::new();
-        for _ in 0..n {
-            let mut pair = [String::new(), String::new()];
-            for s in &mut pair {
-                let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-                *s = String::from_utf8(take(len)?.to_vec()).ok()?;
-            }
-            let [k, v] = pair;
-            map.insert(k, v);
-        }
-        (at == data.len()).then_some(Kv { map })
+        Mvcc::decode(data).map(|store| Kv { store })
     }
 }
 
@@ -135,26 +169,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commands_round_trip() {
-        for c in [
-            Command::Get("k".into()),
-            Command::Put("k".into(), "v".into()),
-            Command::Delete("k".into()),
-            Command::Cas("k".into(), None, "v".into()),
-            Command::Cas("k".into(), Some("a".into()), "b".into()),
-        ] {
-            assert_eq!(Command::decode(&c.encode()), Some(c));
-        }
-        assert_eq!(Command::decode(b"bogus"), None);
+    fn commands_apply_with_etcd_semantics() {
+        let mut kv = Kv::default();
+        let put = |k: &str, v: &str| Command::Put(k.into(), v.into());
+        let cas =
+            |k: &str, e: Option<&str>, v: &str| Command::Cas(k.into(), e.map(Into::into), v.into());
+        assert_eq!(kv.apply_entry(&Command::Get("k".into()).encode()), Ok(Output::Read(None)));
+        assert_eq!(kv.apply(&cas("k", Some("x"), "a")), Output::Swapped(false));
+        assert_eq!(kv.apply(&cas("k", None, "a")), Output::Swapped(true));
+        assert_eq!(kv.apply(&cas("k", None, "b")), Output::Swapped(false));
+        assert_eq!(kv.apply(&cas("k", Some("a"), "b")), Output::Swapped(true));
+        assert_eq!(
+            kv.apply_entry(&Command::Get("k".into()).encode()),
+            Ok(Output::Read(Some("b".into())))
+        );
+        assert_eq!(kv.apply(&put("j", "")), Output::Done);
+        assert_eq!(kv.apply(&Command::Get("j".into())), Output::Read(Some(String::new())));
+        assert_eq!(kv.apply(&Command::Delete("k".into())), Output::Done);
+        assert_eq!(kv.apply(&Command::Get("k".into())), Output::Read(None));
+        assert_eq!(kv.revision(), 4);
+        assert!(kv.apply_entry(b"\xff\xff").is_err());
     }
 
     #[test]
-    fn snapshots_round_trip() {
+    fn snapshots_round_trip_with_compaction() {
         let mut kv = Kv::default();
         assert_eq!(Kv::decode(&kv.encode()), Some(kv.clone()));
-        kv.apply(&Command::Put("a".into(), "1".into()));
-        kv.apply(&Command::Put("b".into(), "".into()));
-        assert_eq!(Kv::decode(&kv.encode()), Some(kv.clone()));
+        for i in 0..10 {
+            kv.apply(&Command::Put("a".into(), i.to_string()));
+        }
+        assert_eq!(kv.apply_entry(&compaction(5)), Ok(Output::Done));
+        assert_eq!(kv.compact_revision(), 5);
+        assert_eq!(kv.apply_entry(&compaction(3)), Ok(Output::Done), "refused: no change");
+        let back = Kv::decode(&kv.encode()).expect("decodes");
+        assert_eq!(back.hash(), kv.hash());
+        assert_eq!(back, kv);
         let enc = kv.encode();
         assert_eq!(Kv::decode(&enc[..enc.len() - 1]), None);
     }

@@ -14,7 +14,8 @@ use flotilla_raft::{
 use crate::checkers::{
     commit_rule::CommitRule, durability::Durability, election_safety::ElectionSafety,
     leader_append_only::LeaderAppendOnly, leader_completeness, linearizability, log_matching,
-    monotonic::Monotonic, state_machine_safety::StateMachineSafety, violation, Violation,
+    monotonic::Monotonic, state_hash::StateHash, state_machine_safety::StateMachineSafety,
+    violation, Violation,
 };
 use crate::client::Client;
 use crate::config::SimConfig;
@@ -146,6 +147,7 @@ struct Checks {
     election: ElectionSafety,
     append_only: LeaderAppendOnly,
     sms: StateMachineSafety,
+    hashes: StateHash,
     mono: Monotonic,
     durability: Durability,
 }
@@ -226,6 +228,7 @@ impl World {
                 election: ElectionSafety::default(),
                 append_only: LeaderAppendOnly::default(),
                 sms: StateMachineSafety::default(),
+                hashes: StateHash::default(),
                 mono: Monotonic::default(),
                 durability: Durability::default(),
             },
@@ -309,6 +312,7 @@ impl World {
                         let detail = format!("node {} halted: {e}", self.hosts[i].id);
                         self.fail(violation("Storage", detail));
                     }
+                    self.maybe_compact(i);
                     self.pump(i);
                 }
             }
@@ -372,9 +376,20 @@ impl World {
                     match self.hosts[i].restart() {
                         Ok(Some(snap)) => {
                             let (id, inc) = (self.hosts[i].id, self.hosts[i].incarnation);
-                            let r = self.checks.sms.on_restore(id, snap).and_then(|_| {
-                                self.checks.mono.observe_restore(id, inc, snap.index)
-                            });
+                            if self.cfg.lossy_snapshots {
+                                let planted = Command::Put("a".into(), "planted".into());
+                                self.hosts[i].kv.apply(&planted);
+                            }
+                            let hash = self.hosts[i].kv.hash();
+                            let r = self
+                                .checks
+                                .sms
+                                .on_restore(id, snap)
+                                .and_then(|_| self.checks.mono.observe_restore(id, inc, snap.index))
+                                .and_then(|_| {
+                                    let at = snap.index.0;
+                                    self.checks.hashes.observe(id, at, hash, "restored at restart")
+                                });
                             if let Err(v) = r {
                                 return self.fail(v);
                             }
@@ -478,17 +493,24 @@ impl World {
                     return self.fail(violation("Snapshot", detail));
                 };
                 host.kv = kv;
+                if self.cfg.lossy_snapshots {
+                    host.kv.apply(&Command::Put("a".into(), "planted".into()));
+                }
                 host.applied = meta.index.0;
                 host.snapshot_index = host.snapshot_index.max(meta.index.0);
                 host.disk.install(meta.clone());
-                let (id, inc) = (host.id, host.incarnation);
+                let (id, inc, hash) = (host.id, host.incarnation, host.kv.hash());
                 self.stats.installs += 1;
                 self.log(|| format!("n{} installs snapshot {}", id.0, meta.id()));
                 let r = self
                     .checks
                     .sms
                     .on_restore(id, meta.id())
-                    .and_then(|_| self.checks.mono.observe_restore(id, inc, meta.index));
+                    .and_then(|_| self.checks.mono.observe_restore(id, inc, meta.index))
+                    .and_then(|_| {
+                        let at = meta.index.0;
+                        self.checks.hashes.observe(id, at, hash, "installed from the leader")
+                    });
                 if let Err(v) = r {
                     return self.fail(v);
                 }
@@ -560,6 +582,23 @@ impl World {
         self.maybe_start_snapshot(i);
     }
 
+    /// The server's automatic compaction, as a leader proposes it: through the log, so that
+    /// every member compacts its store at the same revision, keeping the newest 32.
+    fn maybe_compact(&mut self, i: usize) {
+        let host = &mut self.hosts[i];
+        let Some(node) = host.node.as_mut() else { return };
+        let target = host.kv.revision() - 32;
+        if node.status().role != Role::Leader
+            || target < host.kv.compact_revision() + 32
+            || target <= host.compaction_proposed
+        {
+            return;
+        }
+        if node.propose(crate::kv::compaction(target)).is_ok() {
+            host.compaction_proposed = target;
+        }
+    }
+
     /// The snapshot policy (Raft §7: "servers take snapshots ... when the log reaches a fixed
     /// size"): every `snapshot_every` applied entries, the state machine's view at the applied
     /// index is taken at once and written in the background; applies go on meanwhile.
@@ -582,7 +621,11 @@ impl World {
                 return self.fail(violation("Snapshot", detail));
             }
         };
+        let (id, at, hash) = (host.id, meta.index.0, host.kv.hash());
         host.snapshot_job = Some((meta, host.kv.encode()));
+        if let Err(v) = self.checks.hashes.observe(id, at, hash, "snapshotted") {
+            return self.fail(v);
+        }
         let (d, inc) = (u64::from(self.cfg.snapshot_write_us), host.incarnation);
         self.schedule(d, Event::SnapshotDone(i, inc));
     }
@@ -660,17 +703,24 @@ impl World {
         }
         self.hosts[i].applied = e.index.0;
         let output = match e.kind {
-            EntryKind::Normal => match Command::decode(&e.data) {
-                Some(cmd) => Some(self.hosts[i].kv.apply(&cmd)),
-                None => {
+            EntryKind::Normal => match self.hosts[i].kv.apply_entry(&e.data) {
+                Ok(output) => Some(output),
+                Err(why) => {
                     return self.fail(violation(
                         "Apply",
-                        format!("{id} applied an undecodable entry {e:?}"),
+                        format!("{id} applied an undecodable entry {e:?}: {why}"),
                     ))
                 }
             },
             EntryKind::Noop | EntryKind::ConfChange => None,
         };
+        // Every 16th index, the state itself: equal wherever those entries were applied.
+        if e.index.0 % 16 == 0 {
+            let hash = self.hosts[i].kv.hash();
+            if let Err(v) = self.checks.hashes.observe(id, e.index.0, hash, "applied") {
+                return self.fail(v);
+            }
+        }
         if let Some(p) = self.hosts[i].proposals.remove(&e.index.0) {
             let reply = if p.entry == e.id() {
                 self.checks.durability.on_ack(p.entry);

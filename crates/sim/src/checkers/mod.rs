@@ -9,6 +9,7 @@ pub mod leader_completeness;
 pub mod linearizability;
 pub mod log_matching;
 pub mod monotonic;
+pub mod state_hash;
 pub mod state_machine_safety;
 
 use std::fmt;
