@@ -63,6 +63,31 @@ if roles:
             f"| the {role} ({len(e50)} / {len(f50)} members) | {mean(e50):.3f} | {mean(f50):.3f} "
             f"| {mean(f50) / mean(e50):.2f}x | {mean(e99):.3f} | {mean(f99):.3f} |"
         )
+# Single-client put latency at the leaders, in alternating pairs: each pair's ratio, and
+# their median (the figure to quote: single runs swing with the machine's noise).
+try:
+    pairs = [json.loads(l) for l in open(f"{out}/pairs.jsonl") if l.strip()]
+except FileNotFoundError:
+    pairs = []
+if pairs:
+    lines += [
+        "",
+        "| 1 client at the leader, pair | etcd p50 ms | flotilla p50 ms | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    ratios = []
+    for n in sorted({r["pair"] for r in pairs}):
+        e = [r for r in pairs if r["pair"] == n and r["system"] == "etcd"]
+        f = [r for r in pairs if r["pair"] == n and r["system"] == "flotilla"]
+        if not e or not f:
+            continue
+        ratio = f[0]["p50_ms"] / max(e[0]["p50_ms"], 1e-9)
+        ratios.append(ratio)
+        lines.append(f"| {n} | {e[0]['p50_ms']:.3f} | {f[0]['p50_ms']:.3f} | {ratio:.2f}x |")
+    if ratios:
+        s = sorted(ratios)
+        median = (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+        lines.append(f"| median of {len(s)} (range {s[0]:.2f}x to {s[-1]:.2f}x) | | | **{median:.2f}x** |")
 # Resident memory of every member after the same puts into each fresh cluster.
 try:
     mem = {r["system"]: r for r in (json.loads(l) for l in open(f"{out}/memory.jsonl") if l.strip())}
