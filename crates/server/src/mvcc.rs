@@ -92,6 +92,11 @@ pub struct Mvcc {
     /// (it depends on each member's clock): the driver tracks that, and the leader proposes
     /// the revocation.
     leases: BTreeMap<i64, Lease>,
+    /// The keys a revision wrote, in the order it wrote them, for each revision (above the
+    /// compaction revision) that wrote several keys out of key order: a txn's ops apply in
+    /// the order given, and etcd's watchers see its events in that order, replayed or live.
+    /// Every other revision's changes are in key order, which is how they are stored.
+    write_order: BTreeMap<i64, Vec<Bytes>>,
 }
 
 /// A granted lease.
@@ -121,6 +126,7 @@ impl Mvcc {
             bytes: 0,
             keys: BTreeMap::new(),
             leases: BTreeMap::new(),
+            write_order: BTreeMap::new(),
         }
     }
 
@@ -237,6 +243,11 @@ impl Mvcc {
         let r = self.apply_inner(req, changes);
         if r.is_err() {
             changes.truncate(before);
+        }
+        let wrote = &changes[before..];
+        if wrote.windows(2).any(|w| w[0].key >= w[1].key) {
+            let keys = wrote.iter().map(|c| c.key.clone()).collect();
+            self.write_order.insert(self.revision, keys);
         }
         r
     }
@@ -587,6 +598,7 @@ impl Mvcc {
             !h.is_empty()
         });
         self.compact_revision = rev;
+        self.write_order = self.write_order.split_off(&rev);
         self.bytes = self.recount();
         Ok(())
     }
@@ -623,7 +635,9 @@ impl Mvcc {
     pub fn encode_pieces<E>(&self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         const PIECE: usize = 64 << 10;
         let mut out = Vec::with_capacity(2 * PIECE);
-        out.put_i64_le(FORMAT_V2);
+        // Version 2 while no revision needs its write order, so that members of the
+        // previous release still read most snapshots.
+        out.put_i64_le(if self.write_order.is_empty() { FORMAT_V2 } else { FORMAT_V3 });
         out.put_i64_le(self.revision);
         out.put_i64_le(self.compact_revision);
         out.put_u64_le(self.keys.len() as u64);
@@ -659,6 +673,16 @@ impl Mvcc {
             out.put_i64_le(l.ttl);
             out.put_u64_le(l.renewals);
         }
+        if !self.write_order.is_empty() {
+            out.put_u64_le(self.write_order.len() as u64);
+            for (rev, keys) in &self.write_order {
+                out.put_i64_le(*rev);
+                out.put_u64_le(keys.len() as u64);
+                for k in keys {
+                    put_bytes(&mut out, k);
+                }
+            }
+        }
         emit(&out)
     }
 
@@ -673,7 +697,14 @@ impl Mvcc {
                 .sum()
         };
         let keys = self.keys.iter().map(|(k, h)| 12 + k.len() as u64 + versions(h)).sum::<u64>();
-        32 + keys + 8 + 24 * self.leases.len() as u64
+        let order = match self.write_order.is_empty() {
+            true => 0,
+            false => {
+                let keys = |ks: &[Bytes]| ks.iter().map(|k| 4 + k.len() as u64).sum::<u64>();
+                8 + self.write_order.values().map(|ks| 16 + keys(ks)).sum::<u64>()
+            }
+        };
+        32 + keys + 8 + 24 * self.leases.len() as u64 + order
     }
 
     /// Decodes what [`Mvcc::encode`] wrote; `None` if it is damaged.
@@ -691,7 +722,8 @@ impl Mvcc {
         }
         need(b, 8)?;
         // The first format began with the revision, which is positive.
-        let v2 = (&b[..8]).get_i64_le() == FORMAT_V2;
+        let format = (&b[..8]).get_i64_le();
+        let (v2, v3) = (format == FORMAT_V2 || format == FORMAT_V3, format == FORMAT_V3);
         if v2 {
             b.advance(8);
         }
@@ -746,13 +778,27 @@ impl Mvcc {
                 leases.insert(id, Lease { ttl, renewals, keys: BTreeSet::new() });
             }
         }
+        let mut write_order = BTreeMap::new();
+        if v3 {
+            need(b, 8)?;
+            for _ in 0..b.get_u64_le() {
+                need(b, 16)?;
+                let rev = b.get_i64_le();
+                let n = b.get_u64_le();
+                let mut ks = Vec::new();
+                for _ in 0..n {
+                    ks.push(get_bytes(&mut b)?);
+                }
+                write_order.insert(rev, ks);
+            }
+        }
         for (k, h) in &keys {
             let live = h.last().filter(|v| v.value.is_some());
             if let Some(l) = live.and_then(|v| leases.get_mut(&v.lease)) {
                 l.keys.insert(k.clone());
             }
         }
-        let mut m = Mvcc { revision, compact_revision, bytes: 0, keys, leases };
+        let mut m = Mvcc { revision, compact_revision, bytes: 0, keys, leases, write_order };
         m.bytes = m.recount();
         b.is_empty().then_some(m)
     }
@@ -853,8 +899,8 @@ impl Mvcc {
     }
 
     /// The changes to keys in `[key, range_end)` at revisions `from..=to`, oldest first (at
-    /// one revision, by key): what a watcher that fell behind, or starts in the past,
-    /// replays. History below the compaction revision is gone: callers check
+    /// one revision, in the order written, as etcd's watchers see a txn's ops): what a
+    /// watcher that fell behind, or starts in the past, replays. History below the compaction revision is gone: callers check
     /// [`Mvcc::compact_revision`] first.
     pub fn changes_between(
         &self,
@@ -875,6 +921,24 @@ impl Mvcc {
         }
         // Stable: one key's versions at one revision keep their order.
         out.sort_by_key(|c| c.revision);
+        // A revision that wrote out of key order: its changes in the order written.
+        let mut at = 0;
+        while at < out.len() {
+            let rev = out[at].revision;
+            let end = at + out[at..].partition_point(|c| c.revision == rev);
+            if let Some(order) = self.write_order.get(&rev) {
+                let mut left: Vec<Option<Change>> =
+                    out[at..end].iter().cloned().map(Some).collect();
+                let mut sorted = Vec::with_capacity(left.len());
+                for k in order {
+                    let found = left.iter_mut().find(|c| c.as_ref().is_some_and(|c| c.key == k));
+                    sorted.extend(found.and_then(Option::take));
+                }
+                sorted.extend(left.into_iter().flatten());
+                out.splice(at..end, sorted);
+            }
+            at = end;
+        }
         out
     }
 }
@@ -891,6 +955,8 @@ fn txn_may_fail(t: &pb::TxnRequest) -> bool {
 
 /// Begins the encoding with leases (the first began with the revision, always positive).
 const FORMAT_V2: i64 = -2;
+/// Version 2 followed by the write orders ([`Mvcc::encode`] writes it only when there are any).
+const FORMAT_V3: i64 = -3;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.put_u32_le(b.len() as u32);
@@ -1177,6 +1243,19 @@ mod tests {
         del(&mut fresh, "x", "");
         assert_eq!(Mvcc::decode(&fresh.encode()).unwrap(), fresh, "size accounting agrees");
         let enc = m.encode();
+        assert_eq!(Mvcc::decode(&enc[..enc.len() - 1]), None);
+        assert_eq!(enc[..8], FORMAT_V2.to_le_bytes(), "no write order to keep: version 2");
+        // A txn written out of key order: version 3, with its order, in and out of pieces.
+        use pb::request_op::Request as Op;
+        let op = |k: &str| pb::RequestOp {
+            request: Some(Op::RequestPut(pb::PutRequest { key: b(k), ..Default::default() })),
+        };
+        let t = pb::TxnRequest { success: vec![op("z"), op("y")], ..Default::default() };
+        m.apply(&Request::Txn(t)).unwrap();
+        let enc = m.encode();
+        assert_eq!(enc[..8], FORMAT_V3.to_le_bytes());
+        assert_eq!(m.encoded_len(), enc.len() as u64);
+        assert_eq!(Mvcc::decode(&enc).unwrap(), m);
         assert_eq!(Mvcc::decode(&enc[..enc.len() - 1]), None);
     }
 

@@ -564,6 +564,64 @@ mod tests {
         assert_eq!(got, [("v2".into(), 4), ("v3".into(), 5), ("v4".into(), 6), ("v5".into(), 7)]);
     }
 
+    /// etcd orders a revision's events as its txn's ops were given; a watcher replaying
+    /// history must see the same order as one that watched live.
+    #[test]
+    fn a_txn_written_out_of_key_order_replays_in_write_order() {
+        use pb::request_op::Request as Op;
+        let mut m = Mvcc::new();
+        let mut hub = WatchHub::new(Duration::from_secs(600));
+        let (mut rx, q) = open(&mut hub, &m, 1);
+        create(&mut hub, &m, 1, prefix("t/"));
+        let op = |k: &str, v: &str| pb::RequestOp {
+            request: Some(Op::RequestPut(pb::PutRequest {
+                key: b(k),
+                value: b(v),
+                ..Default::default()
+            })),
+        };
+        let delete = |k: &str| pb::RequestOp {
+            request: Some(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: b(k),
+                ..Default::default()
+            })),
+        };
+        put(&mut m, &mut hub, "t/a", "0");
+        put(&mut m, &mut hub, "t/b", "0");
+        let ops = vec![op("t/c", "1"), delete("t/b"), op("t/a", "1")];
+        write(
+            &mut m,
+            &mut hub,
+            Request::Txn(pb::TxnRequest { success: ops, ..Default::default() }),
+        );
+        put(&mut m, &mut hub, "t/b", "2");
+        let order = |rs: &[pb::WatchResponse]| -> Vec<(String, i64)> {
+            flat(rs).into_iter().map(|e| (e.1, e.3)).collect()
+        };
+        let live = order(&drain(&mut rx, &q));
+        let want: Vec<(String, i64)> =
+            [("t/a", 2), ("t/b", 3), ("t/c", 4), ("t/b", 4), ("t/a", 4), ("t/b", 5)]
+                .iter()
+                .map(|(k, r)| (k.to_string(), *r))
+                .collect();
+        assert_eq!(live, want, "live");
+        // Replayed from revision 2, from the store and from a snapshot of it.
+        let restored = Mvcc::decode(&m.encode()).expect("decodes");
+        for store in [&m, &restored] {
+            let (mut rx, q) = open(&mut hub, store, 2);
+            let from = pb::WatchCreateRequest { start_revision: 2, ..prefix("t/") };
+            create(&mut hub, store, 2, from);
+            assert_eq!(order(&drain(&mut rx, &q)), want, "replayed");
+        }
+        // Compaction drops the order of revisions it removes, and keeps the rest.
+        m.compact(3).expect("compacts");
+        let (mut rx, q) = open(&mut hub, &m, 3);
+        create(&mut hub, &m, 3, pb::WatchCreateRequest { start_revision: 4, ..prefix("t/") });
+        assert_eq!(order(&drain(&mut rx, &q)), want[2..], "after compaction");
+        let restored = Mvcc::decode(&m.encode()).expect("decodes");
+        assert_eq!(restored, m);
+    }
+
     #[test]
     fn a_slow_client_falls_behind_and_catches_up_without_losing_or_repeating_an_event() {
         let mut m = Mvcc::new();
@@ -609,8 +667,11 @@ mod tests {
         let revs: Vec<i64> = flat(&got).iter().map(|e| e.3).collect();
         let want: Vec<i64> = (2..2 + n as i64).flat_map(|r| [r, r]).collect();
         assert_eq!(revs, want, "every revision's two events, once each, in order");
-        // Within one revision, the order written (live) or by key (replayed).
+        // Within one revision, the order written, whether live or replayed.
         assert!(got.iter().all(|r| r.events.len() % 2 == 0));
+        let keys: Vec<String> = flat(&got).into_iter().map(|e| e.1).collect();
+        let want: Vec<String> = (0..n).flat_map(|i| [format!("k{i}b"), format!("k{i}a")]).collect();
+        assert_eq!(keys, want, "b before a in every revision");
     }
 
     #[test]
