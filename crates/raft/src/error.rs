@@ -297,6 +297,15 @@ pub enum Malformed {
         /// Leader's last index.
         last: LogIndex,
     },
+    /// A rejection of an AppendEntries whose previous index the leader never sent: taken at
+    /// its word it would move the follower's next index past the leader's log.
+    #[error("rejects previous index {index} beyond the leader's last index {last}")]
+    RejectBeyondLog {
+        /// The previous index the rejection names.
+        index: LogIndex,
+        /// Leader's last index.
+        last: LogIndex,
+    },
 }
 
 /// An error reading the log through [`crate::LogStore`].

@@ -596,6 +596,40 @@ fn malformed_messages_are_refused_with_typed_reasons() {
     );
 }
 
+/// Hostile input at a leader: an answer about an AppendEntries it never sent (an index past
+/// its log; its log only grows while it leads) is refused with its typed reason and changes
+/// nothing. Taken at its word, the rejection moved the follower's next index past the log,
+/// breaking the progress invariant (found by `cluster_survives_arbitrary_injected_messages`).
+#[test]
+fn a_leader_refuses_answers_about_indices_past_its_log() {
+    use flotilla_raft::{Malformed, StepError};
+    let mut n = node_with(cfg(1), &[1, 2, 3], 1, &[1]);
+    make_leader(&mut n, &[1, 2, 3]);
+    let (term, last) = (n.status().term.0, n.status().last_index);
+    let before = n.clone();
+    let answer = |outcome| msg(3, 1, term, MessageBody::AppendResponse { outcome });
+    let past = LogIndex(last.0 + 6);
+    let cases = [
+        (
+            answer(AppendOutcome::Reject {
+                rejected_prev: past,
+                hint: RejectHint::LogTooShort { last_index: LogIndex(last.0 + 3) },
+            }),
+            Malformed::RejectBeyondLog { index: past, last },
+        ),
+        (
+            answer(AppendOutcome::Success { match_index: past }),
+            Malformed::AckBeyondLog { index: past, last },
+        ),
+    ];
+    for (m, reason) in cases {
+        let desc = format!("{m:?}");
+        assert_eq!(n.step(m), Err(StepError::Malformed { from: NodeId(3), reason }), "{desc}");
+        assert_eq!(n, before, "{desc} changed nothing");
+        assert!(n.check_invariants().is_ok(), "{desc}: {:?}", n.check_invariants());
+    }
+}
+
 /// Raft §5.2, Election Safety: "at most one leader can be elected in a given term". Two
 /// candidates of five nodes campaign in the same term; whatever order the votes arrive in,
 /// at most one of them wins.

@@ -319,6 +319,15 @@ impl<S: LogStore> Raft<S> {
                 self.bcast_pending = self.role == Role::Leader;
             }
             AppendOutcome::Reject { rejected_prev, hint } => {
+                // A leader's log only grows while it leads, so every AppendEntries it sent
+                // had its previous index within the log; a rejection of one beyond it is
+                // forged (found by the hostile-input property test).
+                if rejected_prev > last {
+                    return Err(Dispatch::Malformed(
+                        from,
+                        Malformed::RejectBeyondLog { index: rejected_prev, last },
+                    ));
+                }
                 let hinted = match hint {
                     RejectHint::LogTooShort { last_index } => last_index.next(),
                     RejectHint::ConflictingTerm { conflict_term, first_index_of_term } => {
