@@ -84,6 +84,8 @@ pub struct Host {
     pub snapshot_index: u64,
     /// The revision of the newest compaction this host proposed while leading.
     pub compaction_proposed: i64,
+    /// Ticks this host led, which pace its lease traffic.
+    pub lease_steps: u64,
 }
 
 impl Host {
@@ -113,6 +115,7 @@ impl Host {
             snapshot_job: None,
             snapshot_index: 0,
             compaction_proposed: 0,
+            lease_steps: 0,
         }
     }
 

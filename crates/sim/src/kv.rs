@@ -98,6 +98,33 @@ pub fn compaction(revision: i64) -> Bytes {
     pb::InternalRequest { id: 0, request }.encode_to_vec().into()
 }
 
+/// The `step`-th step of the leaders' lease traffic (a step per tick led), if it makes an
+/// operation: grants, puts of
+/// keys attached to the lease, renewals and revocations over four lease ids and their own
+/// keys (`lease/N`, never the clients' keys, whose histories are checked against a register
+/// model a revocation's deletions would break). Some fail by design (a grant of an id in
+/// use, a renewal of a revoked lease); either way the state hash check covers how every
+/// member applied them and how snapshots carry the leases.
+pub fn lease_op(step: u64) -> Option<Bytes> {
+    use pb::internal_request::Request;
+    // One operation every 10 steps; each lease id's cycle takes 40.
+    let (phase, cycle) = (step % 40, step / 40);
+    let id = (cycle % 4 + 1) as i64;
+    let request = match phase {
+        0 => Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 30, id }),
+        10 => Request::Put(pb::PutRequest {
+            key: Bytes::from(format!("lease/{id}")),
+            value: bytes(&step.to_string()),
+            lease: id,
+            ..Default::default()
+        }),
+        20 => Request::LeaseKeepAlive(pb::LeaseKeepAliveRequest { id }),
+        30 if cycle % 3 != 0 => Request::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+        _ => return None,
+    };
+    Some(pb::InternalRequest { id: 0, request: Some(request) }.encode_to_vec().into())
+}
+
 /// The state machine: the server's MVCC store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
@@ -189,6 +216,27 @@ mod tests {
         assert_eq!(kv.apply(&Command::Get("k".into())), Output::Read(None));
         assert_eq!(kv.revision(), 4);
         assert!(kv.apply_entry(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn lease_traffic_grants_attaches_renews_and_revokes() {
+        let mut kv = Kv::default();
+        let mut hashes = Vec::new();
+        for step in 1..=400 {
+            if let Some(data) = lease_op(step) {
+                kv.apply_entry(&data).expect("decodes");
+                hashes.push(kv.hash());
+            }
+        }
+        assert_eq!(hashes.len(), 36, "one operation every 10 steps, 4 of 10 revocations skipped");
+        hashes.dedup();
+        assert!(hashes.len() > 20, "the operations change the state: {}", hashes.len());
+        // Some leases are live with their keys; the clients' keys are untouched.
+        assert_eq!(kv.get("a"), None);
+        let live = (1..=4).filter(|id| kv.get(&format!("lease/{id}")).is_some()).count();
+        assert!(live > 0, "some lease keeps its key");
+        let back = Kv::decode(&kv.encode()).expect("decodes");
+        assert_eq!(back.hash(), kv.hash());
     }
 
     #[test]

@@ -313,6 +313,7 @@ impl World {
                         self.fail(violation("Storage", detail));
                     }
                     self.maybe_compact(i);
+                    self.maybe_lease_op(i);
                     self.pump(i);
                 }
             }
@@ -596,6 +597,19 @@ impl World {
         }
         if node.propose(crate::kv::compaction(target)).is_ok() {
             host.compaction_proposed = target;
+        }
+    }
+
+    /// Lease traffic from the leader, one step per tick it leads (see `kv::lease_op`).
+    fn maybe_lease_op(&mut self, i: usize) {
+        let host = &mut self.hosts[i];
+        let Some(node) = host.node.as_mut() else { return };
+        if node.status().role != Role::Leader {
+            return;
+        }
+        host.lease_steps += 1;
+        if let Some(data) = crate::kv::lease_op(host.lease_steps) {
+            let _ = node.propose(data);
         }
     }
 
