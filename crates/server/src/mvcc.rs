@@ -900,8 +900,8 @@ impl Mvcc {
 
     /// The changes to keys in `[key, range_end)` at revisions `from..=to`, oldest first (at
     /// one revision, in the order written, as etcd's watchers see a txn's ops): what a
-    /// watcher that fell behind, or starts in the past, replays. History below the compaction revision is gone: callers check
-    /// [`Mvcc::compact_revision`] first.
+    /// watcher that fell behind, or starts in the past, replays. History below the
+    /// compaction revision is gone: callers check [`Mvcc::compact_revision`] first.
     pub fn changes_between(
         &self,
         key: &Bytes,
