@@ -387,12 +387,16 @@ impl Mvcc {
         rev: i64,
         changes: &mut Vec<Change>,
     ) -> Option<KeyValue> {
-        if !self.keys.contains_key(&p.key[..]) {
-            // Own copies: the request's bytes are slices of a whole log entry or network
-            // frame, which a stored key or value would otherwise keep alive.
-            self.keys.insert(Bytes::copy_from_slice(&p.key), Arc::default());
-        }
-        let h = Arc::make_mut(self.keys.get_mut(&p.key[..]).expect("inserted above"));
+        // One lookup for a key already held (the common case), two for a new one.
+        let h = match self.keys.get_mut(&p.key[..]) {
+            Some(h) => Arc::make_mut(h),
+            None => {
+                // Own copies: the request's bytes are slices of a whole log entry or network
+                // frame, which a stored key or value would otherwise keep alive.
+                let k = Bytes::copy_from_slice(&p.key);
+                Arc::make_mut(self.keys.entry(k).or_default())
+            }
+        };
         changes.push(Change { key: p.key.clone(), revision: rev, at: h.len() });
         let last = h.last().filter(|v| v.value.is_some());
         // The previous version is copied out only when the client asked for it.
