@@ -331,7 +331,8 @@ struct ServeArgs {
     /// Client URLs to listen on, comma-separated (http://IP:PORT each).
     #[arg(long, env = "FLOTILLA_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
     listen_client_urls: String,
-    /// Client URL to tell the other members and clients (MemberList); default: the listen URL.
+    /// Client URLs to tell the other members and clients (MemberList), comma-separated;
+    /// default: the first listen URL.
     #[arg(long, env = "FLOTILLA_ADVERTISE_CLIENT_URLS", default_value = "")]
     advertise_client_urls: String,
     /// Peer URL to listen on.

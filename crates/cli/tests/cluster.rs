@@ -220,6 +220,43 @@ fn every_listen_client_url_serves() {
     assert_eq!(members[0].client_urls, vec![ea]);
 }
 
+/// `--advertise-client-urls` with two URLs: every member lists both, in order, for the
+/// member that advertises them (published through the log), as etcd's MemberList does.
+#[test]
+fn a_member_advertises_every_client_url_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path(), 200);
+    let elsewhere = "http://node-a.example:2379";
+    servers[0].kill();
+    let urls = format!("{},{elsewhere}", servers[0].client);
+    servers[0].args.extend(["--advertise-client-urls".to_string(), urls]);
+    servers[0].start();
+    let want = vec![servers[0].client.clone(), elsewhere.to_string()];
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in &servers {
+        eventually(deadline, "m0's URLs not listed", Duration::from_millis(200), || {
+            let listed = rt.block_on(async {
+                let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
+                let r = c.member_list(pb::MemberListRequest::default()).await;
+                let members = r.map_err(|e| e.to_string())?.into_inner().members;
+                let m0 = members.into_iter().find(|m| m.name == "m0");
+                Ok::<_, String>(m0.map(|m| m.client_urls).unwrap_or_default())
+            })?;
+            if listed == want {
+                Ok(())
+            } else {
+                Err(format!("{} lists {listed:?}", s.client))
+            }
+        });
+    }
+}
+
 /// Periodic mode: history older than the retention period goes.
 #[test]
 fn auto_compaction_keeps_a_period_of_history() {

@@ -193,11 +193,11 @@ impl Api {
 
     fn member(&self, e: MemberEntry) -> pb::Member {
         let client_urls = if e.id == self.member_id {
-            vec![self.config.advertise_client_url.clone()]
+            self.config.advertise_client_urls.clone()
         } else if e.client_url.is_empty() {
             vec![]
         } else {
-            vec![e.client_url]
+            e.client_url.split(',').map(str::to_string).collect()
         };
         pb::Member {
             id: e.id,

@@ -29,9 +29,9 @@ pub struct ServerConfig {
     /// The client (gRPC) addresses (`--listen-client-urls`, comma-separated): all serve the
     /// same API.
     pub client_addrs: Vec<SocketAddr>,
-    /// The client URL given to the other members and listed by MemberList
-    /// (`--advertise-client-urls`; by default the listen URL).
-    pub advertise_client_url: String,
+    /// The client URLs given to the other members and listed by MemberList
+    /// (`--advertise-client-urls`, comma-separated; by default the first listen URL).
+    pub advertise_client_urls: Vec<String>,
     /// The peer address (`--listen-peer-urls`).
     pub peer_addr: SocketAddr,
     /// The initial members (`--initial-cluster`), this one included.
@@ -151,7 +151,7 @@ pub struct Flags {
     pub data_dir: PathBuf,
     /// `--listen-client-urls`.
     pub listen_client_urls: String,
-    /// `--advertise-client-urls` (empty: the listen URL).
+    /// `--advertise-client-urls`, comma-separated (empty: the first listen URL).
     pub advertise_client_urls: String,
     /// `--listen-peer-urls`.
     pub listen_peer_urls: String,
@@ -246,12 +246,22 @@ impl ServerConfig {
             }
             client_addrs.push(addr);
         }
-        let advertise_client_url = match f.advertise_client_urls.trim() {
+        let advertise_client_urls = match f.advertise_client_urls.trim() {
             // The first listen URL, as etcd advertises the first of its list.
-            "" => format!("http://{}", client_addrs[0]),
-            u => {
-                check_advertised_url("--advertise-client-urls", u)?;
-                u.trim_end_matches('/').to_string()
+            "" => vec![format!("http://{}", client_addrs[0])],
+            list => {
+                let mut urls: Vec<String> = Vec::new();
+                for u in list.split(',').map(str::trim) {
+                    check_advertised_url("--advertise-client-urls", u)?;
+                    let u = u.trim_end_matches('/').to_string();
+                    if urls.contains(&u) {
+                        return Err(ConfigError::Invalid(format!(
+                            "--advertise-client-urls: {u:?} appears twice"
+                        )));
+                    }
+                    urls.push(u);
+                }
+                urls
             }
         };
         let metrics_addr = match f.listen_metrics_urls.as_str() {
@@ -315,7 +325,7 @@ impl ServerConfig {
             name: name.to_string(),
             data_dir,
             client_addrs,
-            advertise_client_url,
+            advertise_client_urls,
             peer_addr,
             members,
             cluster_id,
@@ -385,10 +395,14 @@ mod tests {
         })
         .unwrap();
         assert_ne!(other.cluster_id, ok.cluster_id, "the token separates clusters");
-        assert_eq!(ok.advertise_client_url, "http://127.0.0.1:2379", "the listen URL by default");
+        assert_eq!(
+            ok.advertise_client_urls,
+            ["http://127.0.0.1:2379"],
+            "the listen URL by default"
+        );
         let two = cfg("a", c, "http://127.0.0.1:2379, http://10.0.0.1:2379").unwrap();
         assert_eq!(two.client_addrs.len(), 2);
-        assert_eq!(two.advertise_client_url, "http://127.0.0.1:2379", "the first by default");
+        assert_eq!(two.advertise_client_urls, ["http://127.0.0.1:2379"], "the first by default");
         let twice = cfg("a", c, "http://127.0.0.1:2379,http://127.0.0.1:2379").unwrap_err();
         assert!(twice.to_string().contains("appears twice"), "{twice}");
         assert!(matches!(
@@ -402,10 +416,18 @@ mod tests {
             })
         };
         assert_eq!(
-            adv("http://node-a.example:2379/").unwrap().advertise_client_url,
-            "http://node-a.example:2379"
+            adv("http://node-a.example:2379/").unwrap().advertise_client_urls,
+            ["http://node-a.example:2379"]
         );
-        for bad in ["node-a:2379", "http://node-a", "http://:2379", "http://a:99999"] {
+        assert_eq!(
+            adv("http://node-a.example:2379, http://10.0.0.1:2379").unwrap().advertise_client_urls,
+            ["http://node-a.example:2379", "http://10.0.0.1:2379"],
+            "several, in order, as etcd lists them"
+        );
+        let twice = adv("http://a:2379,http://a:2379/").unwrap_err();
+        assert!(twice.to_string().contains("appears twice"), "{twice}");
+        for bad in ["node-a:2379", "http://node-a", "http://:2379", "http://a:99999", "http://a:1,"]
+        {
             assert!(matches!(adv(bad), Err(ConfigError::BadUrl { .. })), "{bad}");
         }
     }

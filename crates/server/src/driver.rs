@@ -128,7 +128,7 @@ pub struct MemberRecord {
     pub name: String,
     /// Its peer URL.
     pub peer_url: String,
-    /// The client URL it advertises (empty until it has published it).
+    /// The client URLs it advertises, comma-separated (empty until it has published them).
     pub client_url: String,
 }
 
@@ -141,7 +141,7 @@ pub struct MemberEntry {
     pub name: String,
     /// Its peer URL.
     pub peer_url: String,
-    /// Its advertised client URL (empty if not known yet).
+    /// Its advertised client URLs, comma-separated (empty if not known yet).
     pub client_url: String,
     /// Whether it is a learner.
     pub is_learner: bool,

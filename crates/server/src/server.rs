@@ -179,7 +179,7 @@ fn driver_thread(
                 .iter()
                 .map(|m| {
                     let client_url = if m.id == me {
-                        config.advertise_client_url.clone()
+                        config.advertise_client_urls.join(",")
                     } else {
                         String::new()
                     };
@@ -199,7 +199,7 @@ fn driver_thread(
                     .find(|m| m.id == me)
                     .map(|m| m.peer_url.clone())
                     .unwrap_or_default(),
-                client_url: config.advertise_client_url.clone(),
+                client_url: config.advertise_client_urls.join(","),
             },
             auto_compaction: config.auto_compaction,
             watch_progress_notify_interval: config.watch_progress_notify_interval,
