@@ -367,15 +367,29 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
     });
     assert_eq!(st.leader, 1, "a single member leads itself");
     // Operations: /health is up, and /metrics counts the bad peer connection and the writes.
-    let http = |path: &str| {
+    let get_at = |port: u16, path: &str| {
         use std::io::{Read, Write};
-        let mut t = std::net::TcpStream::connect(("127.0.0.1", m)).unwrap();
-        t.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        t.write_all(req.as_bytes()).unwrap();
         let mut out = String::new();
         t.read_to_string(&mut out).unwrap();
         out
     };
+    let http = |path: &str| get_at(m, path);
     assert!(http("/health").starts_with("HTTP/1.1 200"), "{}", http("/health"));
+    // The same on the client port, beside gRPC, as etcd serves them.
+    let c: u16 = s.client.rsplit(':').next().unwrap().parse().unwrap();
+    let health = get_at(c, "/health");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("{\"health\":\"true\"}\n"),
+        "{health}"
+    );
+    let version = get_at(c, "/version");
+    assert!(version.contains("\"etcdserver\":\"flotilla-"), "{version}");
+    let on_client_port = get_at(c, "/metrics");
+    assert!(on_client_port.contains("flotilla_has_leader 1"), "{on_client_port}");
+    assert!(on_client_port.contains("process_resident_memory_bytes "), "{on_client_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut metrics = http("/metrics");
     while !metrics.contains("flotilla_peer_bad_connections_total 1") {

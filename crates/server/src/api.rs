@@ -408,7 +408,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         let st = self.status_info().await?;
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.header(Header { revision: st.revision, term: st.term })),
-            version: concat!("flotilla-", env!("CARGO_PKG_VERSION")).to_string(),
+            version: crate::metrics::VERSION.to_string(),
             db_size: st.db_size,
             leader: st.leader,
             raft_index: st.commit,

@@ -1,6 +1,9 @@
-//! Prometheus `/metrics` and `/health` on their own port (`--listen-metrics-urls`), served by
-//! a minimal HTTP/1.1 responder: counters, gauges and latency histograms the driver and
-//! transport update with relaxed atomics, rendered in the text exposition format.
+//! Prometheus `/metrics`, `/health` and `/version`, served as etcd serves them: on the client
+//! port (HTTP/1.1 beside gRPC, see [`routes`]) and, if `--listen-metrics-urls` is given, on a
+//! port of their own (a minimal HTTP/1.1 responder, [`serve`]). Counters, gauges and latency
+//! histograms the driver and transport update with relaxed atomics, rendered in the text
+//! exposition format, with the process's memory and file descriptors as Prometheus's
+//! standard `process_*` metrics (which `etcdctl check datascale` reads).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -117,6 +120,7 @@ impl Metrics {
             "Latency from proposal to apply of writes proposed on this member.",
         );
         self.fsync.render(&mut out, "flotilla_wal_fsync_duration_seconds", "WAL fsync durations.");
+        render_process(&mut out);
         out
     }
 
@@ -185,7 +189,76 @@ impl Histogram {
     }
 }
 
-/// Serves `/metrics` and `/health` until the runtime stops.
+/// Prometheus's standard process metrics, from `/proc/self` (left out where it is absent).
+fn render_process(out: &mut String) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status.lines().find_map(|l| {
+            let v = l.strip_prefix(field)?.trim().strip_suffix("kB")?;
+            v.trim().parse::<u64>().ok()
+        })
+    };
+    let mut gauge = |name: &str, help: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+    };
+    gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        kib("VmRSS:").map(|k| k * 1024),
+    );
+    gauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        kib("VmSize:").map(|k| k * 1024),
+    );
+    let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64);
+    gauge("process_open_fds", "Number of open file descriptors.", fds);
+}
+
+/// An HTTP answer: status code, content type, body.
+pub type HttpAnswer = (u16, &'static str, String);
+
+/// The answer to a GET of `path`: `/metrics` (Prometheus text), `/health` (etcd's JSON, 503
+/// while no leader is known or writes have stopped), `/version` (etcd's JSON); else 404.
+pub fn answer(metrics: &Metrics, path: &str) -> HttpAnswer {
+    const JSON: &str = "application/json";
+    match path {
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+        "/health" if metrics.healthy() => (200, JSON, "{\"health\":\"true\"}\n".into()),
+        "/health" => (503, JSON, "{\"health\":\"false\"}\n".into()),
+        "/version" => {
+            (200, JSON, format!("{{\"etcdserver\":\"{VERSION}\",\"etcdcluster\":\"{VERSION}\"}}\n"))
+        }
+        _ => (404, "text/plain", "not found\n".into()),
+    }
+}
+
+/// The version `/version` and Maintenance.Status report.
+pub const VERSION: &str = concat!("flotilla-", env!("CARGO_PKG_VERSION"));
+
+/// `/metrics`, `/health` and `/version` as routes to serve beside the gRPC services on the
+/// client port, as etcd does (tools such as `etcdctl check datascale` and most monitoring
+/// set-ups read them there).
+pub fn routes(metrics: Arc<Metrics>) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let route = |path: &'static str| {
+        let metrics = metrics.clone();
+        axum::routing::get(move || async move {
+            let (code, kind, body) = answer(&metrics, path);
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, [(header::CONTENT_TYPE, kind)], body).into_response()
+        })
+    };
+    axum::Router::new()
+        .route("/metrics", route("/metrics"))
+        .route("/health", route("/health"))
+        .route("/version", route("/version"))
+}
+
+/// Serves `/metrics`, `/health` and `/version` on their own port until the runtime stops.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else { continue };
@@ -198,14 +271,14 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/health" if metrics.healthy() => ("200 OK", "{\"health\":\"true\"}\n".to_string()),
-                "/health" => ("503 Service Unavailable", "{\"health\":\"false\"}\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
+            let (code, kind, body) = answer(&metrics, path);
+            let reason = match code {
+                200 => "OK",
+                503 => "Service Unavailable",
+                _ => "Not Found",
             };
             let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = s.write_all(resp.as_bytes()).await;

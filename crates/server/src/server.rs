@@ -219,7 +219,7 @@ fn driver_thread(
             listener,
             config.cluster_id,
             me,
-            stats,
+            stats.clone(),
             deliver,
         ));
         // The gRPC services run on this thread too: a request reaches the driver, and its
@@ -227,25 +227,29 @@ fn driver_thread(
         let api = Api::new(config.clone(), stop_driver.clone());
         let max = config.max_request_bytes;
         let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let services = tonic::service::Routes::new(
+            crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            crate::rpc::cluster_server::ClusterServer::new(api.clone())
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            crate::rpc::maintenance_server::MaintenanceServer::new(api.clone())
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            crate::rpc::watch_server::WatchServer::new(api.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            crate::rpc::lease_server::LeaseServer::new(api).max_decoding_message_size(max),
+        );
+        // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
+        // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
+        let routes = services.into_axum_router().merge(crate::metrics::routes(stats.clone()));
         let grpc = tonic::transport::Server::builder()
-            .add_service(
-                crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::cluster_server::ClusterServer::new(api.clone())
-                    .max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::maintenance_server::MaintenanceServer::new(api.clone())
-                    .max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::watch_server::WatchServer::new(api.clone())
-                    .max_decoding_message_size(max),
-            )
-            .add_service(
-                crate::rpc::lease_server::LeaseServer::new(api).max_decoding_message_size(max),
-            )
+            .accept_http1(true)
+            .add_routes(routes.into())
             .serve_with_incoming_shutdown(tokio_stream_from(client_listeners), async {
                 let _ = grpc_stop_rx.await;
             });
