@@ -238,6 +238,22 @@ enum SnapshotCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Build a member's data directory from a saved snapshot, for a new cluster (as
+    /// `etcdctl snapshot restore` does): run it for every member with the same
+    /// --initial-cluster, then start each with `flotilla serve` and the same flags.
+    Restore {
+        /// The snapshot file (from `flotilla snapshot save`).
+        file: std::path::PathBuf,
+        /// This member's name, one of --initial-cluster.
+        #[arg(long)]
+        name: String,
+        /// Where to create its data; must not hold a member's data already.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The new cluster: name=http://IP:PORT for each member, comma-separated.
+        #[arg(long)]
+        initial_cluster: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1034,6 +1050,27 @@ async fn client(cmd: Command) -> Result<(), String> {
                 file.display(),
                 state.len(),
                 data.1
+            );
+        }
+        Command::Snapshot {
+            command: SnapshotCommand::Restore { file, name, data_dir, initial_cluster },
+        } => {
+            let members = flotilla_server::config::parse_initial_cluster(&initial_cluster)
+                .map_err(|e| e.to_string())?;
+            if !members.iter().any(|m| m.name == name) {
+                return Err(format!("--name {name:?} is not in --initial-cluster"));
+            }
+            let state = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let members: Vec<_> = members.into_iter().map(|m| (m.id, m.name, m.peer_url)).collect();
+            let r = flotilla_server::driver::restore(&data_dir, &state, &members)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            say!(
+                "Restored {} into {} (revision {}, {} keys) for a cluster of {} members",
+                file.display(),
+                data_dir.display(),
+                r.revision,
+                r.keys,
+                r.members
             );
         }
         Command::Leader { command: LeaderCommand::Transfer { target, conn } } => {

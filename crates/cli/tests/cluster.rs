@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    cluster, eventually, free_port, hash_kv, hashes_at, kv, maintenance, peer_port, put, runtime,
-    solo, BIN,
+    cluster, cluster_unstarted, eventually, free_port, hash_kv, hashes_at, kv, maintenance,
+    peer_port, put, runtime, solo, BIN,
 };
 
 use flotilla_server::pb;
@@ -255,6 +255,96 @@ fn a_member_advertises_every_client_url_it_is_given() {
             }
         });
     }
+}
+
+/// `flotilla snapshot restore`: a snapshot saved from one cluster seeds a new one (other
+/// names, ports and members), which serves the same keys at the same revision with their
+/// history, lists its own members, and takes new writes after it. Restoring over a
+/// member's data, or from a file that is not a snapshot, is refused.
+#[test]
+fn a_saved_snapshot_restores_into_a_new_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["old", "new"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let old = cluster(&dir.path().join("old"), 200);
+    let eps: Vec<&str> = old.iter().map(|s| s.client.as_str()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = rt.block_on(put(&eps, "r/a", "1", deadline));
+    rt.block_on(put(&eps, "r/a", "2", deadline));
+    let last = rt.block_on(put(&eps, "r/b", "3", deadline));
+    let file = dir.path().join("snap.db");
+    let saved = Command::new(BIN)
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .args(["--endpoints", &eps.join(",")])
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    drop(old);
+
+    let mut new = cluster_unstarted(&dir.path().join("new"), 200);
+    let arg = |s: &common::Server, flag: &str| {
+        let i = s.args.iter().position(|a| a == flag).unwrap();
+        s.args[i + 1].clone()
+    };
+    let restore = |s: &common::Server, file: &std::path::Path| {
+        Command::new(BIN)
+            .args(["snapshot", "restore"])
+            .arg(file)
+            .args(["--name", &arg(s, "--name")])
+            .args(["--data-dir", &arg(s, "--data-dir")])
+            .args(["--initial-cluster", &arg(s, "--initial-cluster")])
+            .output()
+            .unwrap()
+    };
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"not a snapshot").unwrap();
+    let refused = restore(&new[0], &junk);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a Flotilla snapshot"));
+    for s in &new {
+        let out = restore(s, &file);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("revision {last}")), "{said}");
+    }
+    let again = restore(&new[0], &file);
+    assert!(!again.status.success(), "a member's data is never overwritten");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    for s in &mut new {
+        s.start();
+    }
+    let eps: Vec<&str> = new.iter().map(|s| s.client.as_str()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let b = eventually(deadline, "the new cluster serves r/b", Duration::from_millis(100), || {
+        rt.block_on(get(eps[1], "r/b", false)).ok_or("no answer")
+    });
+    assert_eq!(b, "3");
+    assert_eq!(rt.block_on(get(eps[2], "r/a", false)).as_deref(), Some("2"));
+    let at_first = rt.block_on(async {
+        let req = pb::RangeRequest { key: "r/a".into(), revision: first, ..Default::default() };
+        kv(eps[0]).await.unwrap().range(req).await.unwrap().into_inner()
+    });
+    assert_eq!(&at_first.kvs[0].value[..], b"1", "history comes along");
+    let next = rt.block_on(put(&eps, "r/c", "4", deadline));
+    assert_eq!(next, last + 1, "the revision goes on from the snapshot's");
+    let listed: Vec<String> = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(eps[0].to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
+        let r = c.member_list(pb::MemberListRequest::default()).await.unwrap();
+        let members = r.into_inner().members.into_iter();
+        members.map(|m| format!("{}={}", m.name, m.peer_urls[0])).collect()
+    });
+    assert_eq!(listed.join(","), arg(&new[0], "--initial-cluster"), "the new members only");
+    let hashes =
+        hashes_at(&rt, &new.iter().map(|s| s.client.clone()).collect::<Vec<_>>(), next, deadline);
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
 }
 
 /// Periodic mode: history older than the retention period goes.

@@ -218,6 +218,27 @@ fn check_advertised_url(flag: &'static str, url: &str) -> Result<(), ConfigError
     Ok(())
 }
 
+/// The members `--initial-cluster` names (`name=http://IP:PORT`, comma-separated), with
+/// their ids: their positions in the list, from 1.
+pub fn parse_initial_cluster(initial_cluster: &str) -> Result<Vec<MemberInfo>, ConfigError> {
+    let mut members = Vec::new();
+    for (i, part) in initial_cluster.split(',').enumerate() {
+        let (n, url) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadCluster(format!("{part:?} is not name=url")))?;
+        parse_url("--initial-cluster", url)?;
+        if members.iter().any(|m: &MemberInfo| m.name == n) {
+            return Err(ConfigError::BadCluster(format!("name {n:?} appears twice")));
+        }
+        members.push(MemberInfo {
+            id: NodeId(i as u64 + 1),
+            name: n.to_string(),
+            peer_url: url.to_string(),
+        });
+    }
+    Ok(members)
+}
+
 /// FNV-1a, for a stable cluster id from the initial configuration.
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -269,21 +290,7 @@ impl ServerConfig {
             u => Some(parse_url("--listen-metrics-urls", u)?),
         };
         let peer_addr = parse_url("--listen-peer-urls", listen_peer_urls)?;
-        let mut members = Vec::new();
-        for (i, part) in initial_cluster.split(',').enumerate() {
-            let (n, url) = part
-                .split_once('=')
-                .ok_or_else(|| ConfigError::BadCluster(format!("{part:?} is not name=url")))?;
-            parse_url("--initial-cluster", url)?;
-            if members.iter().any(|m: &MemberInfo| m.name == n) {
-                return Err(ConfigError::BadCluster(format!("name {n:?} appears twice")));
-            }
-            members.push(MemberInfo {
-                id: NodeId(i as u64 + 1),
-                name: n.to_string(),
-                peer_url: url.to_string(),
-            });
-        }
+        let members = parse_initial_cluster(initial_cluster)?;
         if !members.iter().any(|m| m.name == name) {
             return Err(ConfigError::NotAMember(name.to_string()));
         }

@@ -1454,6 +1454,81 @@ impl Driver {
 }
 
 /// The state a snapshot holds: the member registry, then the MVCC store.
+/// What [`restore`] built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The store's revision, as the snapshot holds it.
+    pub revision: i64,
+    /// Keys held (at their newest version, deleted ones included).
+    pub keys: usize,
+    /// The new cluster's members.
+    pub members: usize,
+}
+
+/// Why [`restore`] refused.
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    /// The directory already holds a member's data: nothing is overwritten.
+    #[error("{0} already holds a member's data; restore into a new directory")]
+    Exists(std::path::PathBuf),
+    /// The file is not a snapshot this version can read.
+    #[error("not a Flotilla snapshot (or a damaged one): its state does not decode")]
+    NotASnapshot,
+    /// Writing the new data directory failed.
+    #[error(transparent)]
+    Storage(#[from] flotilla_storage::WalError),
+}
+
+/// Builds a member's data directory in `dir` from a snapshot (`flotilla snapshot save`, or
+/// etcd's Maintenance.Snapshot of a Flotilla member) for a *new* cluster of `members`, as
+/// `etcdctl snapshot restore` does: the store, its revision, history and leases, and the
+/// alarms come from the snapshot; the membership does not (the old members' names and
+/// addresses are dropped). Every member of the new cluster restores the same file with the
+/// same members, so all start from the same state, installed as the snapshot at index 1 of
+/// term 1, with nothing after it; `flotilla serve` with the same flags then starts the
+/// member.
+pub fn restore(
+    dir: &std::path::Path,
+    state: &[u8],
+    members: &[(NodeId, String, String)],
+) -> Result<Restored, RestoreError> {
+    let wal_dir = dir.join("wal");
+    if std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(RestoreError::Exists(dir.to_path_buf()));
+    }
+    let (_, alarms, mvcc) = decode_state(state).ok_or(RestoreError::NotASnapshot)?;
+    let registry: BTreeMap<u64, MemberRecord> = members
+        .iter()
+        .map(|(id, name, peer_url)| {
+            let record = MemberRecord {
+                name: name.clone(),
+                peer_url: peer_url.clone(),
+                client_url: String::new(),
+            };
+            (id.0, record)
+        })
+        .collect();
+    let data = Bytes::from(encode_state(&registry, &alarms, &mvcc));
+    let voters = members.iter().map(|(id, _, _)| *id);
+    let membership = flotilla_raft::Membership::new(voters, [])
+        .map_err(|e| flotilla_storage::WalError::Invalid(e.to_string()))?;
+    let opts = flotilla_storage::WalOptions::default();
+    let mut log = DiskLog::create(RealFs, &wal_dir, membership.clone(), opts)?;
+    // The way a follower installs a snapshot from its leader (Raft Fig. 13), in one chunk:
+    // verified, renamed into place durably, then recorded in the log.
+    let term = flotilla_raft::Term(1);
+    let meta = flotilla_raft::SnapshotMeta { index: LogIndex(1), term, membership };
+    let file = Bytes::from(flotilla_storage::encode_snapshot(&meta, &data));
+    let info = flotilla_raft::SnapshotInfo { meta: meta.clone(), size: file.len() as u64 };
+    log.write_snapshot_chunk(&flotilla_raft::SnapshotChunk { info, offset: 0, data: file })?;
+    log.sync()?;
+    log.install_snapshot(&meta)?;
+    let hs = flotilla_raft::HardState { term, vote: None, commit: LogIndex(1) };
+    log.write(&[], Some(hs));
+    log.sync()?;
+    Ok(Restored { revision: mvcc.revision(), keys: mvcc.key_count(), members: members.len() })
+}
+
 fn encode_state(
     registry: &BTreeMap<u64, MemberRecord>,
     alarms: &BTreeSet<(u64, i32)>,

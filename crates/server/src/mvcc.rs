@@ -135,6 +135,11 @@ impl Mvcc {
         self.revision
     }
 
+    /// Keys held with some history (a deleted key counts until compaction drops it).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The revision up to which history was compacted.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision

@@ -79,6 +79,15 @@ impl Drop for Server {
 }
 
 pub fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
+    let mut servers = cluster_unstarted(dir, snapshot_count);
+    for s in &mut servers {
+        s.start();
+    }
+    servers
+}
+
+/// The three members [`cluster`] starts, not started yet (data directories `dir/m0`..`m2`).
+pub fn cluster_unstarted(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =
         ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
@@ -87,7 +96,7 @@ pub fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
         .iter()
         .enumerate()
         .map(|(i, (c, p))| {
-            let mut s = Server {
+            Server {
                 child: None,
                 args: vec![
                     "--name".into(),
@@ -110,9 +119,7 @@ pub fn cluster(dir: &std::path::Path, snapshot_count: u64) -> Vec<Server> {
                     format!("test-{}", ports[0].0),
                 ],
                 client: format!("http://127.0.0.1:{c}"),
-            };
-            s.start();
-            s
+            }
         })
         .collect()
 }
