@@ -1453,7 +1453,6 @@ impl Driver {
     }
 }
 
-/// The state a snapshot holds: the member registry, then the MVCC store.
 /// What [`restore`] built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Restored {
@@ -1529,6 +1528,7 @@ pub fn restore(
     Ok(Restored { revision: mvcc.revision(), keys: mvcc.key_count(), members: members.len() })
 }
 
+/// The state a snapshot holds: the member registry, then the MVCC store.
 fn encode_state(
     registry: &BTreeMap<u64, MemberRecord>,
     alarms: &BTreeSet<(u64, i32)>,
