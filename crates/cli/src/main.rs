@@ -1029,26 +1029,17 @@ async fn client(cmd: Command) -> Result<(), String> {
                 Ok((data, rev))
             })
             .await?;
-            // The stream ends with the SHA-256 of the state: check it, keep the state.
-            use sha2::Digest;
-            let split = data.0.len().checked_sub(32).ok_or("snapshot stream too short")?;
-            let (body, sum) = data.0.split_at(split);
-            if sha2::Sha256::digest(body).as_slice() != sum {
-                return Err("snapshot checksum mismatch: the stream was damaged".into());
-            }
-            let len = body
-                .get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-                .filter(|n| 8 + n <= body.len())
-                .ok_or("snapshot stream: bad length")?;
-            let state = &body[8..8 + len];
+            // The stream ends with the SHA-256 of what precedes it: checked here, and kept
+            // in the file (as etcdctl keeps it) so that `snapshot restore` checks it again.
+            flotilla_server::driver::snapshot_state(&data.0)
+                .map_err(|e| format!("snapshot stream: {e}"))?;
             let tmp = file.with_extension("part");
-            std::fs::write(&tmp, state).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::write(&tmp, &data.0).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
             say!(
                 "Snapshot saved at {} ({} bytes, revision {})",
                 file.display(),
-                state.len(),
+                data.0.len(),
                 data.1
             );
         }
@@ -1060,9 +1051,9 @@ async fn client(cmd: Command) -> Result<(), String> {
             if !members.iter().any(|m| m.name == name) {
                 return Err(format!("--name {name:?} is not in --initial-cluster"));
             }
-            let state = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let saved = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let members: Vec<_> = members.into_iter().map(|m| (m.id, m.name, m.peer_url)).collect();
-            let r = flotilla_server::driver::restore(&data_dir, &state, &members)
+            let r = flotilla_server::driver::restore(&data_dir, &saved, &members)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             say!(
                 "Restored {} into {} (revision {}, {} keys) for a cluster of {} members",

@@ -260,7 +260,7 @@ fn a_member_advertises_every_client_url_it_is_given() {
 /// `flotilla snapshot restore`: a snapshot saved from one cluster seeds a new one (other
 /// names, ports and members), which serves the same keys at the same revision with their
 /// history, lists its own members, and takes new writes after it. Restoring over a
-/// member's data, or from a file that is not a snapshot, is refused.
+/// member's data, from a damaged file or from one that is not a snapshot, is refused.
 #[test]
 fn a_saved_snapshot_restores_into_a_new_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +304,12 @@ fn a_saved_snapshot_restores_into_a_new_cluster() {
     let refused = restore(&new[0], &junk);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a Flotilla snapshot"));
+    let mut damaged = std::fs::read(&file).unwrap();
+    damaged[20] ^= 1;
+    std::fs::write(&junk, damaged).unwrap();
+    let refused = restore(&new[0], &junk);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("checksum mismatch"));
     for s in &new {
         let out = restore(s, &file);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

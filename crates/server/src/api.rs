@@ -299,16 +299,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         let (state, header) = self.call(Request::Snapshot).await?;
         // As etcd does, the stream ends with the SHA-256 of what precedes it, which clients
         // (etcdctl snapshot save) check.
-        // etcdctl also expects the part before the checksum to fill whole 512-byte pages (a
-        // bbolt file does): the state goes after its length and is padded with zeros.
-        use sha2::Digest;
-        let mut data = Vec::with_capacity(state.len() + 8 + 512 + 32);
-        data.extend_from_slice(&(state.len() as u64).to_le_bytes());
-        data.extend_from_slice(&state);
-        data.resize(data.len().div_ceil(512) * 512, 0);
-        let sum = sha2::Sha256::digest(&data);
-        data.extend_from_slice(&sum);
-        let data = bytes::Bytes::from(data);
+        let data = bytes::Bytes::from(crate::driver::snapshot_stream(&state));
         let mut out = std::collections::VecDeque::new();
         let mut at = 0;
         loop {

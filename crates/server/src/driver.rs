@@ -1473,13 +1473,57 @@ pub enum RestoreError {
     /// The file is not a snapshot this version can read.
     #[error("not a Flotilla snapshot (or a damaged one): its state does not decode")]
     NotASnapshot,
+    /// The file's SHA-256 does not match its contents.
+    #[error("snapshot checksum mismatch: the file was damaged")]
+    Damaged,
     /// Writing the new data directory failed.
     #[error(transparent)]
     Storage(#[from] flotilla_storage::WalError),
 }
 
-/// Builds a member's data directory in `dir` from a snapshot (`flotilla snapshot save`, or
-/// etcd's Maintenance.Snapshot of a Flotilla member) for a *new* cluster of `members`, as
+/// A snapshot as Maintenance.Snapshot streams it, and as `flotilla snapshot save` and
+/// `etcdctl snapshot save` store it: the state's length (8 bytes, little-endian), the state,
+/// zeros to a whole 512-byte page (etcdctl expects whole pages, as a bbolt file has), then
+/// the SHA-256 of all that (which etcd's clients check, as for etcd's own snapshots).
+pub fn snapshot_stream(state: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut data = Vec::with_capacity(state.len() + 8 + 512 + 32);
+    data.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    data.extend_from_slice(state);
+    data.resize(data.len().div_ceil(512) * 512, 0);
+    let sum = sha2::Sha256::digest(&data);
+    data.extend_from_slice(&sum);
+    data
+}
+
+/// The state inside a [`snapshot_stream`], once its SHA-256 is checked.
+///
+/// ```
+/// use flotilla_server::driver::{snapshot_state, snapshot_stream};
+/// let mut s = snapshot_stream(b"state");
+/// assert_eq!(snapshot_state(&s).unwrap(), b"state");
+/// s[9] ^= 1;
+/// assert!(snapshot_state(&s).is_err());
+/// ```
+pub fn snapshot_state(stream: &[u8]) -> Result<&[u8], RestoreError> {
+    use sha2::Digest;
+    let split = stream.len().checked_sub(32).ok_or(RestoreError::NotASnapshot)?;
+    let (body, sum) = stream.split_at(split);
+    if sha2::Sha256::digest(body).as_slice() != sum {
+        return Err(RestoreError::Damaged);
+    }
+    let len = body
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| n.checked_add(8).is_some_and(|end| end <= body.len()))
+        .ok_or(RestoreError::NotASnapshot)?;
+    Ok(&body[8..8 + len])
+}
+
+/// Builds a member's data directory in `dir` from a snapshot file (a [`snapshot_stream`]:
+/// `flotilla snapshot save`, or `etcdctl snapshot save` against a Flotilla member, checked
+/// by its SHA-256) for a *new* cluster of `members`, as
 /// `etcdctl snapshot restore` does: the store, its revision, history and leases, and the
 /// alarms come from the snapshot; the membership does not (the old members' names and
 /// addresses are dropped). Every member of the new cluster restores the same file with the
@@ -1488,13 +1532,14 @@ pub enum RestoreError {
 /// member.
 pub fn restore(
     dir: &std::path::Path,
-    state: &[u8],
+    file: &[u8],
     members: &[(NodeId, String, String)],
 ) -> Result<Restored, RestoreError> {
     let wal_dir = dir.join("wal");
     if std::fs::read_dir(&wal_dir).is_ok_and(|mut d| d.next().is_some()) {
         return Err(RestoreError::Exists(dir.to_path_buf()));
     }
+    let state = snapshot_state(file)?;
     let (_, alarms, mvcc) = decode_state(state).ok_or(RestoreError::NotASnapshot)?;
     let registry: BTreeMap<u64, MemberRecord> = members
         .iter()
