@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     cluster, cluster_unstarted, eventually, free_port, hash_kv, hashes_at, kv, maintenance,
-    peer_port, put, runtime, solo, BIN,
+    members, peer_port, put, runtime, solo, BIN,
 };
 
 use flotilla_server::pb;
@@ -132,17 +132,10 @@ fn member_list_shows_every_members_client_url() {
     let mut want = eps.clone();
     want.sort();
     eventually(deadline, "member list", Duration::from_millis(100), || {
-        let listed = rt.block_on(async {
-            let ch = tonic::transport::Endpoint::from_shared(eps[0].clone())
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
-            let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
-            let r = c.member_list(pb::MemberListRequest::default()).await.ok()?.into_inner();
-            let mut urls: Vec<String> = r.members.into_iter().flat_map(|m| m.client_urls).collect();
+        let listed = rt.block_on(members(&eps[0])).ok().map(|m| {
+            let mut urls: Vec<String> = m.into_iter().flat_map(|m| m.client_urls).collect();
             urls.sort();
-            Some(urls)
+            urls
         });
         if listed.as_ref() == Some(&want) {
             Ok(())
@@ -212,12 +205,8 @@ fn every_listen_client_url_serves() {
     let deadline = Instant::now() + Duration::from_secs(30);
     rt.block_on(put(&[&ea], "k", "through a", deadline));
     assert_eq!(rt.block_on(get(&eb, "k", false)).as_deref(), Some("through a"));
-    let members = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(eb.clone()).unwrap().connect().await;
-        let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch.unwrap());
-        c.member_list(pb::MemberListRequest::default()).await.unwrap().into_inner().members
-    });
-    assert_eq!(members[0].client_urls, vec![ea]);
+    let listed = rt.block_on(members(&eb)).unwrap();
+    assert_eq!(listed[0].client_urls, vec![ea]);
 }
 
 /// `--advertise-client-urls` with two URLs: every member lists both, in order, for the
@@ -236,18 +225,8 @@ fn a_member_advertises_every_client_url_it_is_given() {
     let deadline = Instant::now() + Duration::from_secs(60);
     for s in &servers {
         eventually(deadline, "m0's URLs not listed", Duration::from_millis(200), || {
-            let listed = rt.block_on(async {
-                let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
-                let r = c.member_list(pb::MemberListRequest::default()).await;
-                let members = r.map_err(|e| e.to_string())?.into_inner().members;
-                let m0 = members.into_iter().find(|m| m.name == "m0");
-                Ok::<_, String>(m0.map(|m| m.client_urls).unwrap_or_default())
-            })?;
+            let m0 = rt.block_on(members(&s.client))?.into_iter().find(|m| m.name == "m0");
+            let listed = m0.map(|m| m.client_urls).unwrap_or_default();
             if listed == want {
                 Ok(())
             } else {
@@ -336,17 +315,12 @@ fn a_saved_snapshot_restores_into_a_new_cluster() {
     assert_eq!(&at_first.kvs[0].value[..], b"1", "history comes along");
     let next = rt.block_on(put(&eps, "r/c", "4", deadline));
     assert_eq!(next, last + 1, "the revision goes on from the snapshot's");
-    let listed: Vec<String> = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(eps[0].to_string())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
-        let r = c.member_list(pb::MemberListRequest::default()).await.unwrap();
-        let members = r.into_inner().members.into_iter();
-        members.map(|m| format!("{}={}", m.name, m.peer_urls[0])).collect()
-    });
+    let listed: Vec<String> = rt
+        .block_on(members(eps[0]))
+        .unwrap()
+        .into_iter()
+        .map(|m| format!("{}={}", m.name, m.peer_urls[0]))
+        .collect();
     assert_eq!(listed.join(","), arg(&new[0], "--initial-cluster"), "the new members only");
     let hashes =
         hashes_at(&rt, &new.iter().map(|s| s.client.clone()).collect::<Vec<_>>(), next, deadline);

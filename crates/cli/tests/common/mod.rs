@@ -135,6 +135,18 @@ pub async fn kv(ep: &str) -> Option<KVClient<tonic::transport::Channel>> {
     Some(KVClient::new(ch))
 }
 
+/// The members a server lists (Cluster.MemberList).
+pub async fn members(ep: &str) -> Result<Vec<flotilla_server::pb::Member>, String> {
+    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = flotilla_server::rpc::cluster_client::ClusterClient::new(ch);
+    let r = c.member_list(flotilla_server::pb::MemberListRequest::default()).await;
+    Ok(r.map_err(|e| e.to_string())?.into_inner().members)
+}
+
 /// Puts through any server that accepts, retrying until `deadline`; the revision it wrote.
 /// A retry after an unknown outcome may write a second time.
 pub async fn put(servers: &[&str], key: &str, value: &str, deadline: Instant) -> i64 {
