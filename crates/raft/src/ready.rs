@@ -35,6 +35,15 @@ pub struct SoftState {
 ///
 /// A driver may start collecting the next `Ready` before it finishes this one, as long as it
 /// performs the steps of successive `Ready`s in order (writes in order, applies in order).
+///
+/// **Syncing in the background.** A driver may also leave step 2's sync running (on another
+/// thread) and go on: apply this `Ready`'s committed entries, advance with the rest of the
+/// acknowledgement ([`Ack::split_persisted`]), and collect later `Ready`s. Committed entries
+/// are durable on a majority already (the core counts this node's own copy only once told
+/// it is durable), so applying them before this node's own copy is durable is safe (Thesis
+/// §10.2.1). What must wait for the sync: `persisted_messages`, of this `Ready` and of every
+/// later one (answers go out in order), and [`Ack::persisted`] with the split-off entry.
+/// The server's driver and the simulator (`detach_min_entries`) work this way.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Role or leader changed since the last `Ready`.
@@ -106,5 +115,20 @@ impl Ack {
     /// An acknowledgement of application alone: entries through `index` are applied.
     pub fn applied(index: LogIndex) -> Ack {
         Ack { persisted: None, applied: Some(index), installed: None }
+    }
+
+    /// Splits off the report of durability: the last entry this acknowledgement reports
+    /// durable (to pass to [`Ack::persisted`] once the sync has returned), and the rest, for
+    /// a driver that syncs on another thread and applies before the sync returns.
+    ///
+    /// ```
+    /// use flotilla_raft::{Ack, EntryId, LogIndex, Term};
+    /// let id = EntryId::new(Term(2), LogIndex(7));
+    /// let (persisted, rest) = Ack::persisted(id).split_persisted();
+    /// assert_eq!(persisted, Some(id));
+    /// assert_eq!(rest, Ack::default());
+    /// ```
+    pub fn split_persisted(self) -> (Option<EntryId>, Ack) {
+        (self.persisted, Ack { persisted: None, ..self })
     }
 }

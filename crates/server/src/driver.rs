@@ -165,6 +165,9 @@ pub enum Input {
     Client(Request),
     /// A background snapshot write finished.
     SnapshotSaved(Result<flotilla_raft::SnapshotInfo, String>),
+    /// The sync thread made durable every write of the WAL sync jobs through this number
+    /// (or failed to).
+    Synced(Result<u64, String>),
     /// From a client's watch stream.
     Watch(crate::watch::WatchInput),
     /// Stop after the current batch.
@@ -198,6 +201,12 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy { every: 10_000, keep: 5_000, min_log_ratio: 0.25 }
     }
 }
+
+/// The fewest entries in a `Ready` whose sync is left to the sync thread (when none is
+/// running). Measured on 2 vCPUs, alternating against syncing every write here: with
+/// 16 and 64 clients, 23% and 12% more puts/s; with one client the p50 was unchanged at 2
+/// (0.635 ms both) but 10% worse when lone entries were handed off too.
+const DETACH_MIN_ENTRIES: usize = 2;
 
 /// A step of the driver slower than this is logged (it delays every request behind it).
 const SLOW: Duration = Duration::from_millis(100);
@@ -298,6 +307,54 @@ pub struct Driver {
     /// The shortest TTL granted (etcd: 1.5 election timeouts, rounded up to seconds), so that
     /// a lease outlives a leader election.
     min_lease_ttl: i64,
+    /// The WAL sync thread's job queue (`None`: sync on this thread), the number of the
+    /// last job sent, and what waits for the jobs still running, oldest first.
+    sync_jobs: Option<std::sync::mpsc::Sender<SyncJob>>,
+    sync_seq: u64,
+    unsynced: std::collections::VecDeque<Unsynced>,
+}
+
+/// A WAL sync for the sync thread: everything written before it was sent.
+struct SyncJob {
+    seq: u64,
+    file: flotilla_storage::DetachedSync,
+}
+
+/// What waits for the sync job `seq`: the answers the `Ready` contract holds until the
+/// write is durable (step 3), and the entry whose durability the core is to be told of.
+struct Unsynced {
+    seq: u64,
+    persisted: Option<flotilla_raft::EntryId>,
+    messages: Vec<flotilla_raft::Message>,
+}
+
+/// The WAL sync thread: syncs what the driver wrote, as the driver goes on (Thesis §10.2.1:
+/// a leader's own write may overlap replication, and it commits with the followers' acks
+/// if they come first). Jobs queued meanwhile share one `fdatasync`: every write before the
+/// newest job is in its file, or in an older segment synced when the WAL moved on.
+fn sync_thread(
+    jobs: std::sync::mpsc::Receiver<SyncJob>,
+    inbox: Inbox,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
+    while let Ok(mut job) = jobs.recv() {
+        while let Ok(newer) = jobs.try_recv() {
+            job = newer;
+        }
+        let t0 = Instant::now();
+        let r = job.file.sync_data();
+        let took = t0.elapsed();
+        metrics.fsync.observe(took);
+        metrics.background_syncs.fetch_add(1, Ordering::Relaxed);
+        if took > SLOW {
+            // As etcd's "slow fdatasync": the disk, not the protocol, is the bound.
+            tracing::warn!(took_ms = took.as_millis() as u64, "slow WAL fsync");
+        }
+        let r = r.map(|_| job.seq).map_err(|e| format!("WAL fsync: {e}"));
+        if inbox.send(Input::Synced(r)).is_err() {
+            return;
+        }
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -392,6 +449,18 @@ impl Driver {
         };
         let node =
             Node::restart(config, log, applied).map_err(|e| StartError::Raft(e.to_string()))?;
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        let (inbox, m) = (self_tx.clone(), metrics.clone());
+        let sync_jobs = match std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || sync_thread(jobs_rx, inbox, m))
+        {
+            Ok(_) => Some(jobs_tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "no WAL sync thread: the driver syncs itself");
+                None
+            }
+        };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -434,6 +503,9 @@ impl Driver {
             revoking: HashMap::new(),
             // Elections start after 10 to 20 ticks without a leader.
             min_lease_ttl: ((tick * 15).as_millis() as u64).div_ceil(1000).max(1) as i64,
+            sync_jobs,
+            sync_seq: 0,
+            unsynced: std::collections::VecDeque::new(),
         })
     }
 
@@ -541,6 +613,8 @@ impl Driver {
             }
             Input::Client(req) => self.client(req),
             Input::SnapshotSaved(r) => self.snapshot_saved(r),
+            Input::Synced(Ok(seq)) => self.release_synced(seq),
+            Input::Synced(Err(e)) => self.halt(e),
             Input::Watch(w) => {
                 let h = self.header();
                 self.watch.handle(w, &self.mvcc, h);
@@ -841,20 +915,61 @@ impl Driver {
             }
             let store = self.node.store_mut();
             store.write(&rd.entries, rd.hard_state);
-            let t0 = Instant::now();
-            if let Err(e) = r.and_then(|_| if rd.must_sync { store.sync() } else { Ok(()) }) {
-                return self.halt(e.to_string());
-            }
-            if rd.must_sync {
-                let took = t0.elapsed();
-                self.metrics.fsync.observe(took);
-                if took > SLOW {
-                    // As etcd's "slow fdatasync": the disk, not the protocol, is the bound.
-                    tracing::warn!(took_ms = took.as_millis() as u64, "slow WAL write and fsync");
+            // A batch of entries (or any write while a sync runs) is synced by the sync
+            // thread while this one goes on: it takes the next requests, and commits with
+            // the followers' acknowledgements if they come before its own sync. A lone entry
+            // is synced here: nothing else waits, and the hand-off would cost two thread
+            // wake-ups on its path. Snapshots are written and installed here.
+            let detach = rd.must_sync
+                && r.is_ok()
+                && rd.snapshot.is_none()
+                && rd.snapshot_chunks.is_empty()
+                && self.sync_jobs.is_some()
+                && (rd.entries.len() >= DETACH_MIN_ENTRIES || !self.unsynced.is_empty());
+            let mut ack = ack;
+            let mut waits = !self.unsynced.is_empty();
+            if detach {
+                match store.write_unsynced() {
+                    Ok(Some(file)) => {
+                        self.sync_seq += 1;
+                        let job = SyncJob { seq: self.sync_seq, file };
+                        if self.sync_jobs.as_ref().is_some_and(|j| j.send(job).is_ok()) {
+                            waits = true;
+                        } else {
+                            // The sync thread is gone (it only returns when the driver is).
+                            return self.halt("the WAL sync thread stopped".into());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.halt(e.to_string()),
+                }
+            } else {
+                let t0 = Instant::now();
+                if let Err(e) = r.and_then(|_| if rd.must_sync { store.sync() } else { Ok(()) }) {
+                    return self.halt(e.to_string());
+                }
+                if rd.must_sync {
+                    let took = t0.elapsed();
+                    self.metrics.fsync.observe(took);
+                    if took > SLOW {
+                        tracing::warn!(
+                            took_ms = took.as_millis() as u64,
+                            "slow WAL write and fsync"
+                        );
+                    }
+                    // Everything written is durable: so is what earlier jobs wait for.
+                    self.release_synced(u64::MAX);
+                    waits = false;
                 }
             }
-            // 3. Answers, now that what they promise is durable.
-            if !rd.persisted_messages.is_empty() {
+            // 3. Answers, once what they promise is durable: now, or when the sync job
+            // (and every one before it) is done, in order.
+            if waits {
+                let (persisted, rest) = ack.split_persisted();
+                ack = rest;
+                let messages = rd.persisted_messages;
+                self.unsynced.push_back(Unsynced { seq: self.sync_seq, persisted, messages });
+            } else if !rd.persisted_messages.is_empty() {
                 for m in rd.persisted_messages {
                     self.peers.send(m.to, &PeerFrame::Raft(m));
                 }
@@ -896,6 +1011,25 @@ impl Driver {
         self.maybe_snapshot();
         let h = self.header();
         self.watch.catch_up(&self.mvcc, h);
+    }
+
+    /// The sync jobs through `seq` are done: sends the answers that waited for them and
+    /// tells the core which entries are durable, oldest first.
+    fn release_synced(&mut self, seq: u64) {
+        let mut sent = false;
+        while self.unsynced.front().is_some_and(|u| u.seq <= seq) {
+            let u = self.unsynced.pop_front().expect("checked: a front");
+            for m in u.messages {
+                self.peers.send(m.to, &PeerFrame::Raft(m));
+                sent = true;
+            }
+            if let Some(id) = u.persisted {
+                self.node.advance(flotilla_raft::Ack::persisted(id));
+            }
+        }
+        if sent {
+            self.peers.flush();
+        }
     }
 
     /// etcd's automatic compaction: the leader proposes a Compaction through the log, so
@@ -968,6 +1102,15 @@ impl Driver {
                         < self.snapshot_bytes as f64 * self.policy.min_log_ratio)
         {
             return;
+        }
+        // A snapshot must not get ahead of the log it replaces: with syncs running, not every
+        // applied entry need be durable here yet (a leader applies what its followers made
+        // durable), and a restart would find the log ending before the snapshot.
+        if !self.unsynced.is_empty() {
+            if let Err(e) = self.node.store_mut().sync() {
+                return self.halt(e.to_string());
+            }
+            self.release_synced(u64::MAX);
         }
         let meta = match self.node.snapshot_meta(LogIndex(self.applied)) {
             Ok(m) => m,

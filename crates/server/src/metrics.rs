@@ -23,6 +23,8 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// WAL fsync durations.
     pub fsync: Histogram,
+    /// WAL syncs run by the sync thread while the driver went on.
+    pub background_syncs: AtomicU64,
     /// Commit index minus applied index at the last Ready.
     pub apply_lag: AtomicU64,
     /// Times this member saw the leader change.
@@ -107,6 +109,12 @@ impl Metrics {
             "counter",
             "Peer connections dropped for bad input.",
             g(&self.peer_bad_frames),
+        );
+        metric(
+            "flotilla_wal_background_syncs_total",
+            "counter",
+            "WAL syncs made by the sync thread while the driver went on.",
+            g(&self.background_syncs),
         );
         metric(
             "flotilla_watchers",

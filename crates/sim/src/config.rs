@@ -62,6 +62,12 @@ pub struct SimConfig {
     pub snapshot_chunk_bytes: u64,
     /// How long the background snapshot write takes, microseconds: applies continue meanwhile.
     pub snapshot_write_us: u32,
+    /// Asynchronous log writes, as the server's driver makes them: a `Ready` with at least
+    /// this many entries (or any, while an earlier one's sync runs) is written and its sync
+    /// left running while the server goes on stepping, applying what is committed (the
+    /// followers' copies can commit it first, Thesis §10.2.1); its answers and its report of
+    /// durability wait for the sync. 0: every sync is waited for before the next `Ready`.
+    pub detach_min_entries: usize,
     /// Record a trace of every event.
     pub trace: bool,
     /// Test only: the leader answers reads from its state machine without going through the
@@ -72,6 +78,9 @@ pub struct SimConfig {
     /// with one more write than it was taken with, as from a state machine whose snapshots
     /// are not faithful. Used to show that the state hash check catches it.
     pub lossy_snapshots: bool,
+    /// Test only: a `Ready` whose sync is left running sends its answers at once, before
+    /// its write is durable. Used to show that the checkers cover background syncs.
+    pub early_answers: bool,
     /// Test only: a bug planted into every node.
     #[cfg(feature = "planted-bugs")]
     pub bug: Option<flotilla_raft::PlantedBug>,
@@ -119,9 +128,12 @@ impl SimConfig {
             snapshot_keep: [0, 5, 20][rng.in_range(0, 3) as usize],
             snapshot_chunk_bytes: [64, 512, 4096][rng.in_range(0, 3) as usize],
             snapshot_write_us: rng.in_range(0, 50_000),
+            // Drawn last, so that the draws above give what they gave before it existed.
+            detach_min_entries: [0, 0, 1, 2][rng.in_range(0, 4) as usize],
             trace: false,
             unsafe_local_reads: false,
             lossy_snapshots: false,
+            early_answers: false,
             #[cfg(feature = "planted-bugs")]
             bug: None,
         }

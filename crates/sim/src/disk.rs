@@ -16,26 +16,35 @@ enum Write {
 pub struct Disk {
     /// What survives a crash.
     durable: MemStorage,
-    /// Written since the last sync, lost on crash.
-    pending: Vec<Write>,
+    /// Written since the last sync, lost on crash, each with its number.
+    pending: std::collections::VecDeque<(u64, Write)>,
+    /// Writes recorded so far.
+    writes: u64,
 }
 
 impl Disk {
     /// A disk holding `initial` durably.
     pub fn new(initial: MemStorage) -> Disk {
-        Disk { durable: initial, pending: Vec::new() }
+        Disk { durable: initial, pending: Default::default(), writes: 0 }
     }
 
     /// Records a write (the node's own storage is updated by the caller).
     pub fn write(&mut self, entries: Vec<Entry>, hard_state: Option<HardState>) {
         if !entries.is_empty() || hard_state.is_some() {
-            self.pending.push(Write::Log(entries, hard_state));
+            self.writes += 1;
+            self.pending.push_back((self.writes, Write::Log(entries, hard_state)));
         }
+    }
+
+    /// The number of the latest write, for [`Disk::sync_through`].
+    pub fn mark(&self) -> u64 {
+        self.writes
     }
 
     /// Records a snapshot installed from the leader (durable at the next sync).
     pub fn install(&mut self, meta: SnapshotMeta) {
-        self.pending.push(Write::Install(meta));
+        self.writes += 1;
+        self.pending.push_back((self.writes, Write::Install(meta)));
     }
 
     /// Records a compaction, durable at once (the WAL syncs its mark before deleting).
@@ -45,7 +54,13 @@ impl Disk {
 
     /// Makes every write so far durable.
     pub fn sync(&mut self) {
-        for w in self.pending.drain(..) {
+        self.sync_through(u64::MAX);
+    }
+
+    /// Makes the writes through number `mark` durable (a sync started after them).
+    pub fn sync_through(&mut self, mark: u64) {
+        while self.pending.front().is_some_and(|(n, _)| *n <= mark) {
+            let (_, w) = self.pending.pop_front().expect("checked: a front");
             match w {
                 Write::Log(entries, hs) => {
                     self.durable.append(&entries);

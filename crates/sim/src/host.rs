@@ -27,6 +27,22 @@ pub struct InFlight {
     pub ack: Ack,
 }
 
+/// A detached sync (see `SimConfig::detach_min_entries`) and what waits for it; or, with no
+/// `file`, answers of a later `Ready` queued behind the sync `seq`.
+#[derive(Debug)]
+pub struct Job {
+    /// Its number; jobs finish in order.
+    pub seq: u64,
+    /// The log's handle to sync.
+    pub file: Option<flotilla_storage::DetachedSync>,
+    /// The checkers' disk is durable through this write once it is done.
+    pub mark: u64,
+    /// Answers, sent once durable.
+    pub persisted_messages: Vec<Message>,
+    /// The last entry it makes durable, for `advance`.
+    pub persisted: Option<EntryId>,
+}
+
 /// A pending client proposal: which client attempt waits for the entry at this index.
 #[derive(Clone, Copy, Debug)]
 pub struct Proposal {
@@ -64,6 +80,9 @@ pub struct Host {
     pub disk: Disk,
     /// A `Ready` waiting for its sync.
     pub inflight: Option<InFlight>,
+    /// Detached syncs running, oldest first, and the number of the last one started.
+    pub jobs: std::collections::VecDeque<Job>,
+    pub job_seq: u64,
     /// Bumped at every crash, so that events of a previous life are ignored.
     pub incarnation: u64,
     /// The state machine (volatile: rebuilt from the log after a restart).
@@ -106,6 +125,8 @@ impl Host {
             fs,
             disk: Disk::new(MemStorage::new(membership)),
             inflight: None,
+            jobs: Default::default(),
+            job_seq: 0,
             incarnation: 0,
             kv: Kv::default(),
             proposals: BTreeMap::new(),
@@ -124,6 +145,7 @@ impl Host {
     pub fn crash(&mut self, torn_seed: Option<u64>) {
         self.node = None;
         self.inflight = None;
+        self.jobs.clear();
         self.incarnation += 1;
         self.kv = Kv::default();
         self.proposals.clear();

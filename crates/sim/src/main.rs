@@ -115,6 +115,7 @@ fn main() -> ExitCode {
     let ops = AtomicU64::new(0);
     let snapshots = AtomicU64::new(0);
     let installs = AtomicU64::new(0);
+    let detached = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..args.threads.max(1) {
@@ -129,6 +130,7 @@ fn main() -> ExitCode {
                         ops.fetch_add(r.stats.ops_ok, Ordering::Relaxed);
                         snapshots.fetch_add(r.stats.snapshots, Ordering::Relaxed);
                         installs.fetch_add(r.stats.installs, Ordering::Relaxed);
+                        detached.fetch_add(r.stats.detached_syncs, Ordering::Relaxed);
                     }
                     Ok(r) => {
                         let v = r.violation.expect("checked above");
@@ -156,12 +158,13 @@ fn main() -> ExitCode {
     let ops = ops.load(Ordering::Relaxed);
     eprintln!(
         "{} seeds in {secs:.1} s ({} threads); {ops} client operations committed, {:.0} per second of wall time; \
-         {} snapshots taken, {} installed from a leader",
+         {} snapshots taken, {} installed from a leader; {} log writes synced in the background",
         hi - lo,
         args.threads,
         ops as f64 / secs,
         snapshots.load(Ordering::Relaxed),
         installs.load(Ordering::Relaxed),
+        detached.load(Ordering::Relaxed),
     );
     println!("{} passed, {} failed", passed.load(Ordering::Relaxed), failed.len());
     if failed.is_empty() {
@@ -177,10 +180,10 @@ fn print_summary(r: &Report) {
     println!(
         "seed {}: {} nodes, {} clients, pre_vote={} check_quorum={}, drop={}ppm dup={}ppm; \
          {} events, {:.1} s simulated, {} ops ok, {} unknown, max term {}, {} crashes, {} partitions, {} disk faults, \
-         {} snapshots taken, {} installed",
+         {} snapshots taken, {} installed, {} background syncs (detach at {} entries)",
         c.seed, c.nodes, c.clients, c.pre_vote, c.check_quorum, c.net.drop_ppm, c.net.dup_ppm,
         s.events, s.sim_us as f64 / 1e6, s.ops_ok, s.ops_unknown, s.max_term, s.crashes, s.partitions, s.disk_faults,
-        s.snapshots, s.installs
+        s.snapshots, s.installs, s.detached_syncs, c.detach_min_entries
     );
     match &r.violation {
         None => println!("all properties held"),

@@ -19,7 +19,7 @@ use crate::checkers::{
 };
 use crate::client::Client;
 use crate::config::SimConfig;
-use crate::host::{Host, InFlight, Proposal};
+use crate::host::{Host, InFlight, Job, Proposal};
 use crate::kv::{Command, Output};
 use crate::net::Net;
 
@@ -39,6 +39,8 @@ enum Event {
     Tick(usize),
     Deliver(Message),
     FsyncDone(usize, u64),
+    /// A detached sync finished (host, incarnation, job).
+    JobSynced(usize, u64, u64),
     /// A background snapshot write finished (host, incarnation).
     SnapshotDone(usize, u64),
     Crash(usize),
@@ -125,6 +127,8 @@ pub struct Stats {
     /// Snapshots during whose background write the state machine applied more entries
     /// (the service did not stop for them).
     pub snapshots_overlapped: u64,
+    /// Log writes synced in the background while the server went on (detached syncs).
+    pub detached_syncs: u64,
 }
 
 /// The outcome of one run.
@@ -349,8 +353,27 @@ impl World {
                     }
                 }
                 host.disk.sync();
+                // Everything written is durable now, what detached jobs wait for included.
+                self.release_jobs(i, u64::MAX);
                 if let Some(inflight) = self.hosts[i].inflight.take() {
                     self.complete(i, inflight);
+                }
+                self.pump(i);
+            }
+            Event::JobSynced(i, incarnation, seq) => {
+                if self.hosts[i].incarnation != incarnation {
+                    return;
+                }
+                let host = &mut self.hosts[i];
+                // Gone if a later sync on this host covered it already.
+                if let Some(job) = host.jobs.iter().find(|j| j.seq == seq) {
+                    let mark = job.mark;
+                    if let Some(Err(e)) = job.file.as_ref().map(|f| f.sync_data()) {
+                        let e = flotilla_storage::WalError::Failed(format!("fsync: {e}"));
+                        return self.storage_fault(i, e);
+                    }
+                    host.disk.sync_through(mark);
+                    self.release_jobs(i, seq);
                 }
                 self.pump(i);
             }
@@ -458,6 +481,7 @@ impl World {
                 }
             };
             let ack = rd.ack();
+            let has_snapshot = rd.snapshot.is_some() || !rd.snapshot_chunks.is_empty();
             for r in &rd.read_states {
                 let id =
                     u64::from_le_bytes(r.ctx[..].try_into().expect("read contexts are 8 bytes"));
@@ -520,13 +544,55 @@ impl World {
             let node = host.node.as_mut().expect("running: it produced a Ready");
             // 1. The leader's appends and heartbeats may leave before the write.
             node.store_mut().write(&rd.entries, rd.hard_state);
+            let entries = rd.entries.len();
             host.disk.write(rd.entries, rd.hard_state);
-            let inflight = InFlight {
+            let mut inflight = InFlight {
                 persisted_messages: rd.persisted_messages,
                 committed: rd.committed_entries,
                 ack,
             };
-            let must_sync = rd.must_sync;
+            // As the server's driver: a batch (or any write while a sync runs) is synced in
+            // the background, and the host goes on; a lone entry is waited for.
+            let min = self.cfg.detach_min_entries;
+            let detach = rd.must_sync
+                && !has_snapshot
+                && min > 0
+                && (entries >= min || !host.jobs.is_empty());
+            let mut job = None;
+            if detach {
+                let file = match node.store_mut().write_unsynced() {
+                    Ok(f) => f,
+                    Err(e) => return self.storage_fault(i, e),
+                };
+                let host = &mut self.hosts[i];
+                let (persisted, rest) = inflight.ack.split_persisted();
+                inflight.ack = rest;
+                host.job_seq += 1;
+                job = Some(host.job_seq);
+                self.stats.detached_syncs += 1;
+                host.jobs.push_back(Job {
+                    seq: host.job_seq,
+                    file,
+                    mark: host.disk.mark(),
+                    persisted_messages: if self.cfg.early_answers {
+                        Vec::new() // the planted bug: `complete` sends them now
+                    } else {
+                        std::mem::take(&mut inflight.persisted_messages)
+                    },
+                    persisted,
+                });
+            } else if !rd.must_sync && !host.jobs.is_empty() {
+                // Answers go out in order: these wait behind the running syncs.
+                host.jobs.push_back(Job {
+                    seq: host.job_seq,
+                    file: None,
+                    mark: 0,
+                    persisted_messages: std::mem::take(&mut inflight.persisted_messages),
+                    persisted: None,
+                });
+            }
+            let host = &mut self.hosts[i];
+            let must_sync = rd.must_sync && !detach;
             let incarnation = host.incarnation;
             let new_vote = rd.hard_state.and_then(|hs| {
                 let vote = (hs.term, hs.vote?);
@@ -534,6 +600,12 @@ impl World {
             });
             if let Some(v) = new_vote {
                 host.last_vote = Some(v);
+            }
+            if let Some(seq) = job {
+                let d = u64::from(self.cfg.fsync_min_us)
+                    + u64::from(self.rng.in_range(0, self.cfg.fsync_jitter_us.max(1)));
+                self.schedule(d, Event::JobSynced(i, incarnation, seq));
+                self.maybe_crash_after_vote(i, new_vote.is_some());
             }
             for m in rd.messages {
                 self.send(m);
@@ -550,19 +622,38 @@ impl World {
                 let d = u64::from(self.cfg.fsync_min_us)
                     + u64::from(self.rng.in_range(0, self.cfg.fsync_jitter_us.max(1)));
                 self.schedule(d, Event::FsyncDone(i, incarnation));
-                if new_vote.is_some() && self.chance(self.cfg.crash_after_vote_ppm) {
-                    // Crash before the vote is durable, and come back quickly: a node that
-                    // answered too early would now vote again in the same term.
-                    let at = u64::from(self.rng.in_range(0, self.cfg.fsync_min_us));
-                    self.schedule(at, Event::Crash(i));
-                    let back = at + u64::from(self.rng.in_range(1_000, 30_000));
-                    self.schedule(back, Event::Restart(i));
-                }
+                self.maybe_crash_after_vote(i, new_vote.is_some());
                 break;
             }
             self.complete(i, inflight);
         }
         self.observe(i);
+    }
+
+    /// With a new vote being synced, sometimes crash before the vote is durable, and come
+    /// back quickly: a node that answered too early would now vote again in the same term.
+    fn maybe_crash_after_vote(&mut self, i: usize, new_vote: bool) {
+        if new_vote && self.chance(self.cfg.crash_after_vote_ppm) {
+            let at = u64::from(self.rng.in_range(0, self.cfg.fsync_min_us));
+            self.schedule(at, Event::Crash(i));
+            let back = at + u64::from(self.rng.in_range(1_000, 30_000));
+            self.schedule(back, Event::Restart(i));
+        }
+    }
+
+    /// Detached syncs through `seq` are done: their answers go out and the node learns what
+    /// is durable, oldest first.
+    fn release_jobs(&mut self, i: usize, seq: u64) {
+        while self.hosts[i].jobs.front().is_some_and(|j| j.seq <= seq) {
+            let host = &mut self.hosts[i];
+            let job = host.jobs.pop_front().expect("checked: a front");
+            if let (Some(node), Some(id)) = (host.node.as_mut(), job.persisted) {
+                node.advance(flotilla_raft::Ack::persisted(id));
+            }
+            for m in job.persisted_messages {
+                self.send(m);
+            }
+        }
     }
 
     /// Steps 3 to 5 of the Ready contract, once the write is durable.
@@ -619,10 +710,24 @@ impl World {
     fn maybe_start_snapshot(&mut self, i: usize) {
         let every = self.cfg.snapshot_every;
         let host = &mut self.hosts[i];
-        let Some(node) = host.node.as_ref() else { return };
+        if host.node.is_none() {
+            return;
+        }
         if every == 0 || host.snapshot_job.is_some() || host.applied < host.snapshot_index + every {
             return;
         }
+        if !host.jobs.is_empty() {
+            // As the server's driver: a snapshot must not get ahead of the durable log (a
+            // leader applies what its followers made durable), so sync everything first.
+            let node = host.node.as_mut().expect("checked: running");
+            if let Err(e) = node.store_mut().sync() {
+                return self.storage_fault(i, e);
+            }
+            host.disk.sync();
+            self.release_jobs(i, u64::MAX);
+        }
+        let host = &mut self.hosts[i];
+        let Some(node) = host.node.as_ref() else { return };
         let meta = match node.snapshot_meta(flotilla_raft::LogIndex(host.applied)) {
             Ok(m) => m,
             // A newer snapshot from the leader was accepted while this host was still

@@ -75,6 +75,44 @@ fn state_hash_check_catches_unfaithful_snapshots() {
     assert_eq!(v.property, "State Machine Safety (state)", "seed {seed}: {v}");
 }
 
+/// Background syncs (as the server's driver makes them): every mode of the rule — never,
+/// always, and the server's (batches only) — holds every property across seeds, and the
+/// syncs do run in the background.
+#[test]
+fn background_syncs_hold_every_property() {
+    for detach in [0, 1, 2] {
+        let mut detached = 0;
+        for seed in 1..=6 {
+            let cfg = SimConfig {
+                fault_us: 5_000_000,
+                detach_min_entries: detach,
+                ..SimConfig::from_seed(seed)
+            };
+            let r = run(cfg);
+            assert!(
+                r.violation.is_none(),
+                "detach {detach}, seed {seed}: {}",
+                r.violation.unwrap()
+            );
+            detached += r.stats.detached_syncs;
+        }
+        assert_eq!(detached > 0, detach > 0, "detach {detach}: {detached} background syncs");
+    }
+}
+
+/// A server that answers before its background sync has made the write durable is caught:
+/// the commit rule sees a leader count a copy that is not durable yet.
+#[test]
+fn answering_before_a_background_sync_is_caught() {
+    let found = (1..=50).find_map(|seed| {
+        let cfg =
+            SimConfig { early_answers: true, detach_min_entries: 1, ..SimConfig::from_seed(seed) };
+        run(cfg).violation.map(|v| (seed, v))
+    });
+    let (seed, v) = found.expect("early answers are found within 50 seeds");
+    assert_eq!(v.property, "Commit rule", "seed {seed}: {v}");
+}
+
 /// Issue 5: with compaction on, servers snapshot and compact, and servers that were down or
 /// cut off long enough catch up through InstallSnapshot (in small chunks, so transfers span
 /// several and are interrupted by crashes and losses), with every checker green.

@@ -24,6 +24,44 @@ pub trait FsFile: Send {
     }
     /// Cuts the file to `len` bytes.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// A handle that syncs this file's data from another thread, so that the writer need not
+    /// wait for the disk; `None` if this file system has none (the simulated one: its syncs
+    /// must happen in the simulation's order), and then callers sync with `sync_data`.
+    fn detached_sync(&self) -> io::Result<Option<DetachedSync>> {
+        Ok(None)
+    }
+}
+
+/// A handle that makes a file's written data durable from another thread: for a real file,
+/// a second descriptor of it.
+///
+/// `fdatasync` makes durable every write made to the file before it was called, through any
+/// descriptor, so a thread that syncs after the writer has written covers those writes.
+#[derive(Clone, Debug)]
+pub struct DetachedSync(std::sync::Arc<dyn SyncData>);
+
+/// What a [`DetachedSync`] holds.
+pub trait SyncData: Send + Sync + std::fmt::Debug {
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+impl SyncData for std::fs::File {
+    fn sync_data(&self) -> io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+}
+
+impl DetachedSync {
+    /// A handle syncing through `f`.
+    pub fn new(f: impl SyncData + 'static) -> DetachedSync {
+        DetachedSync(std::sync::Arc::new(f))
+    }
+
+    /// Makes the file's data durable (`fdatasync`).
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 /// The operations storage needs.
@@ -99,6 +137,10 @@ impl FsFile for RealFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn detached_sync(&self) -> io::Result<Option<DetachedSync>> {
+        Ok(Some(DetachedSync::new(self.file.try_clone()?)))
     }
 
     fn len(&self) -> io::Result<u64> {

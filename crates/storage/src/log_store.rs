@@ -205,6 +205,14 @@ impl<F: FileSystem> DiskLog<F> {
         self.wal.sync()
     }
 
+    /// Writes the WAL's buffered records without syncing them, and returns a handle that
+    /// makes them durable from another thread (`None`: all is durable already); see
+    /// [`crate::Wal::write_unsynced`]. Snapshot chunks are not covered: sync those with
+    /// [`DiskLog::sync`].
+    pub fn write_unsynced(&mut self) -> Result<Option<crate::DetachedSync>, WalError> {
+        self.wal.write_unsynced()
+    }
+
     /// The stored hard state.
     pub fn hard_state(&self) -> HardState {
         self.mem.hard_state()

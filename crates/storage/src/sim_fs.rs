@@ -50,6 +50,44 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Syncs file `id`: what was written becomes what survives a crash. A file removed since
+/// is an error unless `removed_ok` (a detached handle, like a real descriptor, outlives the
+/// name: there is nothing left to make durable).
+fn sync_file(state: &Mutex<State>, id: u64, removed_ok: bool) -> io::Result<()> {
+    let mut s = lock(state);
+    if s.failing_syncs > 0 {
+        s.failing_syncs -= 1;
+        return Err(io::Error::other("fsync failed (simulated)"));
+    }
+    let Some(f) = s.files.get_mut(&id) else {
+        return if removed_ok { Ok(()) } else { Err(io::Error::other("file removed")) };
+    };
+    let from = f.dirty_from.min(f.durable.len());
+    f.durable.truncate(from);
+    let tail = f.data[from..].to_vec();
+    f.durable.extend_from_slice(&tail);
+    f.dirty_from = f.data.len();
+    let delay = s.sync_delay;
+    drop(s);
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
+    Ok(())
+}
+
+/// A [`SimFile`]'s handle for syncing from elsewhere (see [`FsFile::detached_sync`]).
+#[derive(Debug)]
+struct SimSyncer {
+    state: Arc<Mutex<State>>,
+    id: u64,
+}
+
+impl crate::fs::SyncData for SimSyncer {
+    fn sync_data(&self) -> io::Result<()> {
+        sync_file(&self.state, self.id, true)
+    }
+}
+
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
 }
@@ -177,23 +215,12 @@ impl FsFile for SimFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let mut s = lock(&self.state);
-        if s.failing_syncs > 0 {
-            s.failing_syncs -= 1;
-            return Err(io::Error::other("fsync failed (simulated)"));
-        }
-        let f = s.files.get_mut(&self.id).ok_or_else(|| io::Error::other("file removed"))?;
-        let from = f.dirty_from.min(f.durable.len());
-        f.durable.truncate(from);
-        let tail = f.data[from..].to_vec();
-        f.durable.extend_from_slice(&tail);
-        f.dirty_from = f.data.len();
-        let delay = s.sync_delay;
-        drop(s);
-        if let Some(d) = delay {
-            std::thread::sleep(d);
-        }
-        Ok(())
+        sync_file(&self.state, self.id, false)
+    }
+
+    fn detached_sync(&self) -> io::Result<Option<crate::fs::DetachedSync>> {
+        let syncer = SimSyncer { state: self.state.clone(), id: self.id };
+        Ok(Some(crate::fs::DetachedSync::new(syncer)))
     }
 
     fn len(&self) -> io::Result<u64> {

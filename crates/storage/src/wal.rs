@@ -98,6 +98,11 @@ pub struct Wal<F: FileSystem> {
     /// segment so that older segments can be purged.
     written: (HardState, Membership, (LogIndex, Term)),
     failed: Option<String>,
+    /// Whether the active segment holds writes not synced by this `Wal` itself (handles from
+    /// [`Wal::write_unsynced`] may have synced them since).
+    unsynced: bool,
+    /// The active segment's handle for syncing from another thread, once asked for.
+    detached: Option<crate::fs::DetachedSync>,
 }
 
 impl<F: FileSystem> std::fmt::Debug for Wal<F> {
@@ -153,6 +158,8 @@ impl<F: FileSystem> Wal<F> {
             compacted: (LogIndex::ZERO, Term::ZERO),
             written: (HardState::default(), membership, (LogIndex::ZERO, Term::ZERO)),
             failed: None,
+            unsynced: false,
+            detached: None,
         };
         wal.buf.extend_from_slice(SEGMENT_MAGIC);
         wal.put_state_records();
@@ -347,6 +354,8 @@ impl<F: FileSystem> Wal<F> {
             compacted,
             written: (hard_state, membership.clone(), compacted),
             failed: None,
+            unsynced: false,
+            detached: None,
         };
         Ok((wal, Recovered { hard_state, membership, compacted, entries, torn_tail }))
     }
@@ -430,6 +439,46 @@ impl<F: FileSystem> Wal<F> {
     /// Writes everything buffered in one write and makes it durable with one `fdatasync`,
     /// starting a new segment first if the current one is full.
     pub fn sync(&mut self) -> Result<(), WalError> {
+        self.write_out()?;
+        if self.unsynced {
+            self.sync_active()?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered in one write, as [`Wal::sync`] does, but leaves the
+    /// `fdatasync` to the caller: returns a handle that makes every write so far durable from
+    /// another thread, so that the writer goes on while the disk works (Thesis §10.2.1 lets
+    /// a leader's own write overlap replication; etcd's raft and TiKV write asynchronously
+    /// too). Nothing written is durable, and nothing may be acknowledged, until that sync has
+    /// returned. `None` means everything written is already durable: nothing was pending, or
+    /// the file system has no such handle and this call synced.
+    pub fn write_unsynced(&mut self) -> Result<Option<crate::fs::DetachedSync>, WalError> {
+        self.write_out()?;
+        if !self.unsynced {
+            return Ok(None);
+        }
+        if self.detached.is_none() {
+            let path = self.segments.last().expect("an active segment").path.clone();
+            match self.file.detached_sync() {
+                Ok(d) => self.detached = d,
+                Err(e) => {
+                    let e = WalError::io("open for sync", &path, e);
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        match &self.detached {
+            // `unsynced` stays set: `sync` still syncs here, since it cannot know whether
+            // the handle's sync has run.
+            Some(d) => Ok(Some(d.clone())),
+            None => self.sync_active().map(|_| None),
+        }
+    }
+
+    /// Writes the buffer at the end of the active segment, rolling first if it is full.
+    fn write_out(&mut self) -> Result<(), WalError> {
         self.check_failed()?;
         if self.buf.is_empty() {
             return Ok(());
@@ -438,15 +487,12 @@ impl<F: FileSystem> Wal<F> {
             self.roll()?;
         }
         let path = self.segments.last().expect("an active segment").path.clone();
-        let r = self
-            .file
-            .write_at(self.file_len, &self.buf)
-            .map_err(|e| WalError::io("write", &path, e))
-            .and_then(|_| self.file.sync_data().map_err(|e| WalError::io("fsync", &path, e)));
-        if let Err(e) = r {
+        if let Err(e) = self.file.write_at(self.file_len, &self.buf) {
+            let e = WalError::io("write", &path, e);
             self.failed = Some(e.to_string());
             return Err(e);
         }
+        self.unsynced = true;
         self.file_len += self.buf.len() as u64;
         self.written = (self.hard_state, self.membership.clone(), self.compacted);
         let seg = self.segments.last_mut().expect("an active segment");
@@ -456,8 +502,24 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
+    /// `fdatasync`s the active segment.
+    fn sync_active(&mut self) -> Result<(), WalError> {
+        if let Err(e) = self.file.sync_data() {
+            let path = self.segments.last().expect("an active segment").path.clone();
+            let e = WalError::io("fsync", &path, e);
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
     /// Seals the active segment and starts the next, which begins with the current state.
     fn roll(&mut self) -> Result<(), WalError> {
+        // Every write to the sealed segment must be durable before anything in the next one
+        // is (recovery reads the segments in order and stops at the first gap), whatever
+        // detached syncs of it are still running.
+        self.sync_active()?;
         let seq = self.segments.last().expect("an active segment").seq + 1;
         let path = join(&self.dir, &segment_name(seq));
         let preallocate = self.opts.preallocate;
@@ -485,6 +547,7 @@ impl<F: FileSystem> Wal<F> {
         self.buf.extend_from_slice(&pending);
         self.file = file;
         self.file_len = 0;
+        self.detached = None;
         self.segments.push(Segment { seq, path, max_index: LogIndex::ZERO });
         // The new file's name must be durable before anything in it is acknowledged.
         if let Err(e) = self.fs.sync_dir(&self.dir) {

@@ -279,6 +279,17 @@ pub fn hashes_at(
 }
 
 /// A single-threaded runtime for a test's clients.
+/// An HTTP/1.1 GET of `path` on a local port: the whole response, headers included.
+pub fn get_at(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    t.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    t.read_to_string(&mut out).unwrap();
+    out
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }

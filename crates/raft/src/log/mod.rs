@@ -343,8 +343,9 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     /// Hands out the next committed entries for application, in order, up to `bytes_max`.
-    /// Some may still be unstable: they travel in the same `Ready`, whose contract has them
-    /// persisted before anything is applied, so no entry is applied before it is durable here.
+    /// Some may still be unstable here: they are committed, so durable on a majority, and a
+    /// driver that syncs in the background applies them before its own copy is durable (see
+    /// [`crate::Ready`]).
     pub(crate) fn next_committed(&mut self, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
         let high = self.committed;
         let mut out = Vec::new();
