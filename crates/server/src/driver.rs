@@ -2,8 +2,9 @@
 //! the core's output in the order of the `Ready` contract (send the leader's messages;
 //! persist and sync; send the answers; apply; advance). Client requests and peer messages
 //! reach it through one channel; everything queued is taken before the next `Ready`, so many
-//! proposals share one write and one fsync (group commit). The tokio shell around it holds no
-//! protocol logic.
+//! proposals share one write and one fsync (group commit). A batch's fsync runs on the
+//! `wal-sync` thread while the driver goes on (its answers wait for it; see `sync_thread`).
+//! The tokio shell around it holds no protocol logic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -510,9 +511,9 @@ impl Driver {
     }
 
     /// Runs until `Stop` or until every sender is gone. Runs on the driver's thread, inside
-    /// the [`tokio::task::LocalSet`] that also holds the peer connections: the driver blocks
-    /// that thread while it writes and syncs, which is the point (nothing else on it could
-    /// make progress that matters meanwhile), and yields only to wait for input.
+    /// the [`tokio::task::LocalSet`] that also holds the peer connections, and yields only to
+    /// wait for input. It blocks that thread while it syncs a lone entry (nothing else waits)
+    /// and leaves a batch's sync to the sync thread.
     pub async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Input>) {
         let mut next_tick = Instant::now() + self.tick;
         loop {
