@@ -351,8 +351,11 @@ fn sync_thread(
             // As etcd's "slow fdatasync": the disk, not the protocol, is the bound.
             tracing::warn!(took_ms = took.as_millis() as u64, "slow WAL fsync");
         }
+        let failed = r.is_err();
         let r = r.map(|_| job.seq).map_err(|e| format!("WAL fsync: {e}"));
-        if inbox.send(Input::Synced(r)).is_err() {
+        // After a failed fsync the kernel may have dropped the pages it could not write, so a
+        // later fsync that succeeds proves nothing about them: no more syncs, no more reports.
+        if inbox.send(Input::Synced(r)).is_err() || failed {
             return;
         }
     }
@@ -1017,6 +1020,9 @@ impl Driver {
     /// The sync jobs through `seq` are done: sends the answers that waited for them and
     /// tells the core which entries are durable, oldest first.
     fn release_synced(&mut self, seq: u64) {
+        if self.halted.is_some() {
+            return; // a failed sync: what waited for it is never released
+        }
         let mut sent = false;
         while self.unsynced.front().is_some_and(|u| u.seq <= seq) {
             let u = self.unsynced.pop_front().expect("checked: a front");
