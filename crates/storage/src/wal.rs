@@ -139,16 +139,21 @@ impl<F: FileSystem> Wal<F> {
         if existing.iter().any(|n| parse_segment_name(n).is_some()) {
             return Err(WalError::AlreadyExists(dir.to_path_buf()));
         }
+        // The first segment is made under a temporary name and renamed once its records are
+        // durable (as etcd makes its WAL in a temporary directory): a process stopped half
+        // way leaves no segment, so the next start creates the log again, rather than a
+        // segment without its membership record that no open accepts.
         let path = join(dir, &segment_name(0));
-        let mut file = fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        let tmp = join(dir, &format!("{}.tmp", segment_name(0)));
+        let mut file = fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?;
         if opts.preallocate {
-            file.allocate(opts.segment_bytes).map_err(|e| WalError::io("allocate", &path, e))?;
+            file.allocate(opts.segment_bytes).map_err(|e| WalError::io("allocate", &tmp, e))?;
         }
         let mut wal = Wal {
             fs,
             dir: dir.to_path_buf(),
             opts,
-            segments: vec![Segment { seq: 0, path, max_index: LogIndex::ZERO }],
+            segments: vec![Segment { seq: 0, path: path.clone(), max_index: LogIndex::ZERO }],
             file,
             file_len: 0,
             buf: Vec::new(),
@@ -164,6 +169,7 @@ impl<F: FileSystem> Wal<F> {
         wal.buf.extend_from_slice(SEGMENT_MAGIC);
         wal.put_state_records();
         wal.sync()?;
+        wal.fs.rename(&tmp, &path).map_err(|e| WalError::io("rename", &tmp, e))?;
         wal.fs.sync_dir(dir).map_err(|e| WalError::io("sync directory", dir, e))?;
         Ok(wal)
     }

@@ -497,3 +497,24 @@ fn a_real_file_gives_a_detached_handle_and_a_durable_write_reopens() {
     let (_, rec) = Wal::open(fs, &dir, WalOptions::default()).unwrap();
     assert_eq!(indices(&rec.entries), [1, 2]);
 }
+
+#[test]
+fn a_creation_stopped_half_way_leaves_no_log_and_is_made_again() {
+    // Stopped after the first segment's file exists but before its records are in it (here
+    // a full disk stops it; a kill at that moment did the same to a starting member): no
+    // segment is left behind, so the next start creates the log again instead of refusing
+    // a segment without its membership record.
+    let fs = SimFs::new();
+    fs.set_space_left(Some(0));
+    assert!(Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).is_err());
+    fs.set_space_left(None);
+    // No crash: a stopped process keeps every file it made.
+    let e = Wal::open(fs.clone(), &dir(), WalOptions::default()).unwrap_err();
+    assert!(matches!(e, WalError::NotFound(_)), "{e}");
+    let mut wal = Wal::create(fs.clone(), &dir(), members(), WalOptions::default()).unwrap();
+    wal.append_entries(&ents(1, 1, 1));
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, rec) = Wal::open(fs, &dir(), WalOptions::default()).unwrap();
+    assert_eq!(indices(&rec.entries), [1]);
+}
