@@ -446,6 +446,24 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
         health.starts_with("HTTP/1.1 200") && health.ends_with("{\"health\":\"true\"}\n"),
         "{health}"
     );
+    let unknown = get_at(c, "/no/such/path");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // A gRPC method not served (etcd's Auth) is gRPC's Unimplemented, not an HTTP 404.
+    let code = rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut g = tonic::client::Grpc::new(ch);
+        g.ready().await.unwrap();
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Auth/UserList");
+        let req = tonic::Request::new(pb::StatusRequest {});
+        let codec = tonic::codec::ProstCodec::<pb::StatusRequest, pb::StatusResponse>::default();
+        g.unary(req, path, codec).await.unwrap_err().code()
+    });
+    assert_eq!(code, tonic::Code::Unimplemented);
     let version = get_at(c, "/version");
     assert!(version.contains("\"etcdserver\":\"flotilla-"), "{version}");
     let on_client_port = get_at(c, "/metrics");

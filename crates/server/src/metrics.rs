@@ -266,6 +266,26 @@ pub fn routes(metrics: Arc<Metrics>) -> axum::Router {
         .route("/version", route("/version"))
 }
 
+/// What the client port answers a request no route takes: a gRPC call of a method it does
+/// not serve gets gRPC's Unimplemented (as tonic's own fallback answers), any other request
+/// HTTP 404, as etcd answers an unknown path.
+pub async fn fallback(req: axum::extract::Request) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let headers = [("grpc-status", "12"), ("content-type", "application/grpc")];
+        (StatusCode::OK, headers).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "not found\n")
+            .into_response()
+    }
+}
+
 /// Serves `/metrics`, `/health` and `/version` on their own port until the runtime stops.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {

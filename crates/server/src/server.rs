@@ -246,7 +246,10 @@ fn driver_thread(
         );
         // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
         // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
-        let routes = services.into_axum_router().merge(crate::metrics::routes(stats.clone()));
+        let routes = services
+            .into_axum_router()
+            .merge(crate::metrics::routes(stats.clone()))
+            .fallback(crate::metrics::fallback);
         let grpc = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(routes.into())
