@@ -427,13 +427,12 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
     }
     rt.block_on(put(&[&s.client], "k", "v2", deadline));
     assert_eq!(rt.block_on(get(&s.client, "k", false)).as_deref(), Some("v2"));
+    let ch = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(s.client.clone()).unwrap().connect().await.unwrap()
+    });
     let st = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        MaintenanceClient::new(ch).status(pb::StatusRequest {}).await.unwrap().into_inner()
+        let status = MaintenanceClient::new(ch.clone()).status(pb::StatusRequest {}).await;
+        status.unwrap().into_inner()
     });
     assert_eq!(st.leader, 1, "a single member leads itself");
     // Operations: /health is up, and /metrics counts the bad peer connection and the writes.
@@ -450,11 +449,6 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
     // A gRPC method not served (etcd's Auth) is gRPC's Unimplemented, not an HTTP 404.
     let code = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(s.client.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
         let mut g = tonic::client::Grpc::new(ch);
         g.ready().await.unwrap();
         let path =
