@@ -108,5 +108,52 @@ fn main() {
             method("lease_leases", "LeaseLeases", "LeaseLeasesRequest", "LeaseLeasesResponse"),
         ],
     );
-    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch, lease]);
+    let auth = service(
+        "Auth",
+        vec![
+            method("auth_enable", "AuthEnable", "AuthEnableRequest", "AuthEnableResponse"),
+            method("auth_disable", "AuthDisable", "AuthDisableRequest", "AuthDisableResponse"),
+            method("auth_status", "AuthStatus", "AuthStatusRequest", "AuthStatusResponse"),
+            method("authenticate", "Authenticate", "AuthenticateRequest", "AuthenticateResponse"),
+            method("user_add", "UserAdd", "AuthUserAddRequest", "AuthUserAddResponse"),
+            method("user_get", "UserGet", "AuthUserGetRequest", "AuthUserGetResponse"),
+            method("user_list", "UserList", "AuthUserListRequest", "AuthUserListResponse"),
+            method("user_delete", "UserDelete", "AuthUserDeleteRequest", "AuthUserDeleteResponse"),
+            method(
+                "user_change_password",
+                "UserChangePassword",
+                "AuthUserChangePasswordRequest",
+                "AuthUserChangePasswordResponse",
+            ),
+            method(
+                "user_grant_role",
+                "UserGrantRole",
+                "AuthUserGrantRoleRequest",
+                "AuthUserGrantRoleResponse",
+            ),
+            method(
+                "user_revoke_role",
+                "UserRevokeRole",
+                "AuthUserRevokeRoleRequest",
+                "AuthUserRevokeRoleResponse",
+            ),
+            method("role_add", "RoleAdd", "AuthRoleAddRequest", "AuthRoleAddResponse"),
+            method("role_get", "RoleGet", "AuthRoleGetRequest", "AuthRoleGetResponse"),
+            method("role_list", "RoleList", "AuthRoleListRequest", "AuthRoleListResponse"),
+            method("role_delete", "RoleDelete", "AuthRoleDeleteRequest", "AuthRoleDeleteResponse"),
+            method(
+                "role_grant_permission",
+                "RoleGrantPermission",
+                "AuthRoleGrantPermissionRequest",
+                "AuthRoleGrantPermissionResponse",
+            ),
+            method(
+                "role_revoke_permission",
+                "RoleRevokePermission",
+                "AuthRoleRevokePermissionRequest",
+                "AuthRoleRevokePermissionResponse",
+            ),
+        ],
+    );
+    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch, lease, auth]);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use flotilla_server::config::ServerConfig;
 use flotilla_server::pb;
+use flotilla_server::rpc::auth_client::AuthClient;
 use flotilla_server::rpc::cluster_client::ClusterClient;
 use flotilla_server::rpc::k_v_client::KVClient as KvClient;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
@@ -330,6 +331,10 @@ struct Conn {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// `name:password` to authenticate as, when the cluster has auth enabled (etcdctl's
+    /// `--user`).
+    #[arg(long, env = "FLOTILLA_USER")]
+    user: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -498,10 +503,40 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Adds the auth token, if any, to every request (etcd's `token` metadata).
+#[derive(Clone, Debug)]
+struct Token(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            r.metadata_mut().insert("token", t.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// A connection to one endpoint, carrying the token of `--user` if given.
+type Chan = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>;
+
+/// Authenticates as `user` (`name:password`) on `ch`: the token for its requests.
+async fn authenticate(ch: tonic::transport::Channel, user: &str) -> Result<Token, tonic::Status> {
+    let (name, password) = user.split_once(':').unwrap_or((user, ""));
+    let req = pb::AuthenticateRequest { name: name.into(), password: password.into() };
+    let token = match AuthClient::new(ch).authenticate(req).await {
+        Ok(r) => r.into_inner().token,
+        // As etcd's clients: credentials for a cluster without auth are not an error.
+        Err(s) if s.message().contains("authentication is not enabled") => return Ok(Token(None)),
+        Err(s) => return Err(s),
+    };
+    let value = token.parse().map_err(|_| tonic::Status::internal("a token that is not ASCII"))?;
+    Ok(Token(Some(value)))
+}
+
 /// Tries each endpoint in turn until one answers.
 async fn with_endpoint<T, F, Fut>(conn: &Conn, mut f: F) -> Result<T, String>
 where
-    F: FnMut(tonic::transport::Channel) -> Fut,
+    F: FnMut(Chan) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut last = String::from("no endpoint given");
@@ -516,7 +551,13 @@ where
             },
             Err(e) => return Err(format!("{ep}: {e}")),
         };
-        match f(ch).await {
+        let token = match &conn.user {
+            Some(u) => {
+                authenticate(ch.clone(), u).await.map_err(|s| format!("{ep}: {}", s.message()))?
+            }
+            None => Token(None),
+        };
+        match f(tonic::service::interceptor::InterceptedService::new(ch, token)).await {
             Ok(v) => return Ok(v),
             // Only errors that prove the request took no effect are retried elsewhere (no
             // leader, or its entry was replaced by a new leader's): a write whose outcome is
@@ -828,7 +869,7 @@ async fn client(cmd: Command) -> Result<(), String> {
         }
         Command::Status { conn } => {
             for ep in endpoints(&conn) {
-                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let one = Conn { endpoints: ep.clone(), ..conn.clone() };
                 let r = with_endpoint(&one, |ch| async move {
                     MaintenanceClient::new(ch)
                         .status(pb::StatusRequest {})
@@ -861,7 +902,7 @@ async fn client(cmd: Command) -> Result<(), String> {
         }
         Command::Hashkv { rev, conn } => {
             for ep in endpoints(&conn) {
-                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let one = Conn { endpoints: ep.clone(), ..conn.clone() };
                 let r = with_endpoint(&one, |ch| async move {
                     MaintenanceClient::new(ch)
                         .hash_kv(pb::HashKvRequest { revision: rev })
@@ -889,7 +930,7 @@ async fn client(cmd: Command) -> Result<(), String> {
         Command::Defrag { conn } => {
             let mut failed = None;
             for ep in endpoints(&conn) {
-                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let one = Conn { endpoints: ep.clone(), ..conn.clone() };
                 let r = with_endpoint(&one, |ch| async move {
                     MaintenanceClient::new(ch).defragment(pb::DefragmentRequest {}).await
                 })
@@ -1070,7 +1111,7 @@ async fn client(cmd: Command) -> Result<(), String> {
             // MoveLeader must reach the leader: find it first.
             let mut moved = false;
             for ep in endpoints(&conn) {
-                let one = Conn { endpoints: ep.clone(), json: conn.json };
+                let one = Conn { endpoints: ep.clone(), ..conn.clone() };
                 let st = with_endpoint(&one, |ch| async move {
                     MaintenanceClient::new(ch)
                         .status(pb::StatusRequest {})

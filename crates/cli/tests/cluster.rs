@@ -447,12 +447,14 @@ fn oversize_requests_and_garbage_peer_frames_are_refused_and_the_server_carries_
     );
     let unknown = get_at(c, "/no/such/path");
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
-    // A gRPC method not served (etcd's Auth) is gRPC's Unimplemented, not an HTTP 404.
+    // A gRPC method not served (etcd 3.5's Maintenance.Downgrade) is gRPC's Unimplemented,
+    // not an HTTP 404.
     let code = rt.block_on(async {
         let mut g = tonic::client::Grpc::new(ch);
         g.ready().await.unwrap();
-        let path =
-            tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Auth/UserList");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/etcdserverpb.Maintenance/Downgrade",
+        );
         let req = tonic::Request::new(pb::StatusRequest {});
         let codec = tonic::codec::ProstCodec::<pb::StatusRequest, pb::StatusResponse>::default();
         g.unary(req, path, codec).await.unwrap_err().code()

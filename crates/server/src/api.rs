@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::{Request as GrpcRequest, Response, Status};
 
+use crate::auth::{AuthError, SharedAuth};
 use crate::config::ServerConfig;
 use crate::driver::{ApiError, Header, Inbox, Input, MemberEntry, Request, StatusInfo};
 use crate::mvcc::{Applied, MvccError};
@@ -25,6 +26,17 @@ pub struct Api {
     config: Arc<ServerConfig>,
     /// The last watch stream id given out.
     watch_streams: Arc<std::sync::atomic::AtomicU64>,
+    /// Users, roles and tokens (the driver applies changes to them).
+    auth: SharedAuth,
+}
+
+fn auth_status(e: AuthError) -> Status {
+    Status::new(e.code(), e.to_string())
+}
+
+/// The token a request carries (etcd's clients send it as `token` metadata).
+fn token_of<T>(r: &GrpcRequest<T>) -> Option<&str> {
+    r.metadata().get("token").and_then(|v| v.to_str().ok())
 }
 
 fn status_of(e: ApiError) -> Status {
@@ -46,18 +58,37 @@ fn status_of(e: ApiError) -> Status {
         }
         ApiError::Storage(_) => Status::internal(e.to_string()),
         ApiError::Transfer(_) => Status::failed_precondition(e.to_string()),
+        ApiError::Auth(a) => Status::new(a.code(), a.to_string()),
     }
 }
 
 impl Api {
     /// Services for `config`, sending to the driver through `tx`.
-    pub fn new(config: Arc<ServerConfig>, tx: Inbox) -> Api {
+    pub fn new(config: Arc<ServerConfig>, tx: Inbox, auth: SharedAuth) -> Api {
         Api {
             tx,
             cluster_id: config.cluster_id,
             member_id: config.id().0,
             config,
             watch_streams: Arc::default(),
+            auth,
+        }
+    }
+
+    /// Who makes request `r`: `None` while auth is disabled; with auth enabled, the user of
+    /// its token, or an error if it has none or an invalid one.
+    fn caller<T>(&self, r: &GrpcRequest<T>) -> Result<Option<String>, Status> {
+        self.auth.caller(token_of(r)).map_err(auth_status)
+    }
+
+    /// Refuses `r` unless auth is disabled or it is made by a user with the root role
+    /// (etcd's admin-only operations).
+    fn require_root<T>(&self, r: &GrpcRequest<T>) -> Result<(), Status> {
+        match self.caller(r)? {
+            Some(u) if !self.auth.lock().store.is_root(&u) => {
+                Err(auth_status(AuthError::PermissionDenied))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -88,11 +119,17 @@ impl Api {
         }
     }
 
+    /// A write through the log, made for `user` (`None`: auth disabled). Checked here
+    /// against this member's auth store, and again where it is applied.
     async fn write(
         &self,
         w: pb::internal_request::Request,
+        user: Option<String>,
     ) -> Result<(Applied, pb::ResponseHeader), Status> {
-        self.call(|tx| Request::Write(w, tx)).await
+        if let Some(u) = &user {
+            self.auth.lock().store.check(u, &w).map_err(auth_status)?;
+        }
+        self.call(|tx| Request::Write(w, user, tx)).await
     }
 
     /// The node's state.
@@ -107,11 +144,11 @@ fn unexpected() -> Status {
     Status::internal("driver answered with another kind of result")
 }
 
-/// A write through the log (`$variant` of both the request and the result), answered with
-/// its response and header.
+/// A write through the log (`$variant` of both the request and the result) for `$user`,
+/// answered with its response and header.
 macro_rules! written {
-    ($api:expr, $variant:ident, $req:expr) => {
-        match $api.write(pb::internal_request::Request::$variant($req)).await? {
+    ($api:expr, $variant:ident, $req:expr, $user:expr) => {
+        match $api.write(pb::internal_request::Request::$variant($req), $user).await? {
             (Applied::$variant(mut out), h) => {
                 out.header = Some(h);
                 Ok::<_, Status>(out)
@@ -127,6 +164,9 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        if let Some(u) = self.caller(&r)? {
+            self.auth.lock().store.check_range(&u, r.get_ref()).map_err(auth_status)?;
+        }
         let (mut out, header) = self.call(|tx| Request::Range(r.into_inner(), tx)).await?;
         out.header = Some(header);
         Ok(Response::new(out))
@@ -136,21 +176,24 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(Response::new(written!(self, Put, r.into_inner())?))
+        let user = self.caller(&r)?;
+        Ok(Response::new(written!(self, Put, r.into_inner(), user)?))
     }
 
     async fn delete_range(
         &self,
         r: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        Ok(Response::new(written!(self, DeleteRange, r.into_inner())?))
+        let user = self.caller(&r)?;
+        Ok(Response::new(written!(self, DeleteRange, r.into_inner(), user)?))
     }
 
     async fn txn(
         &self,
         r: GrpcRequest<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let mut out = written!(self, Txn, r.into_inner())?;
+        let user = self.caller(&r)?;
+        let mut out = written!(self, Txn, r.into_inner(), user)?;
         if let Some(h) = out.header.clone() {
             fill_headers(&mut out, &h);
         }
@@ -161,7 +204,8 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        Ok(Response::new(written!(self, Compaction, r.into_inner())?))
+        let user = self.caller(&r)?;
+        Ok(Response::new(written!(self, Compaction, r.into_inner(), user)?))
     }
 }
 
@@ -215,6 +259,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.require_root(&r)?;
         let r = r.into_inner();
         let [url] = r.peer_urls.as_slice() else {
             return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
@@ -233,6 +278,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.require_root(&r)?;
         let change = pb::MemberChange { kind: 4, id: r.into_inner().id, peer_url: String::new() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
@@ -242,6 +288,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.require_root(&r)?;
         let change = pb::MemberChange { kind: 3, id: r.into_inner().id, peer_url: String::new() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
@@ -251,6 +298,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.require_root(&r)?;
         let r = r.into_inner();
         let [url] = r.peer_urls.as_slice() else {
             return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
@@ -294,8 +342,9 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
     /// stream shape; the state is Flotilla's encoding, not a bbolt file).
     async fn snapshot(
         &self,
-        _r: GrpcRequest<pb::SnapshotRequest>,
+        r: GrpcRequest<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_root(&r)?;
         let (state, header) = self.call(Request::Snapshot).await?;
         // As etcd does, the stream ends with the SHA-256 of what precedes it, which clients
         // (etcdctl snapshot save) check.
@@ -323,6 +372,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.require_root(&r)?;
         let rev = r.into_inner().revision;
         let ((hash, hash_revision, compact_revision), h) =
             self.call(|tx| Request::HashKv(rev, tx)).await?;
@@ -344,6 +394,8 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         r: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::{alarm_action, alarm_type};
+        self.require_root(&r)?;
+        let user = self.caller(&r)?;
         let req = r.into_inner();
         let known = [alarm_type::NOSPACE, alarm_type::CORRUPT];
         match req.action {
@@ -359,7 +411,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
                 if req.member_id == 0 {
                     return Err(Status::invalid_argument("etcdserver: an alarm names a member"));
                 }
-                Ok(Response::new(written!(self, Alarm, req)?))
+                Ok(Response::new(written!(self, Alarm, req, user)?))
             }
             alarm_action::ACTIVATE | alarm_action::DEACTIVATE => {
                 Err(Status::invalid_argument(format!("etcdserver: unknown alarm {}", req.alarm)))
@@ -373,8 +425,9 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
     /// This member's hash of its whole state (store and leases).
     async fn hash(
         &self,
-        _r: GrpcRequest<pb::HashRequest>,
+        r: GrpcRequest<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.require_root(&r)?;
         let (hash, h) = self.call(Request::Hash).await?;
         Ok(Response::new(pb::HashResponse { header: Some(h), hash }))
     }
@@ -386,8 +439,9 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
     /// follower that still lacked those entries is then sent the snapshot.
     async fn defragment(
         &self,
-        _r: GrpcRequest<pb::DefragmentRequest>,
+        r: GrpcRequest<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.require_root(&r)?;
         let ((), h) = self.call(Request::Defragment).await?;
         Ok(Response::new(pb::DefragmentResponse { header: Some(h) }))
     }
@@ -415,6 +469,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.require_root(&r)?;
         let target = flotilla_raft::NodeId(r.into_inner().target_id);
         let (tx, rx) = oneshot::channel();
         self.send(Input::Client(Request::MoveLeader(target, tx)))?;
@@ -481,9 +536,11 @@ impl crate::rpc::watch_server::Watch for Api {
     ) -> Result<Response<Self::WatchStream>, Status> {
         use pb::watch_request::RequestUnion;
         use std::sync::atomic::Ordering;
+        let user = self.caller(&r)?;
         let stream = self.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (refusals, counted) = (tx.clone(), queued.clone());
         self.send(Input::Watch(WatchInput::Open { stream, tx, queued: queued.clone() }))?;
         let mut inbound = r.into_inner();
         let api = self.clone();
@@ -499,7 +556,28 @@ impl crate::rpc::watch_server::Watch for Api {
                     }
                 };
                 let input = match req.request_union {
-                    Some(RequestUnion::CreateRequest(req)) => WatchInput::Create { stream, req },
+                    Some(RequestUnion::CreateRequest(req)) => {
+                        // A watcher on keys the user may not read is created and canceled at
+                        // once, with the reason (as etcd).
+                        let denied = user.as_ref().is_some_and(|u| {
+                            let a = api.auth.lock();
+                            a.store.enabled()
+                                && !a.store.permitted(u, &req.key, &req.range_end, false)
+                        });
+                        if denied {
+                            let refusal = pb::WatchResponse {
+                                watch_id: req.watch_id,
+                                created: true,
+                                canceled: true,
+                                cancel_reason: AuthError::PermissionDenied.to_string(),
+                                ..Default::default()
+                            };
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            let _ = refusals.send((refusal, Header::default()));
+                            continue;
+                        }
+                        WatchInput::Create { stream, req }
+                    }
                     Some(RequestUnion::CancelRequest(c)) => {
                         WatchInput::Cancel { stream, watch_id: c.watch_id }
                     }
@@ -564,7 +642,8 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        Ok(Response::new(written!(self, LeaseGrant, r.into_inner())?))
+        let user = self.caller(&r)?;
+        Ok(Response::new(written!(self, LeaseGrant, r.into_inner(), user)?))
     }
 
     /// Revokes a lease and deletes its keys at one revision, through the log.
@@ -572,7 +651,8 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        Ok(Response::new(written!(self, LeaseRevoke, r.into_inner())?))
+        let user = self.caller(&r)?;
+        Ok(Response::new(written!(self, LeaseRevoke, r.into_inner(), user)?))
     }
 
     /// Each renewal goes through the log, so that it reaches the leader (which alone
@@ -586,6 +666,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let user = self.caller(&r)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut inbound = r.into_inner();
         let api = self.clone();
@@ -593,7 +674,8 @@ impl crate::rpc::lease_server::Lease for Api {
             while let Ok(Some(req)) = inbound.message().await {
                 let give_up = tokio::time::Instant::now() + RENEW_BUDGET;
                 let out = loop {
-                    let attempt = async { written!(api, LeaseKeepAlive, req.clone()) };
+                    let attempt =
+                        async { written!(api, LeaseKeepAlive, req.clone(), user.clone()) };
                     let out = match tokio::time::timeout(RENEW_ATTEMPT, attempt).await {
                         Ok(out) => out,
                         Err(_) => Err(status_of(ApiError::Timeout)),
@@ -617,6 +699,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.caller(&r)?;
         let (mut out, header) =
             self.call(|tx| Request::LeaseTimeToLive(r.into_inner(), tx)).await?;
         out.header = Some(header);
@@ -625,10 +708,272 @@ impl crate::rpc::lease_server::Lease for Api {
 
     async fn lease_leases(
         &self,
-        _r: GrpcRequest<pb::LeaseLeasesRequest>,
+        r: GrpcRequest<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.caller(&r)?;
         let (mut out, header) = self.call(Request::LeaseLeases).await?;
         out.header = Some(header);
         Ok(Response::new(out))
+    }
+}
+
+impl Api {
+    /// A change of the auth store through the log, made for the caller of `r` (the member
+    /// that applies it refuses it unless auth is disabled or the caller has the root role).
+    async fn auth_change<T>(
+        &self,
+        r: &GrpcRequest<T>,
+        op: pb::auth_change::Op,
+    ) -> Result<(Option<String>, pb::ResponseHeader), Status> {
+        let user = self.caller(r)?;
+        let change = pb::internal_request::Request::Auth(pb::AuthChange { op: Some(op) });
+        match self.write(change, user).await? {
+            (Applied::Auth(token), h) => Ok((token, h)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A header as of now: this member's revision and term.
+    async fn current_header(&self) -> Result<pb::ResponseHeader, Status> {
+        let st = self.status_info().await?;
+        Ok(self.header(Header { revision: st.revision, term: st.term }))
+    }
+
+    /// `password`'s bcrypt hash, made on the blocking pool (it takes tens of milliseconds
+    /// by design, which the driver's thread must not spend).
+    async fn hashed(password: String) -> Result<String, Status> {
+        tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+            .await
+            .map_err(|_| status_of(ApiError::Stopped))?
+            .map_err(auth_status)
+    }
+}
+
+/// An auth response with only a header.
+macro_rules! auth_done {
+    ($api:expr, $r:expr, $op:expr, $resp:ident) => {{
+        let (_, h) = $api.auth_change(&$r, $op).await?;
+        Ok(Response::new(pb::$resp { header: Some(h) }))
+    }};
+}
+
+#[tonic::async_trait]
+impl crate::rpc::auth_server::Auth for Api {
+    /// Enables auth: refused unless user `root` exists with the `root` role.
+    async fn auth_enable(
+        &self,
+        r: GrpcRequest<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        use pb::auth_change::Op;
+        auth_done!(self, r, Op::Enable(pb::AuthEnableRequest {}), AuthEnableResponse)
+    }
+
+    async fn auth_disable(
+        &self,
+        r: GrpcRequest<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        use pb::auth_change::Op;
+        auth_done!(self, r, Op::Disable(pb::AuthDisableRequest {}), AuthDisableResponse)
+    }
+
+    async fn auth_status(
+        &self,
+        _r: GrpcRequest<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        let (enabled, auth_revision) = {
+            let a = self.auth.lock();
+            (a.store.enabled(), a.store.revision())
+        };
+        let header = Some(self.current_header().await?);
+        Ok(Response::new(pb::AuthStatusResponse { header, enabled, auth_revision }))
+    }
+
+    /// Checks the password here (off the driver's thread), then replicates a new token so
+    /// that every member accepts it, and answers with it once applied here.
+    async fn authenticate(
+        &self,
+        r: GrpcRequest<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let req = r.get_ref().clone();
+        let hash = {
+            let a = self.auth.lock();
+            if !a.store.enabled() {
+                return Err(auth_status(AuthError::NotEnabled));
+            }
+            a.store.password_hash(&req.name).map(str::to_string)
+        };
+        let hash = hash.ok_or_else(|| auth_status(AuthError::Failed))?;
+        let password = req.password.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &hash))
+                .await
+                .map_err(|_| status_of(ApiError::Stopped))?;
+        if !ok {
+            return Err(auth_status(AuthError::Failed));
+        }
+        let token = crate::auth::new_token().map_err(auth_status)?;
+        let op = pb::auth_change::Op::Token(pb::AuthToken { name: req.name, token });
+        // The caller has no token yet: the change is made for no user.
+        let change = pb::internal_request::Request::Auth(pb::AuthChange { op: Some(op) });
+        match self.write(change, None).await? {
+            (Applied::Auth(Some(token)), h) => {
+                Ok(Response::new(pb::AuthenticateResponse { header: Some(h), token }))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn user_add(
+        &self,
+        r: GrpcRequest<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        self.require_root(&r)?;
+        let mut req = r.get_ref().clone();
+        let no_password = req.options.as_ref().is_some_and(|o| o.no_password);
+        if req.name.is_empty() {
+            return Err(auth_status(AuthError::UserEmpty));
+        }
+        if no_password {
+            req.hashed_password.clear();
+        } else if req.hashed_password.is_empty() {
+            if req.password.is_empty() {
+                return Err(auth_status(AuthError::PasswordEmpty));
+            }
+            req.hashed_password = Self::hashed(std::mem::take(&mut req.password)).await?;
+        }
+        req.password.clear(); // never in the log
+        auth_done!(self, r, pb::auth_change::Op::UserAdd(req), AuthUserAddResponse)
+    }
+
+    /// A user's roles: for root, or for the user itself.
+    async fn user_get(
+        &self,
+        r: GrpcRequest<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        let caller = self.caller(&r)?;
+        let name = &r.get_ref().name;
+        let roles = {
+            let a = self.auth.lock();
+            if caller.as_ref().is_some_and(|c| c != name && !a.store.is_root(c)) {
+                return Err(auth_status(AuthError::PermissionDenied));
+            }
+            a.store.user_roles(name).map_err(auth_status)?
+        };
+        let header = Some(self.current_header().await?);
+        Ok(Response::new(pb::AuthUserGetResponse { header, roles }))
+    }
+
+    async fn user_list(
+        &self,
+        r: GrpcRequest<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        self.require_root(&r)?;
+        let users = self.auth.lock().store.users();
+        let header = Some(self.current_header().await?);
+        Ok(Response::new(pb::AuthUserListResponse { header, users }))
+    }
+
+    async fn user_delete(
+        &self,
+        r: GrpcRequest<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        let op = pb::auth_change::Op::UserDelete(r.get_ref().clone());
+        auth_done!(self, r, op, AuthUserDeleteResponse)
+    }
+
+    async fn user_change_password(
+        &self,
+        r: GrpcRequest<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        self.require_root(&r)?;
+        let mut req = r.get_ref().clone();
+        if req.hashed_password.is_empty() {
+            if req.password.is_empty() {
+                return Err(auth_status(AuthError::PasswordEmpty));
+            }
+            req.hashed_password = Self::hashed(std::mem::take(&mut req.password)).await?;
+        }
+        req.password.clear();
+        let op = pb::auth_change::Op::UserChangePassword(req);
+        auth_done!(self, r, op, AuthUserChangePasswordResponse)
+    }
+
+    async fn user_grant_role(
+        &self,
+        r: GrpcRequest<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        let op = pb::auth_change::Op::UserGrantRole(r.get_ref().clone());
+        auth_done!(self, r, op, AuthUserGrantRoleResponse)
+    }
+
+    async fn user_revoke_role(
+        &self,
+        r: GrpcRequest<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        let op = pb::auth_change::Op::UserRevokeRole(r.get_ref().clone());
+        auth_done!(self, r, op, AuthUserRevokeRoleResponse)
+    }
+
+    async fn role_add(
+        &self,
+        r: GrpcRequest<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        let op = pb::auth_change::Op::RoleAdd(r.get_ref().clone());
+        auth_done!(self, r, op, AuthRoleAddResponse)
+    }
+
+    /// A role's permissions: for root, or for a user that has the role.
+    async fn role_get(
+        &self,
+        r: GrpcRequest<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        let caller = self.caller(&r)?;
+        let role = &r.get_ref().role;
+        let perm = {
+            let a = self.auth.lock();
+            if let Some(c) = &caller {
+                let has = a.store.user_roles(c).is_ok_and(|rs| rs.contains(role));
+                if !has && !a.store.is_root(c) {
+                    return Err(auth_status(AuthError::PermissionDenied));
+                }
+            }
+            a.store.role_permissions(role).map_err(auth_status)?
+        };
+        let header = Some(self.current_header().await?);
+        Ok(Response::new(pb::AuthRoleGetResponse { header, perm }))
+    }
+
+    async fn role_list(
+        &self,
+        r: GrpcRequest<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        self.require_root(&r)?;
+        let roles = self.auth.lock().store.roles();
+        let header = Some(self.current_header().await?);
+        Ok(Response::new(pb::AuthRoleListResponse { header, roles }))
+    }
+
+    async fn role_delete(
+        &self,
+        r: GrpcRequest<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        let op = pb::auth_change::Op::RoleDelete(r.get_ref().clone());
+        auth_done!(self, r, op, AuthRoleDeleteResponse)
+    }
+
+    async fn role_grant_permission(
+        &self,
+        r: GrpcRequest<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        let op = pb::auth_change::Op::RoleGrantPermission(r.get_ref().clone());
+        auth_done!(self, r, op, AuthRoleGrantPermissionResponse)
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        r: GrpcRequest<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        let op = pb::auth_change::Op::RoleRevokePermission(r.get_ref().clone());
+        auth_done!(self, r, op, AuthRoleRevokePermissionResponse)
     }
 }

@@ -17,6 +17,7 @@ use prost::Message as _;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::auth::{AuthStore, SharedAuth};
 use crate::mvcc::{Applied, Mvcc, MvccError};
 use crate::pb;
 use crate::transport::{PeerFrame, Peers};
@@ -48,6 +49,9 @@ pub enum ApiError {
     /// A lease grant asked for more than etcd's largest TTL.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// Refused by authentication or access control.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// What a response header needs from the driver.
@@ -91,8 +95,8 @@ pub struct StatusInfo {
 /// A client request for the driver.
 #[derive(Debug)]
 pub enum Request {
-    /// A write, through the log.
-    Write(pb::internal_request::Request, Reply<Applied>),
+    /// A write, through the log, made by a client for a user (`None`: auth was disabled).
+    Write(pb::internal_request::Request, Option<String>, Reply<Applied>),
     /// A read: linearizable (ReadIndex, Thesis §6.4) unless `serializable`.
     Range(pb::RangeRequest, Reply<pb::RangeResponse>),
     /// A lease's remaining time and keys (a linearizable read; the remaining time is this
@@ -312,6 +316,8 @@ pub struct Driver {
     /// last job sent, and what waits for the jobs still running, oldest first.
     sync_jobs: Option<std::sync::mpsc::Sender<SyncJob>>,
     sync_seq: u64,
+    /// The auth store (applied here) and tokens, shared with the gRPC services.
+    auth: SharedAuth,
     unsynced: std::collections::VecDeque<Unsynced>,
 }
 
@@ -391,6 +397,8 @@ pub struct Wiring {
     pub auto_compaction: Option<crate::config::AutoCompaction>,
     /// How often quiet watchers that asked for it get a progress notification.
     pub watch_progress_notify_interval: Duration,
+    /// The auth store and tokens, shared with the gRPC services.
+    pub auth: SharedAuth,
 }
 
 /// Why the driver could not start.
@@ -423,6 +431,7 @@ impl Driver {
             me,
             auto_compaction,
             watch_progress_notify_interval,
+            auth,
         } = w;
         let wal_dir = dir.join("wal");
         let opts = flotilla_storage::WalOptions::default();
@@ -442,11 +451,12 @@ impl Driver {
         let mut alarms = BTreeSet::new();
         let (mvcc, applied, snapshot_bytes) = match log.load_snapshot()? {
             Some((meta, data)) => {
-                let (r, a, m) = decode_state(&data).ok_or_else(|| {
+                let (r, a, auth_store, m) = decode_state(&data).ok_or_else(|| {
                     StartError::Raft(format!("snapshot {} does not decode", meta.id()))
                 })?;
                 registry.extend(r);
                 alarms = a;
+                auth.lock().store = auth_store;
                 (m, meta.index, data.len() as u64)
             }
             None => (Mvcc::new(), LogIndex::ZERO, 0),
@@ -509,6 +519,7 @@ impl Driver {
             min_lease_ttl: ((tick * 15).as_millis() as u64).div_ceil(1000).max(1) as i64,
             sync_jobs,
             sync_seq: 0,
+            auth,
             unsynced: std::collections::VecDeque::new(),
         })
     }
@@ -608,6 +619,7 @@ impl Driver {
                     Ok(pb::InternalRequest {
                         id: 0,
                         request: Some(pb::internal_request::Request::Alarm(a)),
+                        ..
                     }) if a.action == pb::alarm_action::ACTIVATE
                         && self.alarms.contains(&(a.member_id, a.alarm)) => {}
                     _ => {
@@ -629,7 +641,7 @@ impl Driver {
 
     fn client(&mut self, req: Request) {
         match req {
-            Request::Write(mut w, reply) => {
+            Request::Write(mut w, user, reply) => {
                 if let Some(e) = &self.halted {
                     let _ = reply.send(Err(ApiError::Storage(e.clone())));
                     return;
@@ -650,8 +662,15 @@ impl Driver {
                     }
                 }
                 self.metrics.proposals.fetch_add(1, Ordering::Relaxed);
-                let data =
-                    Bytes::from(pb::InternalRequest { id, request: Some(w) }.encode_to_vec());
+                let data = Bytes::from(
+                    pb::InternalRequest {
+                        anonymous: user.is_none(),
+                        user: user.unwrap_or_default(),
+                        id,
+                        request: Some(w),
+                    }
+                    .encode_to_vec(),
+                );
                 match self.node.propose(data.clone()) {
                     Ok(entry) => {
                         self.proposed.insert(entry.index.0, id);
@@ -712,6 +731,8 @@ impl Driver {
                     self.member_change(&change)
                 } else if let Some(l) = self.leader {
                     let req = pb::InternalRequest {
+                        user: String::new(),
+                        anonymous: false,
                         id: 0,
                         request: Some(pb::internal_request::Request::MemberChange(change)),
                     };
@@ -730,7 +751,9 @@ impl Driver {
                 }
             }
             Request::Snapshot(reply) => {
-                let data = Bytes::from(encode_state(&self.registry, &self.alarms, &self.mvcc));
+                let auth = self.auth.lock().store.clone();
+                let data =
+                    Bytes::from(encode_state(&self.registry, &self.alarms, &auth, &self.mvcc));
                 let _ = reply.send(Ok((data, self.header())));
             }
             Request::HashKv(rev, reply) => {
@@ -809,6 +832,8 @@ impl Driver {
             // Conditional: a renewal ordered before this in the log cancels it.
             let renewals = self.mvcc.lease(id).map_or(0, |l| l.renewals);
             let req = pb::InternalRequest {
+                user: String::new(),
+                anonymous: false,
                 id: 0,
                 request: Some(pb::internal_request::Request::LeaseExpire(pb::LeaseExpire {
                     id,
@@ -897,9 +922,10 @@ impl Driver {
             if let (Ok(()), Some(meta)) = (&r, &rd.snapshot) {
                 match store.install_snapshot(meta) {
                     Ok(data) => match decode_state(&data) {
-                        Some((r, a, m)) => {
+                        Some((r, a, auth, m)) => {
                             self.mvcc = m;
                             self.alarms = a;
+                            self.auth.lock().store = auth;
                             self.watch.store_replaced();
                             for (id, record) in r {
                                 self.learn_member(id, record);
@@ -1071,6 +1097,8 @@ impl Driver {
             return;
         }
         let req = pb::InternalRequest {
+            user: String::new(),
+            anonymous: false,
             id: 0,
             request: Some(pb::internal_request::Request::Compaction(pb::CompactionRequest {
                 revision: target,
@@ -1135,13 +1163,14 @@ impl Driver {
         let view = self.mvcc.clone();
         let registry = self.registry.clone();
         let alarms = self.alarms.clone();
+        let auth = self.auth.lock().store.clone();
         let tx = self.self_tx.clone();
         self.snapshotting = true;
         self.applied_bytes = 0;
         self.defrag_writing.append(&mut self.defrag_waiting);
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            let r =
-                save_state(&writer, &meta, &registry, &alarms, &view).map_err(|e| e.to_string());
+            let r = save_state(&writer, &meta, &registry, &alarms, &auth, &view)
+                .map_err(|e| e.to_string());
             let _ = tx.send(Input::SnapshotSaved(r));
         });
         if let Err(e) = spawned {
@@ -1228,6 +1257,8 @@ impl Driver {
                         .unwrap_or(0)
                         + 1;
                     let attr = pb::InternalRequest {
+                        user: String::new(),
+                        anonymous: false,
                         id: 0,
                         request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
                             id,
@@ -1271,6 +1302,8 @@ impl Driver {
             return Err(ApiError::Transfer("Peer URLs already exists".into()));
         }
         let attr = pb::InternalRequest {
+            user: String::new(),
+            anonymous: false,
             id: 0,
             request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
                 id: c.id,
@@ -1353,6 +1386,8 @@ impl Driver {
             {
                 self.next_id += 1;
                 let attr = pb::InternalRequest {
+                    user: String::new(),
+                    anonymous: false,
                     id: self.next_id,
                     request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
                         id: me.0,
@@ -1390,6 +1425,17 @@ impl Driver {
             self.fail_write(id, ApiError::LeaderChanged);
         }
         let Some(op) = req.request else { return };
+        // Checked again here, against the auth store as it is at this point of the log: a
+        // permission revoked while the request was in flight is not bypassed.
+        if req.anonymous || !req.user.is_empty() {
+            if let Err(e) = self.authorize_applied(&req.user, req.anonymous, &op) {
+                return self.answer_write(req.id, Err(e.into()));
+            }
+        }
+        if let pb::internal_request::Request::Auth(c) = op {
+            let r = self.apply_auth(c);
+            return self.answer_write(req.id, r.map(Applied::Auth).map_err(ApiError::from));
+        }
         if let pb::internal_request::Request::MemberAttr(a) = op {
             let update =
                 MemberRecord { name: a.name, peer_url: a.peer_url, client_url: a.client_url };
@@ -1411,6 +1457,61 @@ impl Driver {
             self.changes.clear();
         }
         self.answer_write(req.id, result);
+    }
+
+    /// Whether a client's `op` for `user` (or made `anonymous`ly, while auth was disabled)
+    /// may be applied, as the auth store is now: always while auth is disabled.
+    fn authorize_applied(
+        &self,
+        user: &str,
+        anonymous: bool,
+        op: &pb::internal_request::Request,
+    ) -> Result<(), crate::auth::AuthError> {
+        use pb::auth_change::Op;
+        let a = self.auth.lock();
+        if !a.store.enabled() {
+            return Ok(());
+        }
+        if anonymous {
+            // A token is asked for without one; its password was checked.
+            return match op {
+                pb::internal_request::Request::Auth(pb::AuthChange { op: Some(Op::Token(_)) }) => {
+                    Ok(())
+                }
+                _ => Err(crate::auth::AuthError::UserEmpty),
+            };
+        }
+        a.store.check(user, op)?;
+        if let pb::internal_request::Request::LeaseRevoke(r) = op {
+            // Revoking deletes the lease's keys: the user must be allowed to write each one
+            // (as etcd).
+            if let Some(l) = self.mvcc.leases().get(&r.id) {
+                if !l.keys.iter().all(|k| a.store.permitted(user, k, b"", true)) {
+                    return Err(crate::auth::AuthError::PermissionDenied);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change of the auth store. An `Authenticate`'s token is recorded here, on
+    /// every member, and answered to its client; a user deleted or given a new password
+    /// loses its tokens.
+    fn apply_auth(&mut self, c: pb::AuthChange) -> Result<Option<String>, crate::auth::AuthError> {
+        use pb::auth_change::Op;
+        let op = c.op.ok_or(crate::auth::AuthError::InvalidPermission("no change"))?;
+        let mut a = self.auth.lock();
+        a.store.apply(&op)?;
+        match op {
+            Op::Token(t) => {
+                a.tokens.insert(t.token.clone(), t.name, Instant::now());
+                return Ok(Some(t.token));
+            }
+            Op::UserDelete(u) => a.tokens.forget_user(&u.name),
+            Op::UserChangePassword(u) => a.tokens.forget_user(&u.name),
+            _ => {}
+        }
+        Ok(None)
     }
 
     /// Answers the client of this member's write `id`, if it waits here.
@@ -1474,6 +1575,8 @@ impl Driver {
         }
         self.next_alarm_raise = now + Duration::from_secs(2);
         let req = pb::InternalRequest {
+            user: String::new(),
+            anonymous: false,
             id: 0,
             request: Some(pb::internal_request::Request::Alarm(pb::AlarmRequest {
                 action: pb::alarm_action::ACTIVATE,
@@ -1690,7 +1793,7 @@ pub fn restore(
         return Err(RestoreError::Exists(dir.to_path_buf()));
     }
     let state = snapshot_state(file)?;
-    let (_, alarms, mvcc) = decode_state(state).ok_or(RestoreError::NotASnapshot)?;
+    let (_, alarms, auth, mvcc) = decode_state(state).ok_or(RestoreError::NotASnapshot)?;
     let registry: BTreeMap<u64, MemberRecord> = members
         .iter()
         .map(|(id, name, peer_url)| {
@@ -1702,7 +1805,7 @@ pub fn restore(
             (id.0, record)
         })
         .collect();
-    let data = Bytes::from(encode_state(&registry, &alarms, &mvcc));
+    let data = Bytes::from(encode_state(&registry, &alarms, &auth, &mvcc));
     let voters = members.iter().map(|(id, _, _)| *id);
     let membership = flotilla_raft::Membership::new(voters, [])
         .map_err(|e| flotilla_storage::WalError::Invalid(e.to_string()))?;
@@ -1727,9 +1830,10 @@ pub fn restore(
 fn encode_state(
     registry: &BTreeMap<u64, MemberRecord>,
     alarms: &BTreeSet<(u64, i32)>,
+    auth: &AuthStore,
     mvcc: &Mvcc,
 ) -> Vec<u8> {
-    let mut out = encode_registry(registry, alarms);
+    let mut out = encode_registry(registry, alarms, auth);
     mvcc.encode_into(&mut out);
     out
 }
@@ -1741,9 +1845,10 @@ fn save_state(
     meta: &flotilla_raft::SnapshotMeta,
     registry: &BTreeMap<u64, MemberRecord>,
     alarms: &BTreeSet<(u64, i32)>,
+    auth: &AuthStore,
     mvcc: &Mvcc,
 ) -> Result<flotilla_raft::SnapshotInfo, flotilla_storage::WalError> {
-    let head = encode_registry(registry, alarms);
+    let head = encode_registry(registry, alarms, auth);
     let len = head.len() as u64 + mvcc.encoded_len();
     writer.save_streamed(meta, len, |sink| {
         sink.write(&head)?;
@@ -1756,14 +1861,17 @@ fn save_state(
 const REGISTRY_V2: u32 = u32::MAX;
 /// Marks the registry format followed by the alarms.
 const REGISTRY_V3: u32 = u32::MAX - 1;
+/// Marks the registry format followed by the alarms and the auth store.
+const REGISTRY_V4: u32 = u32::MAX - 2;
 
 fn encode_registry(
     registry: &BTreeMap<u64, MemberRecord>,
     alarms: &BTreeSet<(u64, i32)>,
+    auth: &AuthStore,
 ) -> Vec<u8> {
     use bytes::BufMut;
     let mut out = Vec::new();
-    out.put_u32_le(REGISTRY_V3);
+    out.put_u32_le(REGISTRY_V4);
     out.put_u32_le(registry.len() as u32);
     for (id, r) in registry {
         out.put_u64_le(*id);
@@ -1777,12 +1885,16 @@ fn encode_registry(
         out.put_u64_le(*member);
         out.put_i32_le(*alarm);
     }
+    let auth = auth.to_state().encode_to_vec();
+    out.put_u32_le(auth.len() as u32);
+    out.put_slice(&auth);
     out
 }
 
-/// What a snapshot holds: the member registry, the alarms and the store. Reads every
-/// format written so far: the first (no client URLs), V2 (client URLs), V3 (then alarms).
-type State = (BTreeMap<u64, MemberRecord>, BTreeSet<(u64, i32)>, Mvcc);
+/// What a snapshot holds: the member registry, the alarms, the auth store and the key-value
+/// store. Reads every format written so far: the first (no client URLs), V2 (client URLs),
+/// V3 (then alarms), V4 (then the auth store).
+type State = (BTreeMap<u64, MemberRecord>, BTreeSet<(u64, i32)>, AuthStore, Mvcc);
 
 fn decode_state(mut b: &[u8]) -> Option<State> {
     use bytes::Buf;
@@ -1802,7 +1914,8 @@ fn decode_state(mut b: &[u8]) -> Option<State> {
         return None;
     }
     let mut n = b.get_u32_le();
-    let with_alarms = n == REGISTRY_V3;
+    let with_auth = n == REGISTRY_V4;
+    let with_alarms = n == REGISTRY_V3 || with_auth;
     let with_client_urls = n == REGISTRY_V2 || with_alarms;
     if with_client_urls {
         if b.remaining() < 4 {
@@ -1833,7 +1946,19 @@ fn decode_state(mut b: &[u8]) -> Option<State> {
             alarms.insert((b.get_u64_le(), b.get_i32_le()));
         }
     }
-    Some((registry, alarms, Mvcc::decode(b)?))
+    let mut auth = AuthStore::default();
+    if with_auth {
+        if b.remaining() < 4 {
+            return None;
+        }
+        let n = b.get_u32_le() as usize;
+        if b.remaining() < n {
+            return None;
+        }
+        auth = AuthStore::from_state(pb::AuthState::decode(&b[..n]).ok()?);
+        b.advance(n);
+    }
+    Some((registry, alarms, auth, Mvcc::decode(b)?))
 }
 
 #[cfg(test)]
@@ -1861,9 +1986,12 @@ mod tests {
         let put = pb::PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
         mvcc.apply(&pb::internal_request::Request::Put(put)).unwrap();
         let alarms = BTreeSet::from([(2, pb::alarm_type::NOSPACE), (1, pb::alarm_type::CORRUPT)]);
-        let state = decode_state(&encode_state(&registry, &alarms, &mvcc)).expect("decodes");
-        assert_eq!(state, (registry.clone(), alarms.clone(), mvcc.clone()));
-        let full = encode_state(&registry, &alarms, &mvcc);
+        let mut auth = AuthStore::default();
+        let add = pb::AuthUserAddRequest { name: "u".into(), ..Default::default() };
+        auth.apply(&pb::auth_change::Op::UserAdd(add)).unwrap();
+        let full = encode_state(&registry, &alarms, &auth, &mvcc);
+        let state = decode_state(&full).expect("decodes");
+        assert_eq!(state, (registry.clone(), alarms.clone(), auth, mvcc.clone()));
         for cut in [4, 40, full.len() - 1] {
             assert_eq!(decode_state(&full[..cut]), None, "cut at {cut} is refused");
         }
@@ -1877,8 +2005,8 @@ mod tests {
             old.put_slice(s.as_bytes());
         }
         mvcc.encode_into(&mut old);
-        let (r, a, m) = decode_state(&old).expect("the first format decodes");
-        assert_eq!((m, a), (mvcc.clone(), BTreeSet::new()));
+        let (r, a, auth, m) = decode_state(&old).expect("the first format decodes");
+        assert_eq!((m, a, auth), (mvcc.clone(), BTreeSet::new(), AuthStore::default()));
         let want = MemberRecord {
             name: "n7".into(),
             peer_url: "http://10.0.0.7:2380".into(),
@@ -1897,7 +2025,7 @@ mod tests {
             v2.put_slice(s.as_bytes());
         }
         mvcc.encode_into(&mut v2);
-        let (r, a, m) = decode_state(&v2).expect("the second format decodes");
+        let (r, a, _, m) = decode_state(&v2).expect("the second format decodes");
         assert_eq!((m, a), (mvcc, BTreeSet::new()));
         assert_eq!(r.get(&7).map(|m| m.client_url.as_str()), Some("http://10.0.0.7:2379"));
     }

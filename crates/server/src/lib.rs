@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod metrics;
@@ -23,4 +24,5 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
 }

@@ -339,9 +339,10 @@ impl Mvcc {
                     ttl,
                 }))
             }
-            Request::MemberAttr(_) | Request::MemberChange(_) | Request::Alarm(_) => {
-                Err(MvccError::Invalid("not a key-value request"))
-            }
+            Request::MemberAttr(_)
+            | Request::MemberChange(_)
+            | Request::Alarm(_)
+            | Request::Auth(_) => Err(MvccError::Invalid("not a key-value request")),
         }
     }
 
@@ -992,6 +993,8 @@ pub enum Applied {
     /// An alarm raised or cleared (applied by the driver: alarms are cluster state, not
     /// the store's).
     Alarm(pb::AlarmResponse),
+    /// An auth store change (applied by the driver); for `Authenticate`, the token.
+    Auth(Option<String>),
 }
 
 #[cfg(test)]

@@ -460,8 +460,16 @@ pub struct DefragmentResponse {
 pub struct InternalRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "internal_request::Request", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub request: Option<internal_request::Request>,
+    /// The user the request is made for when auth is enabled (empty: none), checked again
+    /// when it is applied, against the auth store as it is then (as etcd's request header).
+    #[prost(string, tag = "20")]
+    pub user: String,
+    /// Made by a client while auth was disabled: refused if auth is enabled when it is
+    /// applied (as etcd refuses a request without a user then).
+    #[prost(bool, tag = "21")]
+    pub anonymous: bool,
 }
 
 /// A member's address, replicated through the log so that every member can reach a member
@@ -516,6 +524,8 @@ pub mod internal_request {
         LeaseExpire(super::LeaseExpire),
         #[prost(message, tag = "12")]
         Alarm(super::AlarmRequest),
+        #[prost(message, tag = "13")]
+        Auth(super::AuthChange),
     }
 }
 
@@ -694,4 +704,339 @@ pub struct LeaseLeasesResponse {
     pub header: Option<ResponseHeader>,
     #[prost(message, repeated, tag = "2")]
     pub leases: Vec<LeaseStatus>,
+}
+
+/// A key or range and what it allows (`authpb.Permission`). `perm_type`: READ = 0,
+/// WRITE = 1, READWRITE = 2. `range_end` as in a Range: empty for one key, `\0` for every
+/// key from `key` on.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Permission {
+    #[prost(int32, tag = "1")]
+    pub perm_type: i32,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub range_end: bytes::Bytes,
+}
+
+/// `Permission.perm_type`.
+pub mod perm_type {
+    pub const READ: i32 = 0;
+    pub const WRITE: i32 = 1;
+    pub const READWRITE: i32 = 2;
+}
+
+/// `authpb.UserAddOptions`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserAddOptions {
+    #[prost(bool, tag = "1")]
+    pub no_password: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthEnableRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthDisableRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthStatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthStatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub enabled: bool,
+    #[prost(uint64, tag = "3")]
+    pub auth_revision: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthenticateRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthenticateResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    pub token: String,
+}
+
+/// A user to add. Through the log, `password` is empty and `hashed_password` holds its
+/// bcrypt hash, made by the member that took the request (etcd's field 4).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserAddRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+    #[prost(message, optional, tag = "3")]
+    pub options: Option<UserAddOptions>,
+    #[prost(string, tag = "4")]
+    pub hashed_password: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGetRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGetResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, repeated, tag = "2")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserDeleteRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// A new password: through the log, as a bcrypt hash in `hashed_password`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserChangePasswordRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+    #[prost(string, tag = "3")]
+    pub hashed_password: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGrantRoleRequest {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(string, tag = "2")]
+    pub role: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserRevokeRoleRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub role: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleAddRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleGetRequest {
+    #[prost(string, tag = "1")]
+    pub role: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleGetResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub perm: Vec<Permission>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserListRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserListResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, repeated, tag = "2")]
+    pub users: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleListRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleListResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, repeated, tag = "2")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleDeleteRequest {
+    #[prost(string, tag = "1")]
+    pub role: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleGrantPermissionRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub perm: Option<Permission>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleRevokePermissionRequest {
+    #[prost(string, tag = "1")]
+    pub role: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub key: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub range_end: bytes::Bytes,
+}
+
+/// A token that `Authenticate` gave out, replicated so that every member accepts it (as
+/// etcd's simple tokens; Flotilla's own message).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthToken {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub token: String,
+}
+
+/// A change to the auth store, through the log (Flotilla's own message).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthChange {
+    #[prost(oneof = "auth_change::Op", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    pub op: Option<auth_change::Op>,
+}
+
+pub mod auth_change {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "1")]
+        Enable(super::AuthEnableRequest),
+        #[prost(message, tag = "2")]
+        Disable(super::AuthDisableRequest),
+        #[prost(message, tag = "3")]
+        Token(super::AuthToken),
+        #[prost(message, tag = "4")]
+        UserAdd(super::AuthUserAddRequest),
+        #[prost(message, tag = "5")]
+        UserDelete(super::AuthUserDeleteRequest),
+        #[prost(message, tag = "6")]
+        UserChangePassword(super::AuthUserChangePasswordRequest),
+        #[prost(message, tag = "7")]
+        UserGrantRole(super::AuthUserGrantRoleRequest),
+        #[prost(message, tag = "8")]
+        UserRevokeRole(super::AuthUserRevokeRoleRequest),
+        #[prost(message, tag = "9")]
+        RoleAdd(super::AuthRoleAddRequest),
+        #[prost(message, tag = "10")]
+        RoleDelete(super::AuthRoleDeleteRequest),
+        #[prost(message, tag = "11")]
+        RoleGrantPermission(super::AuthRoleGrantPermissionRequest),
+        #[prost(message, tag = "12")]
+        RoleRevokePermission(super::AuthRoleRevokePermissionRequest),
+    }
+}
+
+/// The auth store in a snapshot (Flotilla's own message).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthState {
+    #[prost(bool, tag = "1")]
+    pub enabled: bool,
+    #[prost(uint64, tag = "2")]
+    pub revision: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub users: Vec<AuthUserState>,
+    #[prost(message, repeated, tag = "4")]
+    pub roles: Vec<AuthRoleState>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserState {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub hashed_password: String,
+    #[prost(bool, tag = "3")]
+    pub no_password: bool,
+    #[prost(string, repeated, tag = "4")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleState {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub perms: Vec<Permission>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthEnableResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthDisableResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserAddResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserDeleteResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserChangePasswordResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGrantRoleResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserRevokeRoleResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleAddResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleDeleteResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleGrantPermissionResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleRevokePermissionResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
 }

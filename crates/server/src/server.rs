@@ -168,6 +168,7 @@ fn driver_thread(
             .collect();
         let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
         let raft_config = Config { rng_seed: election_seed(me), ..Config::new(me) };
+        let auth = crate::auth::SharedAuth::default();
         let wiring = crate::driver::Wiring {
             peers,
             tick: config.tick,
@@ -203,6 +204,7 @@ fn driver_thread(
             },
             auto_compaction: config.auto_compaction,
             watch_progress_notify_interval: config.watch_progress_notify_interval,
+            auth: auth.clone(),
         };
         let driver = match Driver::open(raft_config, &config.data_dir, membership, wiring) {
             Ok(d) => d,
@@ -224,7 +226,7 @@ fn driver_thread(
         ));
         // The gRPC services run on this thread too: a request reaches the driver, and its
         // answer the client's connection, without a hand-off between threads.
-        let api = Api::new(config.clone(), stop_driver.clone());
+        let api = Api::new(config.clone(), stop_driver.clone(), auth);
         let max = config.max_request_bytes;
         let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let services = tonic::service::Routes::new(
@@ -242,8 +244,9 @@ fn driver_thread(
             crate::rpc::watch_server::WatchServer::new(api.clone()).max_decoding_message_size(max),
         )
         .add_service(
-            crate::rpc::lease_server::LeaseServer::new(api).max_decoding_message_size(max),
-        );
+            crate::rpc::lease_server::LeaseServer::new(api.clone()).max_decoding_message_size(max),
+        )
+        .add_service(crate::rpc::auth_server::AuthServer::new(api).max_decoding_message_size(max));
         // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
         // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
         let routes = services

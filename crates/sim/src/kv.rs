@@ -87,7 +87,14 @@ impl Command {
 
     /// Encodes as the log entry the server proposes.
     pub fn encode(&self) -> Bytes {
-        pb::InternalRequest { id: 0, request: Some(self.request()) }.encode_to_vec().into()
+        pb::InternalRequest {
+            user: String::new(),
+            anonymous: false,
+            id: 0,
+            request: Some(self.request()),
+        }
+        .encode_to_vec()
+        .into()
     }
 }
 
@@ -95,7 +102,9 @@ impl Command {
 pub fn compaction(revision: i64) -> Bytes {
     let c = pb::CompactionRequest { revision, physical: false };
     let request = Some(pb::internal_request::Request::Compaction(c));
-    pb::InternalRequest { id: 0, request }.encode_to_vec().into()
+    pb::InternalRequest { user: String::new(), anonymous: false, id: 0, request }
+        .encode_to_vec()
+        .into()
 }
 
 /// The `step`-th step of the leaders' lease traffic (a step per tick led), if it makes an
@@ -122,7 +131,16 @@ pub fn lease_op(step: u64) -> Option<Bytes> {
         30 if cycle % 3 != 0 => Request::LeaseRevoke(pb::LeaseRevokeRequest { id }),
         _ => return None,
     };
-    Some(pb::InternalRequest { id: 0, request: Some(request) }.encode_to_vec().into())
+    Some(
+        pb::InternalRequest {
+            user: String::new(),
+            anonymous: false,
+            id: 0,
+            request: Some(request),
+        }
+        .encode_to_vec()
+        .into(),
+    )
 }
 
 /// The state machine: the server's MVCC store.

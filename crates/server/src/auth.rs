@@ -1,0 +1,724 @@
+//! etcd's authentication and role-based access control: users with bcrypt-hashed passwords,
+//! roles holding read and write permissions on keys and ranges, and tokens.
+//!
+//! The [`AuthStore`] (users, roles, whether auth is enabled) is replicated: every change goes
+//! through the log as a [`pb::AuthChange`] and is applied in order on every member, and a
+//! snapshot carries it. Tokens are etcd's "simple tokens": `Authenticate` checks the password
+//! on the member that took it, then replicates the token it made, so that every member
+//! accepts it; each member expires a token [`TOKEN_TTL`] after its last use (tokens are not
+//! persisted: after a restart a client authenticates again, as with etcd).
+//!
+//! A request is checked twice: by the member that takes it (to refuse early), and when it
+//! is applied, with the user it was made for and the auth store as it is then, so a
+//! permission revoked while a write is in flight is never bypassed.
+//!
+//! ```
+//! use flotilla_server::auth::AuthStore;
+//! use flotilla_server::pb::{self, auth_change::Op};
+//!
+//! let mut store = AuthStore::default();
+//! let add = |name: &str| pb::AuthUserAddRequest { name: name.into(), ..Default::default() };
+//! store.apply(&Op::UserAdd(add("root"))).unwrap();
+//! store.apply(&Op::UserAdd(add("alice"))).unwrap();
+//! let grant = |user: &str, role: &str| {
+//!     Op::UserGrantRole(pb::AuthUserGrantRoleRequest { user: user.into(), role: role.into() })
+//! };
+//! store.apply(&grant("root", "root")).unwrap();
+//! store.apply(&Op::RoleAdd(pb::AuthRoleAddRequest { name: "app".into() })).unwrap();
+//! let perm = pb::Permission {
+//!     perm_type: pb::perm_type::READWRITE,
+//!     key: "app/".into(),
+//!     range_end: "app0".into(), // the prefix "app/"
+//! };
+//! store
+//!     .apply(&Op::RoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+//!         name: "app".into(),
+//!         perm: Some(perm),
+//!     }))
+//!     .unwrap();
+//! store.apply(&grant("alice", "app")).unwrap();
+//! store.apply(&Op::Enable(pb::AuthEnableRequest {})).unwrap();
+//! assert!(store.permitted("alice", b"app/x", b"", true));
+//! assert!(!store.permitted("alice", b"other", b"", false));
+//! assert!(store.permitted("root", b"other", b"", true));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::pb::{self, auth_change::Op, internal_request::Request};
+
+/// The user that may do anything, and the role that makes a user so (etcd's names).
+pub const ROOT: &str = "root";
+/// How long a token stays valid after its last use (etcd's simple-token TTL).
+pub const TOKEN_TTL: Duration = Duration::from_secs(300);
+/// bcrypt's cost for password hashes (etcd's default `--bcrypt-cost`).
+pub const BCRYPT_COST: u32 = 10;
+
+/// Why an auth request, or a request under auth, was refused. Messages are etcd's, which
+/// clients match on.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AuthError {
+    /// A token was asked for, or auth disabled, while auth is off.
+    #[error("etcdserver: authentication is not enabled")]
+    NotEnabled,
+    /// Auth is on and the request carries no token (or names no user).
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// `UserAdd` of a user that exists.
+    #[error("etcdserver: user name already exists")]
+    UserExists,
+    /// No such user.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// A role name is empty.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// `RoleAdd` of a role that exists.
+    #[error("etcdserver: role name already exists")]
+    RoleExists,
+    /// No such role.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// Revoking a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// Revoking a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Enabling auth with no `root` user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserMissing,
+    /// Enabling auth while `root` lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleMissing,
+    /// A wrong name or password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    Failed,
+    /// The user may not do this.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// The token is unknown here, or expired.
+    #[error("etcdserver: invalid auth token")]
+    InvalidToken,
+    /// Deleting `root`, or taking its role, while auth is enabled.
+    #[error("etcdserver: invalid auth management")]
+    InvalidManagement,
+    /// A user added with neither a password nor the no-password option.
+    #[error("etcdserver: password is empty")]
+    PasswordEmpty,
+    /// A permission without a key, or whose range ends before it starts.
+    #[error("etcdserver: invalid permission: {0}")]
+    InvalidPermission(&'static str),
+}
+
+impl AuthError {
+    /// The gRPC status etcd answers with.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            AuthError::UserEmpty
+            | AuthError::RoleEmpty
+            | AuthError::Failed
+            | AuthError::InvalidManagement
+            | AuthError::PasswordEmpty
+            | AuthError::InvalidPermission(_) => Code::InvalidArgument,
+            AuthError::PermissionDenied => Code::PermissionDenied,
+            AuthError::InvalidToken => Code::Unauthenticated,
+            _ => Code::FailedPrecondition,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct User {
+    /// bcrypt hash (empty with `no_password`).
+    hash: String,
+    no_password: bool,
+    roles: BTreeSet<String>,
+}
+
+/// The replicated auth state: whether auth is enabled, the users and the roles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthStore {
+    enabled: bool,
+    /// Counts changes (etcd's auth revision).
+    revision: u64,
+    users: BTreeMap<String, User>,
+    roles: BTreeMap<String, Vec<pb::Permission>>,
+}
+
+impl AuthStore {
+    /// Whether requests must carry a token.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The number of changes applied (etcd's auth revision).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Applies a change from the log. Deterministic: every member gets the same answer.
+    /// `Token` only checks that the user can still log in (the caller records the token).
+    pub fn apply(&mut self, op: &Op) -> Result<(), AuthError> {
+        match op {
+            Op::Enable(_) => {
+                if self.enabled {
+                    return Ok(());
+                }
+                let root = self.users.get(ROOT).ok_or(AuthError::RootUserMissing)?;
+                if !root.roles.contains(ROOT) {
+                    return Err(AuthError::RootRoleMissing);
+                }
+                self.enabled = true;
+            }
+            Op::Disable(_) => self.enabled = false,
+            Op::Token(t) => {
+                if !self.enabled {
+                    return Err(AuthError::NotEnabled);
+                }
+                self.users.get(&t.name).ok_or(AuthError::Failed)?;
+                return Ok(()); // not a change of the store
+            }
+            Op::UserAdd(u) => {
+                if u.name.is_empty() {
+                    return Err(AuthError::UserEmpty);
+                }
+                if self.users.contains_key(&u.name) {
+                    return Err(AuthError::UserExists);
+                }
+                let no_password = u.options.as_ref().is_some_and(|o| o.no_password);
+                let user =
+                    User { hash: u.hashed_password.clone(), no_password, roles: BTreeSet::new() };
+                self.users.insert(u.name.clone(), user);
+            }
+            Op::UserDelete(u) => {
+                if self.enabled && u.name == ROOT {
+                    return Err(AuthError::InvalidManagement);
+                }
+                self.users.remove(&u.name).ok_or(AuthError::UserNotFound)?;
+            }
+            Op::UserChangePassword(u) => {
+                let user = self.users.get_mut(&u.name).ok_or(AuthError::UserNotFound)?;
+                user.hash = u.hashed_password.clone();
+                user.no_password = false;
+            }
+            Op::UserGrantRole(g) => {
+                // The root role need not be added first (as etcd).
+                if g.role != ROOT && !self.roles.contains_key(&g.role) {
+                    return Err(AuthError::RoleNotFound);
+                }
+                let user = self.users.get_mut(&g.user).ok_or(AuthError::UserNotFound)?;
+                if !user.roles.insert(g.role.clone()) {
+                    return Ok(()); // granted already: nothing changes
+                }
+            }
+            Op::UserRevokeRole(r) => {
+                if self.enabled && r.name == ROOT && r.role == ROOT {
+                    return Err(AuthError::InvalidManagement);
+                }
+                let user = self.users.get_mut(&r.name).ok_or(AuthError::UserNotFound)?;
+                if !user.roles.remove(&r.role) {
+                    return Err(AuthError::RoleNotGranted);
+                }
+            }
+            Op::RoleAdd(r) => {
+                if r.name.is_empty() {
+                    return Err(AuthError::RoleEmpty);
+                }
+                if self.roles.contains_key(&r.name) {
+                    return Err(AuthError::RoleExists);
+                }
+                self.roles.insert(r.name.clone(), Vec::new());
+            }
+            Op::RoleDelete(r) => {
+                if self.enabled && r.role == ROOT {
+                    return Err(AuthError::InvalidManagement);
+                }
+                self.roles.remove(&r.role).ok_or(AuthError::RoleNotFound)?;
+                // As etcd: the role is taken from every user that had it.
+                for u in self.users.values_mut() {
+                    u.roles.remove(&r.role);
+                }
+            }
+            Op::RoleGrantPermission(g) => {
+                let perm = g.perm.clone().ok_or(AuthError::InvalidPermission("none given"))?;
+                if perm.key.is_empty() {
+                    return Err(AuthError::InvalidPermission("the key is empty"));
+                }
+                if !perm.range_end.is_empty()
+                    && &perm.range_end[..] != b"\0"
+                    && perm.range_end <= perm.key
+                {
+                    return Err(AuthError::InvalidPermission("the range ends before its key"));
+                }
+                if !(pb::perm_type::READ..=pb::perm_type::READWRITE).contains(&perm.perm_type) {
+                    return Err(AuthError::InvalidPermission("unknown type"));
+                }
+                let perms = self.roles.get_mut(&g.name).ok_or(AuthError::RoleNotFound)?;
+                // The same key and range again replaces its type (as etcd).
+                match perms.iter_mut().find(|p| p.key == perm.key && p.range_end == perm.range_end)
+                {
+                    Some(p) => p.perm_type = perm.perm_type,
+                    None => {
+                        perms.push(perm);
+                        perms.sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
+                    }
+                }
+            }
+            Op::RoleRevokePermission(r) => {
+                let perms = self.roles.get_mut(&r.role).ok_or(AuthError::RoleNotFound)?;
+                let at = perms
+                    .iter()
+                    .position(|p| p.key == r.key && p.range_end == r.range_end)
+                    .ok_or(AuthError::PermissionNotGranted)?;
+                perms.remove(at);
+            }
+        }
+        self.revision += 1;
+        Ok(())
+    }
+
+    /// A user's bcrypt hash, or `None` if it cannot log in with a password (no such user,
+    /// or added with no password).
+    pub fn password_hash(&self, name: &str) -> Option<&str> {
+        self.users.get(name).filter(|u| !u.no_password).map(|u| u.hash.as_str())
+    }
+
+    /// Whether `name` exists.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    /// The users, by name.
+    pub fn users(&self) -> Vec<String> {
+        self.users.keys().cloned().collect()
+    }
+
+    /// The roles, by name.
+    pub fn roles(&self) -> Vec<String> {
+        self.roles.keys().cloned().collect()
+    }
+
+    /// A user's roles.
+    pub fn user_roles(&self, name: &str) -> Result<Vec<String>, AuthError> {
+        let u = self.users.get(name).ok_or(AuthError::UserNotFound)?;
+        Ok(u.roles.iter().cloned().collect())
+    }
+
+    /// A role's permissions.
+    pub fn role_permissions(&self, role: &str) -> Result<Vec<pb::Permission>, AuthError> {
+        self.roles.get(role).cloned().ok_or(AuthError::RoleNotFound)
+    }
+
+    /// Whether `user` holds the root role.
+    pub fn is_root(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.roles.contains(ROOT))
+    }
+
+    /// Whether `user` may read (or, with `write`, write) every key of `[key, range_end)`
+    /// (`range_end` as in a Range: empty for `key` alone, `\0` for every key from `key`):
+    /// the union of its roles' permissions of that kind must cover the whole range.
+    pub fn permitted(&self, user: &str, key: &[u8], range_end: &[u8], write: bool) -> bool {
+        let Some(u) = self.users.get(user) else { return false };
+        if u.roles.contains(ROOT) {
+            return true;
+        }
+        let wanted = if write { pb::perm_type::WRITE } else { pb::perm_type::READ };
+        let mut have: Vec<Interval> = u
+            .roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .flatten()
+            .filter(|p| p.perm_type == wanted || p.perm_type == pb::perm_type::READWRITE)
+            .map(|p| interval(&p.key, &p.range_end))
+            .collect();
+        have.sort_by(|a, b| a.0.cmp(&b.0));
+        covers(&have, &interval(key, range_end))
+    }
+
+    fn require(&self, user: &str, key: &[u8], end: &[u8], write: bool) -> Result<(), AuthError> {
+        if self.permitted(user, key, end, write) {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied)
+        }
+    }
+
+    /// Checks a Range for `user`.
+    pub fn check_range(&self, user: &str, r: &pb::RangeRequest) -> Result<(), AuthError> {
+        self.require(user, &r.key, &r.range_end, false)
+    }
+
+    /// Checks a request for `user` (auth enabled). Lease revocations are checked by the
+    /// caller, which knows the keys attached to the lease; requests the members make
+    /// themselves carry no user and are not checked.
+    pub fn check(&self, user: &str, req: &Request) -> Result<(), AuthError> {
+        if !self.has_user(user) {
+            return Err(AuthError::UserNotFound);
+        }
+        match req {
+            Request::Put(p) => {
+                self.require(user, &p.key, b"", true)?;
+                if p.prev_kv {
+                    self.require(user, &p.key, b"", false)?;
+                }
+                Ok(())
+            }
+            Request::DeleteRange(d) => {
+                self.require(user, &d.key, &d.range_end, true)?;
+                if d.prev_kv {
+                    self.require(user, &d.key, &d.range_end, false)?;
+                }
+                Ok(())
+            }
+            Request::Txn(t) => self.check_txn(user, t),
+            Request::Auth(_)
+            | Request::MemberChange(_)
+            | Request::MemberAttr(_)
+            | Request::Alarm(_) => {
+                if self.is_root(user) {
+                    Ok(())
+                } else {
+                    Err(AuthError::PermissionDenied)
+                }
+            }
+            Request::Compaction(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseExpire(_) => Ok(()),
+        }
+    }
+
+    fn check_txn(&self, user: &str, t: &pb::TxnRequest) -> Result<(), AuthError> {
+        for c in &t.compare {
+            self.require(user, &c.key, &c.range_end, false)?;
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            use pb::request_op::Request as R;
+            match &op.request {
+                Some(R::RequestRange(r)) => self.check_range(user, r)?,
+                Some(R::RequestPut(p)) => self.check(user, &Request::Put(p.clone()))?,
+                Some(R::RequestDeleteRange(d)) => {
+                    self.check(user, &Request::DeleteRange(d.clone()))?
+                }
+                Some(R::RequestTxn(t)) => self.check_txn(user, t)?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The store as a snapshot holds it.
+    pub fn to_state(&self) -> pb::AuthState {
+        pb::AuthState {
+            enabled: self.enabled,
+            revision: self.revision,
+            users: self
+                .users
+                .iter()
+                .map(|(name, u)| pb::AuthUserState {
+                    name: name.clone(),
+                    hashed_password: u.hash.clone(),
+                    no_password: u.no_password,
+                    roles: u.roles.iter().cloned().collect(),
+                })
+                .collect(),
+            roles: self
+                .roles
+                .iter()
+                .map(|(name, perms)| pb::AuthRoleState { name: name.clone(), perms: perms.clone() })
+                .collect(),
+        }
+    }
+
+    /// The store a snapshot holds.
+    pub fn from_state(s: pb::AuthState) -> AuthStore {
+        AuthStore {
+            enabled: s.enabled,
+            revision: s.revision,
+            users: s
+                .users
+                .into_iter()
+                .map(|u| {
+                    let roles = u.roles.into_iter().collect();
+                    (u.name, User { hash: u.hashed_password, no_password: u.no_password, roles })
+                })
+                .collect(),
+            roles: s.roles.into_iter().map(|r| (r.name, r.perms)).collect(),
+        }
+    }
+}
+
+/// A half-open key interval; `None` as its end: no end.
+type Interval = (Vec<u8>, Option<Vec<u8>>);
+
+fn interval(key: &[u8], range_end: &[u8]) -> Interval {
+    match range_end {
+        [] => {
+            let mut end = key.to_vec();
+            end.push(0); // the smallest key after `key`
+            (key.to_vec(), Some(end))
+        }
+        [0] => (key.to_vec(), None),
+        end => (key.to_vec(), Some(end.to_vec())),
+    }
+}
+
+/// Whether the union of `have` (sorted by start) covers `want`.
+fn covers(have: &[Interval], want: &Interval) -> bool {
+    let (start, end) = want;
+    if let Some(e) = end {
+        if e <= start {
+            return true; // an empty range: it reads or writes nothing
+        }
+    }
+    let mut reached = start.clone(); // everything in [start, reached) is covered
+    for (s, e) in have {
+        if *s > reached {
+            break; // a gap
+        }
+        match e {
+            None => return true,
+            Some(e) if *e > reached => reached = e.clone(),
+            Some(_) => {}
+        }
+        if end.as_ref().is_some_and(|end| reached >= *end) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The tokens this member accepts, each with its user and when it expires unless used.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    map: HashMap<String, (String, Instant)>,
+}
+
+impl Tokens {
+    /// Records a token for `user`, valid for [`TOKEN_TTL`] from `now`.
+    pub fn insert(&mut self, token: String, user: String, now: Instant) {
+        if self.map.len() >= 1024 {
+            self.map.retain(|_, (_, exp)| *exp > now);
+        }
+        self.map.insert(token, (user, now + TOKEN_TTL));
+    }
+
+    /// The user of a valid token, whose life starts again (as etcd's simple tokens).
+    pub fn resolve(&mut self, token: &str, now: Instant) -> Option<String> {
+        match self.map.get_mut(token) {
+            Some((user, exp)) if *exp > now => {
+                *exp = now + TOKEN_TTL;
+                Some(user.clone())
+            }
+            Some(_) => {
+                self.map.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Drops every token of `user` (deleted, or its password changed).
+    pub fn forget_user(&mut self, user: &str) {
+        self.map.retain(|_, (u, _)| u != user);
+    }
+}
+
+/// The auth store and tokens, shared by the driver (which applies changes) and the gRPC
+/// services (which check requests). All on the driver's thread: the lock is never contended.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// The replicated store.
+    pub store: AuthStore,
+    /// This member's tokens.
+    pub tokens: Tokens,
+}
+
+/// [`Auth`] behind a lock.
+#[derive(Clone, Debug, Default)]
+pub struct SharedAuth(Arc<Mutex<Auth>>);
+
+impl SharedAuth {
+    /// Locks it (a panic while it was held leaves a usable state: every change to it is
+    /// one assignment or insertion).
+    pub fn lock(&self) -> MutexGuard<'_, Auth> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who a request with `token` is made by: `Ok(None)` while auth is disabled.
+    pub fn caller(&self, token: Option<&str>) -> Result<Option<String>, AuthError> {
+        let mut a = self.lock();
+        if !a.store.enabled() {
+            return Ok(None);
+        }
+        let token = token.ok_or(AuthError::UserEmpty)?;
+        let user = a.tokens.resolve(token, Instant::now()).ok_or(AuthError::InvalidToken)?;
+        if !a.store.has_user(&user) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Some(user))
+    }
+}
+
+/// A bcrypt hash of `password` (slow by design: run it off the driver's thread).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    bcrypt::hash(password, BCRYPT_COST).map_err(|_| AuthError::Failed)
+}
+
+/// Whether `password` matches `hash` (slow by design: run it off the driver's thread).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// A new token: 128 random bits, in hex.
+pub fn new_token() -> Result<String, AuthError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|_| AuthError::Failed)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with(perms: &[(i32, &str, &str)]) -> AuthStore {
+        let mut s = AuthStore::default();
+        for name in ["root", "u"] {
+            let add = pb::AuthUserAddRequest { name: name.into(), ..Default::default() };
+            s.apply(&Op::UserAdd(add)).unwrap();
+        }
+        let grant = |u: &str, r: &str| {
+            Op::UserGrantRole(pb::AuthUserGrantRoleRequest { user: u.into(), role: r.into() })
+        };
+        s.apply(&grant("root", ROOT)).unwrap();
+        s.apply(&Op::RoleAdd(pb::AuthRoleAddRequest { name: "r".into() })).unwrap();
+        for (t, k, e) in perms {
+            let perm = pb::Permission {
+                perm_type: *t,
+                key: k.as_bytes().to_vec().into(),
+                range_end: e.as_bytes().to_vec().into(),
+            };
+            let g = pb::AuthRoleGrantPermissionRequest { name: "r".into(), perm: Some(perm) };
+            s.apply(&Op::RoleGrantPermission(g)).unwrap();
+        }
+        s.apply(&grant("u", "r")).unwrap();
+        s.apply(&Op::Enable(pb::AuthEnableRequest {})).unwrap();
+        s
+    }
+
+    /// A range is permitted only if the union of the user's permissions covers all of it:
+    /// adjacent and overlapping grants join; a gap or an end beyond them refuses.
+    #[test]
+    fn permissions_cover_a_range_only_as_a_union_without_gaps() {
+        use pb::perm_type::{READ, READWRITE, WRITE};
+        let s = store_with(&[(READ, "a", "c"), (READWRITE, "c", "e"), (WRITE, "x", "")]);
+        assert!(s.permitted("u", b"a", b"e", false)); // joined at "c"
+        assert!(s.permitted("u", b"b", b"", false));
+        assert!(!s.permitted("u", b"a", b"e", true)); // [a, c) is read only
+        assert!(s.permitted("u", b"c", b"e", true));
+        assert!(!s.permitted("u", b"a", b"f", false)); // beyond the grants
+        assert!(!s.permitted("u", b"a", b"\0", false)); // every key from "a"
+        assert!(s.permitted("u", b"x", b"", true));
+        assert!(!s.permitted("u", b"x", b"", false)); // write only
+        assert!(!s.permitted("u", b"xa", b"", true)); // one key, not a prefix
+        assert!(s.permitted("root", b"\0", b"\0", true));
+        assert!(!s.permitted("nobody", b"a", b"", false));
+        let all = store_with(&[(READ, "k", "\0")]);
+        assert!(all.permitted("u", b"k", b"\0", false));
+        assert!(all.permitted("u", b"zzz", b"", false));
+        assert!(!all.permitted("u", b"j", b"", false));
+    }
+
+    /// Auth can only be enabled with a root user holding the root role, and while it is,
+    /// root can be neither deleted nor stripped of its role.
+    #[test]
+    fn auth_needs_root_and_keeps_it() {
+        let mut s = AuthStore::default();
+        assert_eq!(s.apply(&Op::Enable(pb::AuthEnableRequest {})), Err(AuthError::RootUserMissing));
+        let add = pb::AuthUserAddRequest { name: ROOT.into(), ..Default::default() };
+        s.apply(&Op::UserAdd(add.clone())).unwrap();
+        assert_eq!(s.apply(&Op::UserAdd(add)), Err(AuthError::UserExists));
+        assert_eq!(s.apply(&Op::Enable(pb::AuthEnableRequest {})), Err(AuthError::RootRoleMissing));
+        let g = pb::AuthUserGrantRoleRequest { user: ROOT.into(), role: ROOT.into() };
+        s.apply(&Op::UserGrantRole(g)).unwrap();
+        s.apply(&Op::Enable(pb::AuthEnableRequest {})).unwrap();
+        assert!(s.enabled());
+        let del = pb::AuthUserDeleteRequest { name: ROOT.into() };
+        assert_eq!(s.apply(&Op::UserDelete(del.clone())), Err(AuthError::InvalidManagement));
+        let revoke = pb::AuthUserRevokeRoleRequest { name: ROOT.into(), role: ROOT.into() };
+        assert_eq!(s.apply(&Op::UserRevokeRole(revoke)), Err(AuthError::InvalidManagement));
+        s.apply(&Op::Disable(pb::AuthDisableRequest {})).unwrap();
+        s.apply(&Op::UserDelete(del)).unwrap();
+        assert!(!s.has_user(ROOT));
+    }
+
+    /// Deleting a role takes it from its users; revoking what was never granted is an
+    /// error; the store survives its snapshot form unchanged.
+    #[test]
+    fn role_changes_reach_users_and_the_store_round_trips() {
+        let mut s = store_with(&[(pb::perm_type::READ, "a", "b")]);
+        assert_eq!(s.user_roles("u").unwrap(), vec!["r".to_string()]);
+        let back = AuthStore::from_state(s.to_state());
+        assert_eq!(back, s);
+        let rr = pb::AuthRoleRevokePermissionRequest {
+            role: "r".into(),
+            key: "zz".into(),
+            range_end: "".into(),
+        };
+        assert_eq!(s.apply(&Op::RoleRevokePermission(rr)), Err(AuthError::PermissionNotGranted));
+        s.apply(&Op::RoleDelete(pb::AuthRoleDeleteRequest { role: "r".into() })).unwrap();
+        assert!(s.user_roles("u").unwrap().is_empty());
+        assert!(!s.permitted("u", b"a", b"", false));
+    }
+
+    /// A txn is checked op by op, compares included, and nested txns too.
+    #[test]
+    fn a_txn_needs_permission_for_every_compare_and_op() {
+        use pb::request_op::Request as R;
+        let s = store_with(&[(pb::perm_type::READWRITE, "a", "b")]);
+        let put = |k: &str| pb::RequestOp {
+            request: Some(R::RequestPut(pb::PutRequest {
+                key: k.to_string().into(),
+                ..Default::default()
+            })),
+        };
+        let cmp = |k: &str| pb::Compare { key: k.to_string().into(), ..Default::default() };
+        let ok =
+            pb::TxnRequest { compare: vec![cmp("a1")], success: vec![put("a2")], failure: vec![] };
+        assert_eq!(s.check("u", &Request::Txn(ok.clone())), Ok(()));
+        let bad_cmp = pb::TxnRequest { compare: vec![cmp("z")], ..ok.clone() };
+        assert_eq!(s.check("u", &Request::Txn(bad_cmp)), Err(AuthError::PermissionDenied));
+        let nested = pb::TxnRequest {
+            failure: vec![pb::RequestOp {
+                request: Some(R::RequestTxn(pb::TxnRequest {
+                    success: vec![put("z")],
+                    ..Default::default()
+                })),
+            }],
+            ..ok
+        };
+        assert_eq!(s.check("u", &Request::Txn(nested)), Err(AuthError::PermissionDenied));
+    }
+
+    /// Tokens expire unless used, and a user's tokens go with it.
+    #[test]
+    fn tokens_expire_unless_used_and_go_with_their_user() {
+        let mut t = Tokens::default();
+        let now = Instant::now();
+        t.insert("a".into(), "u".into(), now);
+        t.insert("b".into(), "v".into(), now);
+        assert_eq!(t.resolve("a", now + TOKEN_TTL / 2).as_deref(), Some("u"));
+        assert_eq!(t.resolve("a", now + TOKEN_TTL).as_deref(), Some("u")); // renewed
+        assert_eq!(t.resolve("b", now + TOKEN_TTL), None);
+        t.forget_user("u");
+        assert_eq!(t.resolve("a", now), None);
+        assert_eq!(new_token().unwrap().len(), 32);
+    }
+}
