@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// No progress bar (for scripts).
     #[arg(long)]
     quiet: bool,
+    /// `name:password` to authenticate as, when the cluster has auth enabled.
+    #[arg(long, env = "FLOTILLA_USER")]
+    user: Option<String>,
 }
 
 struct Shared {
@@ -104,8 +107,8 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
                 rt.block_on(async {
                     let mut channels = Vec::new();
                     for (i, ep) in &conns {
-                        match connect(ep).await {
-                            Ok(ch) => channels.push((*i, ch)),
+                        match connect(ep, a.user.as_deref()).await {
+                            Ok(conn) => channels.push((*i, conn)),
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
                                 return;
@@ -120,11 +123,14 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
                     let value: bytes::Bytes = vec![b'x'; a.value_size].into();
                     let mut clients = tokio::task::JoinSet::new();
                     for c in 0..a.clients {
-                        let Some((_, ch)) = channels.iter().find(|(i, _)| c % a.conns == *i) else {
+                        let Some((_, (ch, token))) =
+                            channels.iter().find(|(i, _)| c % a.conns == *i)
+                        else {
                             continue; // another thread's client
                         };
                         let kv = KVClient::new(ch.clone());
-                        clients.spawn(client(c, kv, value.clone(), a.clone(), shared.clone()));
+                        let (value, a, shared) = (value.clone(), a.clone(), shared.clone());
+                        clients.spawn(client(c, kv, token.clone(), value, a, shared));
                     }
                     while let Some(r) = clients.join_next().await {
                         if let Ok(ch) = r {
@@ -169,12 +175,15 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let done = shared.done.load(Ordering::Relaxed);
+        // Failed operations count towards --total, or a run whose every request fails
+        // (refused by auth, say) would never end.
+        let attempted = done + shared.errors.load(Ordering::Relaxed);
         let secs = start.elapsed().as_secs_f64();
         bar.set_message(format!("{:.0} ops/s", done as f64 / secs.max(1e-9)));
         match total {
             Some(t) => {
-                bar.set_position(done.min(t));
-                if done >= t {
+                bar.set_position(attempted.min(t));
+                if attempted >= t {
                     break;
                 }
             }
@@ -227,20 +236,42 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn connect(ep: &str) -> Result<tonic::transport::Channel, String> {
-    tonic::transport::Endpoint::from_shared(ep.to_string())
+/// A connection to `ep`, and the token of `user` (`name:password`) if given. The token is
+/// added to each request by the client loop: no interceptor on the path when there is none.
+async fn connect(
+    ep: &str,
+    user: Option<&str>,
+) -> Result<(tonic::transport::Channel, Option<tonic::metadata::AsciiMetadataValue>), String> {
+    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
         .map_err(|e| format!("{ep}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| format!("{ep}: {e}"))
+        .map_err(|e| format!("{ep}: {e}"))?;
+    let token = match user {
+        Some(u) => crate::authenticate(ch.clone(), u)
+            .await
+            .map_err(|s| format!("{ep}: {}", s.message()))?,
+        None => crate::Token(None),
+    };
+    Ok((ch, token.0))
+}
+
+/// `msg` as a request, with the auth token if there is one (etcd's `token` metadata).
+fn with_token<T>(msg: T, token: &Option<tonic::metadata::AsciiMetadataValue>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut().insert("token", t.clone());
+    }
+    r
 }
 
 /// One closed-loop client: a request, its answer, the next request.
 async fn client(
     c: usize,
     mut kv: KVClient<tonic::transport::Channel>,
+    token: Option<tonic::metadata::AsciiMetadataValue>,
     value: bytes::Bytes,
     a: BenchArgs,
     shared: Arc<Shared>,
@@ -257,7 +288,9 @@ async fn client(
     };
     while !shared.stop.load(Ordering::Relaxed) {
         if let Some(t) = a.total {
-            if shared.done.load(Ordering::Relaxed) >= t {
+            let attempted =
+                shared.done.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+            if attempted >= t {
                 break;
             }
         }
@@ -266,10 +299,10 @@ async fn client(
         let t0 = Instant::now();
         let ok = if read {
             let req = pb::RangeRequest { key, serializable: a.serializable, ..Default::default() };
-            kv.range(req).await.is_ok()
+            kv.range(with_token(req, &token)).await.is_ok()
         } else {
             let req = pb::PutRequest { key, value: value.clone(), ..Default::default() };
-            kv.put(req).await.is_ok()
+            kv.put(with_token(req, &token)).await.is_ok()
         };
         if ok {
             let _ = h.record(t0.elapsed().as_micros().max(1) as u64);

@@ -505,7 +505,7 @@ fn text(b: &[u8]) -> String {
 
 /// Adds the auth token, if any, to every request (etcd's `token` metadata).
 #[derive(Clone, Debug)]
-struct Token(Option<tonic::metadata::AsciiMetadataValue>);
+pub(crate) struct Token(pub(crate) Option<tonic::metadata::AsciiMetadataValue>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -517,10 +517,14 @@ impl tonic::service::Interceptor for Token {
 }
 
 /// A connection to one endpoint, carrying the token of `--user` if given.
-type Chan = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>;
+pub(crate) type Chan =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>;
 
 /// Authenticates as `user` (`name:password`) on `ch`: the token for its requests.
-async fn authenticate(ch: tonic::transport::Channel, user: &str) -> Result<Token, tonic::Status> {
+pub(crate) async fn authenticate(
+    ch: tonic::transport::Channel,
+    user: &str,
+) -> Result<Token, tonic::Status> {
     let (name, password) = user.split_once(':').unwrap_or((user, ""));
     let req = pb::AuthenticateRequest { name: name.into(), password: password.into() };
     let token = match AuthClient::new(ch).authenticate(req).await {

@@ -157,6 +157,23 @@ fn auth_is_replicated_enforced_at_every_member_and_survives_a_cluster_restart() 
         let out = cli(Some("alice:wrong"));
         assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
 
+        // So does the load generator.
+        let out = std::process::Command::new(common::BIN)
+            .args(["bench", "--total", "20", "--clients", "2", "--conns", "2", "--json", "--quiet"])
+            .args(["--endpoints", &eps.join(","), "--user", "root:rootpw"])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(json.contains("\"errors\":0"), "{json} {}", String::from_utf8_lossy(&out.stderr));
+        // Without credentials every request is refused (and counted), and the run ends.
+        let out = std::process::Command::new(common::BIN)
+            .args(["bench", "--total", "20", "--clients", "2", "--conns", "2", "--json", "--quiet"])
+            .args(["--endpoints", &eps.join(",")])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(json.contains("\"ops\":0") && !json.contains("\"errors\":0"), "{json}");
+
         // Revoking alice's role stops her writes at every member.
         let revoke = pb::AuthUserRevokeRoleRequest { name: "alice".into(), role: "app".into() };
         a.user_revoke_role(req(revoke, Some(&root))).await.unwrap();

@@ -395,6 +395,39 @@ impl AuthStore {
         }
     }
 
+    /// Whether a client's `op`, made for `user` (or `anonymous`ly, while auth was
+    /// disabled), may be applied, as this store is now: always while auth is disabled. A
+    /// lease revocation deletes the lease's keys (`lease_keys`), so the user must be allowed
+    /// to write each one (as etcd). Deterministic: every member decides the same.
+    pub fn authorize_applied<'a>(
+        &self,
+        user: &str,
+        anonymous: bool,
+        op: &Request,
+        lease_keys: impl Fn(i64) -> Option<&'a BTreeSet<bytes::Bytes>>,
+    ) -> Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if anonymous {
+            // Asking for a token needs none (its password was checked); nothing else may
+            // go without a user once auth is on.
+            return match op {
+                Request::Auth(pb::AuthChange { op: Some(Op::Token(_)) }) => Ok(()),
+                _ => Err(AuthError::UserEmpty),
+            };
+        }
+        self.check(user, op)?;
+        if let Request::LeaseRevoke(r) = op {
+            if let Some(keys) = lease_keys(r.id) {
+                if !keys.iter().all(|k| self.permitted(user, k, b"", true)) {
+                    return Err(AuthError::PermissionDenied);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_txn(&self, user: &str, t: &pb::TxnRequest) -> Result<(), AuthError> {
         for c in &t.compare {
             self.require(user, &c.key, &c.range_end, false)?;
@@ -705,6 +738,47 @@ mod tests {
             ..ok
         };
         assert_eq!(s.check("u", &Request::Txn(nested)), Err(AuthError::PermissionDenied));
+    }
+
+    /// What is checked where a request is applied: a request made without a user while auth
+    /// was off is refused once it is on (but for asking a token), a revoked permission
+    /// refuses a request that passed the check where it was taken, and revoking a lease
+    /// needs write permission on each of its keys.
+    #[test]
+    fn requests_are_checked_again_against_the_store_where_they_are_applied() {
+        let put = |k: &str| {
+            Request::Put(pb::PutRequest { key: k.to_string().into(), ..Default::default() })
+        };
+        let no_leases = |_| None;
+        let mut s = store_with(&[(pb::perm_type::READWRITE, "a", "b")]);
+        assert_eq!(s.authorize_applied("", true, &put("a1"), no_leases), Err(AuthError::UserEmpty));
+        let token = pb::AuthToken { name: "u".into(), token: "t".into() };
+        let login = Request::Auth(pb::AuthChange { op: Some(Op::Token(token)) });
+        assert_eq!(s.authorize_applied("", true, &login, no_leases), Ok(()));
+        assert_eq!(s.authorize_applied("u", false, &put("a1"), no_leases), Ok(()));
+        let revoke = pb::AuthRoleRevokePermissionRequest {
+            role: "r".into(),
+            key: "a".into(),
+            range_end: "b".into(),
+        };
+        s.apply(&Op::RoleRevokePermission(revoke)).unwrap();
+        let denied = s.authorize_applied("u", false, &put("a1"), no_leases);
+        assert_eq!(denied, Err(AuthError::PermissionDenied));
+
+        let s = store_with(&[(pb::perm_type::WRITE, "a", "b")]);
+        let keys: BTreeSet<bytes::Bytes> =
+            ["a1", "z"].into_iter().map(bytes::Bytes::from).collect();
+        let lease_keys = |id: i64| (id == 7).then_some(&keys);
+        let revoke = |id| Request::LeaseRevoke(pb::LeaseRevokeRequest { id });
+        assert_eq!(
+            s.authorize_applied("u", false, &revoke(7), lease_keys),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(s.authorize_applied("root", false, &revoke(7), lease_keys), Ok(()));
+        assert_eq!(s.authorize_applied("u", false, &revoke(8), lease_keys), Ok(()));
+        let mut off = s.clone();
+        off.apply(&Op::Disable(pb::AuthDisableRequest {})).unwrap();
+        assert_eq!(off.authorize_applied("", true, &put("z"), no_leases), Ok(()));
     }
 
     /// Tokens expire unless used, and a user's tokens go with it.

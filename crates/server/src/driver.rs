@@ -1428,7 +1428,11 @@ impl Driver {
         // Checked again here, against the auth store as it is at this point of the log: a
         // permission revoked while the request was in flight is not bypassed.
         if req.anonymous || !req.user.is_empty() {
-            if let Err(e) = self.authorize_applied(&req.user, req.anonymous, &op) {
+            let leases = self.mvcc.leases();
+            let lease_keys = |id: i64| leases.get(&id).map(|l| &l.keys);
+            let allowed =
+                self.auth.lock().store.authorize_applied(&req.user, req.anonymous, &op, lease_keys);
+            if let Err(e) = allowed {
                 return self.answer_write(req.id, Err(e.into()));
             }
         }
@@ -1457,41 +1461,6 @@ impl Driver {
             self.changes.clear();
         }
         self.answer_write(req.id, result);
-    }
-
-    /// Whether a client's `op` for `user` (or made `anonymous`ly, while auth was disabled)
-    /// may be applied, as the auth store is now: always while auth is disabled.
-    fn authorize_applied(
-        &self,
-        user: &str,
-        anonymous: bool,
-        op: &pb::internal_request::Request,
-    ) -> Result<(), crate::auth::AuthError> {
-        use pb::auth_change::Op;
-        let a = self.auth.lock();
-        if !a.store.enabled() {
-            return Ok(());
-        }
-        if anonymous {
-            // A token is asked for without one; its password was checked.
-            return match op {
-                pb::internal_request::Request::Auth(pb::AuthChange { op: Some(Op::Token(_)) }) => {
-                    Ok(())
-                }
-                _ => Err(crate::auth::AuthError::UserEmpty),
-            };
-        }
-        a.store.check(user, op)?;
-        if let pb::internal_request::Request::LeaseRevoke(r) = op {
-            // Revoking deletes the lease's keys: the user must be allowed to write each one
-            // (as etcd).
-            if let Some(l) = self.mvcc.leases().get(&r.id) {
-                if !l.keys.iter().all(|k| a.store.permitted(user, k, b"", true)) {
-                    return Err(crate::auth::AuthError::PermissionDenied);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Applies a change of the auth store. An `Authenticate`'s token is recorded here, on
