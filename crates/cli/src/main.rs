@@ -335,6 +335,35 @@ struct Conn {
     /// `--user`).
     #[arg(long, env = "FLOTILLA_USER")]
     user: Option<String>,
+    /// The CA (PEM) that https:// endpoints' certificates are checked against (etcdctl's
+    /// `--cacert`).
+    #[arg(long, env = "FLOTILLA_CACERT")]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for https:// endpoints that ask for one (`--cert`).
+    #[arg(long = "cert", env = "FLOTILLA_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM) (`--key`).
+    #[arg(long = "key", env = "FLOTILLA_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+}
+
+/// How to reach `ep`: over TLS, checked against `--cacert` (and with `--cert` and `--key`
+/// if given), when it is an https:// URL.
+fn endpoint(conn: &Conn, ep: &str) -> Result<tonic::transport::Endpoint, String> {
+    let e = tonic::transport::Endpoint::from_shared(ep.to_string())
+        .map_err(|e| format!("{ep}: {e}"))?;
+    if !ep.starts_with("https://") {
+        return Ok(e);
+    }
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &conn.cacert {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&conn.client_cert, &conn.client_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    e.tls_config(tls).map_err(|e| format!("{ep}: {e}"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -393,6 +422,18 @@ struct ServeArgs {
     /// `5s`, `500ms`; etcd's --experimental-watch-progress-notify-interval).
     #[arg(long, env = "FLOTILLA_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     watch_progress_notify_interval: String,
+    /// The client port's TLS certificate (PEM), for https:// client URLs.
+    #[arg(long, env = "FLOTILLA_CERT_FILE", default_value = "")]
+    cert_file: String,
+    /// The client port's TLS private key (PEM).
+    #[arg(long, env = "FLOTILLA_KEY_FILE", default_value = "")]
+    key_file: String,
+    /// The CA (PEM) that client certificates must be signed by, with --client-cert-auth.
+    #[arg(long, env = "FLOTILLA_TRUSTED_CA_FILE", default_value = "")]
+    trusted_ca_file: String,
+    /// Refuse TLS clients without a certificate signed by --trusted-ca-file.
+    #[arg(long, env = "FLOTILLA_CLIENT_CERT_AUTH")]
+    client_cert_auth: bool,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -545,15 +586,21 @@ where
 {
     let mut last = String::from("no endpoint given");
     for ep in endpoints(conn) {
-        let ch = match tonic::transport::Endpoint::from_shared(ep.clone()) {
-            Ok(e) => match e.connect_timeout(Duration::from_secs(2)).connect().await {
-                Ok(ch) => ch,
-                Err(e) => {
-                    last = format!("{ep}: {e}");
-                    continue;
+        let ch = match endpoint(conn, &ep)?.connect_timeout(Duration::from_secs(2)).connect().await
+        {
+            Ok(ch) => ch,
+            Err(e) => {
+                // tonic's own message ("transport error") hides the cause, such as a
+                // certificate that does not check out.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why = format!("{why}: {s}");
+                    source = s.source();
                 }
-            },
-            Err(e) => return Err(format!("{ep}: {e}")),
+                last = format!("{ep}: {why}");
+                continue;
+            }
         };
         let token = match &conn.user {
             Some(u) => {
@@ -1148,7 +1195,7 @@ async fn client(cmd: Command) -> Result<(), String> {
 }
 
 /// The settings `serve` reads from a file, by flag name.
-const FILE_KEYS: [&str; 15] = [
+const FILE_KEYS: &[&str] = &[
     "name",
     "data-dir",
     "listen-client-urls",
@@ -1164,6 +1211,10 @@ const FILE_KEYS: [&str; 15] = [
     "auto-compaction-mode",
     "auto-compaction-retention",
     "watch-progress-notify-interval",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -1190,8 +1241,11 @@ fn load_config_file() -> Result<(), String> {
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
             other => {
-                return Err(format!("{path}: {key} must be a string or an integer, not {other}"))
+                return Err(format!(
+                    "{path}: {key} must be a string, an integer or a boolean, not {other}"
+                ))
             }
         };
         let var = format!("FLOTILLA_{}", key.to_uppercase().replace('-', "_"));
@@ -1235,6 +1289,10 @@ fn main() -> ExitCode {
                 auto_compaction_mode: a.auto_compaction_mode,
                 auto_compaction_retention: a.auto_compaction_retention,
                 watch_progress_notify_interval: a.watch_progress_notify_interval,
+                cert_file: a.cert_file,
+                key_file: a.key_file,
+                trusted_ca_file: a.trusted_ca_file,
+                client_cert_auth: a.client_cert_auth,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

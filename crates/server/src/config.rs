@@ -55,6 +55,85 @@ pub struct ServerConfig {
     /// How often a quiet watcher that asked for progress notifications gets one
     /// (`--watch-progress-notify-interval`; etcd's default, 10 minutes).
     pub watch_progress_notify_interval: Duration,
+    /// TLS on the client port (`https://` client URLs), if any.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// TLS for clients (etcd's `--cert-file`, `--key-file`, `--client-cert-auth`,
+/// `--trusted-ca-file`): the files' contents, read and checked before any port is bound.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The server's certificate chain (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM).
+    pub key_pem: Vec<u8>,
+    /// With `--client-cert-auth`: the CA (PEM) a client's certificate must be signed by;
+    /// clients without one are refused.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientTls")
+            .field("client_cert_auth", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// tonic's server TLS settings for it.
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
+        let c = tonic::transport::ServerTlsConfig::new().identity(identity);
+        match &self.client_ca_pem {
+            Some(ca) => c.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            None => c,
+        }
+    }
+
+    /// Reads and checks the files the flags name: `None` unless the client URLs are
+    /// `https://`.
+    fn from_flags(f: &Flags, https: bool) -> Result<Option<ClientTls>, ConfigError> {
+        let read = |flag: &str, path: &str| {
+            std::fs::read(path).map_err(|e| ConfigError::Invalid(format!("{flag} {path:?}: {e}")))
+        };
+        let (cert, key, ca) = (f.cert_file.trim(), f.key_file.trim(), f.trusted_ca_file.trim());
+        if !https {
+            if !cert.is_empty() || !key.is_empty() || f.client_cert_auth {
+                return Err(ConfigError::Invalid(
+                    "--cert-file, --key-file and --client-cert-auth need https:// client URLs"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if cert.is_empty() || key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "https:// client URLs need --cert-file and --key-file".into(),
+            ));
+        }
+        let client_ca_pem = match (f.client_cert_auth, ca) {
+            (false, _) => None,
+            (true, "") => {
+                return Err(ConfigError::Invalid(
+                    "--client-cert-auth needs --trusted-ca-file".into(),
+                ))
+            }
+            (true, ca) => Some(read("--trusted-ca-file", ca)?),
+        };
+        let tls = ClientTls {
+            cert_pem: read("--cert-file", cert)?,
+            key_pem: read("--key-file", key)?,
+            client_ca_pem,
+        };
+        // Parsed now (not when the server starts), so a bad file stops it before any port
+        // is bound.
+        tonic::transport::Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(|e| ConfigError::Invalid(format!("TLS files: {e}")))?;
+        Ok(Some(tls))
+    }
 }
 
 /// Parses a duration as etcd's flags write short ones: a number and a unit (`h`, `m`, `s`,
@@ -175,6 +254,14 @@ pub struct Flags {
     pub auto_compaction_retention: String,
     /// `--watch-progress-notify-interval` (`10m`, `5s`, ...).
     pub watch_progress_notify_interval: String,
+    /// `--cert-file` (empty: none).
+    pub cert_file: String,
+    /// `--key-file` (empty: none).
+    pub key_file: String,
+    /// `--trusted-ca-file` (empty: none).
+    pub trusted_ca_file: String,
+    /// `--client-cert-auth`.
+    pub client_cert_auth: bool,
 }
 
 /// A configuration that cannot run.
@@ -210,7 +297,8 @@ pub fn parse_url(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigErro
 /// handed to clients).
 fn check_advertised_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadUrl { flag, url: url.to_string() };
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?.trim_end_matches('/');
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let rest = rest.ok_or_else(bad)?.trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
         return Err(bad());
@@ -258,8 +346,17 @@ impl ServerConfig {
         let initial_cluster_token = &f.initial_cluster_token;
         let data_dir = f.data_dir.clone();
         let mut client_addrs = Vec::new();
-        for url in listen_client_urls.split(',').map(str::trim) {
-            let addr = parse_url("--listen-client-urls", url)?;
+        let urls: Vec<&str> = listen_client_urls.split(',').map(str::trim).collect();
+        let https = urls.iter().any(|u| u.starts_with("https://"));
+        if https && !urls.iter().all(|u| u.starts_with("https://")) {
+            return Err(ConfigError::Invalid(
+                "--listen-client-urls: all http:// or all https://, not both".into(),
+            ));
+        }
+        let client_tls = ClientTls::from_flags(f, https)?;
+        for url in urls {
+            let plain = url.replacen("https://", "http://", 1);
+            let addr = parse_url("--listen-client-urls", &plain)?;
             if client_addrs.contains(&addr) {
                 return Err(ConfigError::Invalid(format!(
                     "--listen-client-urls: {url:?} appears twice"
@@ -269,7 +366,7 @@ impl ServerConfig {
         }
         let advertise_client_urls = match f.advertise_client_urls.trim() {
             // The first listen URL, as etcd advertises the first of its list.
-            "" => vec![format!("http://{}", client_addrs[0])],
+            "" => vec![format!("{}://{}", if https { "https" } else { "http" }, client_addrs[0])],
             list => {
                 let mut urls: Vec<String> = Vec::new();
                 for u in list.split(',').map(str::trim) {
@@ -347,6 +444,7 @@ impl ServerConfig {
             join_existing,
             auto_compaction,
             watch_progress_notify_interval,
+            client_tls,
         })
     }
 
@@ -377,6 +475,10 @@ mod tests {
             auto_compaction_mode: "periodic".into(),
             auto_compaction_retention: "0".into(),
             watch_progress_notify_interval: "10m".into(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            trusted_ca_file: String::new(),
+            client_cert_auth: false,
         }
     }
 

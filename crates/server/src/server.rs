@@ -253,7 +253,14 @@ fn driver_thread(
             .into_axum_router()
             .merge(crate::metrics::routes(stats.clone()))
             .fallback(crate::metrics::fallback);
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.client_tls {
+            // Checked when the configuration was read: this cannot fail here.
+            builder = builder
+                .tls_config(tls.server_config())
+                .expect("TLS settings checked by ServerConfig::from_flags");
+        }
+        let grpc = builder
             .accept_http1(true)
             .add_routes(routes.into())
             .serve_with_incoming_shutdown(tokio_stream_from(client_listeners), async {
