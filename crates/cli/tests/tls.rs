@@ -135,4 +135,52 @@ fn tls_on_the_client_port_serves_trusted_clients_and_refuses_the_rest() {
     // And the server carries on.
     let (ok, out) = flotilla(&[&["get", "k"][..], &trusted[..]].concat());
     assert!(ok && out.contains("over tls"), "{out}");
+
+    // With auth on, a request without a token is made by the user its certificate names
+    // (the CN, as etcd): "client", who may read k and nothing else.
+    let rt = common::runtime();
+    rt.block_on(async {
+        use flotilla_server::pb;
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |p: &str| std::fs::read(p).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&ca)))
+            .identity(Identity::from_pem(read(&cert), read(&key)));
+        let ch = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut a = flotilla_server::rpc::auth_client::AuthClient::new(ch);
+        let user = |name: &str, password: &str| pb::AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            options: Some(pb::UserAddOptions { no_password: password.is_empty() }),
+            ..Default::default()
+        };
+        let grant =
+            |u: &str, r: &str| pb::AuthUserGrantRoleRequest { user: u.into(), role: r.into() };
+        a.user_add(user("root", "rootpw")).await.unwrap();
+        a.user_grant_role(grant("root", "root")).await.unwrap();
+        a.role_add(pb::AuthRoleAddRequest { name: "reader".into() }).await.unwrap();
+        let perm = pb::Permission {
+            perm_type: pb::perm_type::READ,
+            key: "k".into(),
+            ..Default::default()
+        };
+        let g = pb::AuthRoleGrantPermissionRequest { name: "reader".into(), perm: Some(perm) };
+        a.role_grant_permission(g).await.unwrap();
+        a.user_add(user("client", "")).await.unwrap();
+        a.user_grant_role(grant("client", "reader")).await.unwrap();
+        a.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
+    });
+    let (ok, out) = flotilla(&[&["get", "k"][..], &trusted[..]].concat());
+    assert!(ok && out.contains("over tls"), "read as the certificate's user: {out}");
+    let (ok, out) = flotilla(&[&["put", "k", "no"][..], &trusted[..]].concat());
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) =
+        flotilla(&[&["put", "k", "yes", "--user", "root:rootpw"][..], &trusted[..]].concat());
+    assert!(ok, "a token takes precedence over the certificate: {out}");
 }

@@ -39,6 +39,15 @@ fn token_of<T>(r: &GrpcRequest<T>) -> Option<&str> {
     r.metadata().get("token").and_then(|v| v.to_str().ok())
 }
 
+/// The common name of the certificate the client presented, if the TLS handshake verified
+/// one (`--client-cert-auth`): etcd's identity for requests without a token.
+fn certificate_name<T>(r: &GrpcRequest<T>) -> Option<String> {
+    let certs = r.peer_certs()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(name)
+}
+
 fn status_of(e: ApiError) -> Status {
     match e {
         ApiError::Mvcc(MvccError::Compacted | MvccError::FutureRevision) => {
@@ -76,9 +85,11 @@ impl Api {
     }
 
     /// Who makes request `r`: `None` while auth is disabled; with auth enabled, the user of
-    /// its token, or an error if it has none or an invalid one.
+    /// its token, else the common name of its verified client certificate (as etcd), or an
+    /// error if it has neither or an invalid token.
     fn caller<T>(&self, r: &GrpcRequest<T>) -> Result<Option<String>, Status> {
-        self.auth.caller(token_of(r)).map_err(auth_status)
+        // The certificate is parsed only when auth is on and there is no token.
+        self.auth.caller(token_of(r), || certificate_name(r)).map_err(auth_status)
     }
 
     /// Refuses `r` unless auth is disabled or it is made by a user with the root role

@@ -585,11 +585,25 @@ impl SharedAuth {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Who a request with `token` is made by: `Ok(None)` while auth is disabled.
-    pub fn caller(&self, token: Option<&str>) -> Result<Option<String>, AuthError> {
+    /// Who a request with `token` (or, without one, a verified client certificate whose
+    /// common name `cert_name` gives) is made by: `Ok(None)` while auth is disabled.
+    pub fn caller(
+        &self,
+        token: Option<&str>,
+        cert_name: impl FnOnce() -> Option<String>,
+    ) -> Result<Option<String>, AuthError> {
         let mut a = self.lock();
         if !a.store.enabled() {
             return Ok(None);
+        }
+        if token.is_none() {
+            if let Some(name) = cert_name() {
+                // The certificate names a user (etcd's identity from TLS): it must exist.
+                return match a.store.has_user(&name) {
+                    true => Ok(Some(name)),
+                    false => Err(AuthError::PermissionDenied),
+                };
+            }
         }
         let token = token.ok_or(AuthError::UserEmpty)?;
         let user = a.tokens.resolve(token, Instant::now()).ok_or(AuthError::InvalidToken)?;
