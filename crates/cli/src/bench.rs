@@ -53,6 +53,8 @@ pub struct BenchArgs {
     /// `name:password` to authenticate as, when the cluster has auth enabled.
     #[arg(long, env = "FLOTILLA_USER")]
     user: Option<String>,
+    #[command(flatten)]
+    tls: crate::TlsFiles,
 }
 
 struct Shared {
@@ -107,7 +109,7 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
                 rt.block_on(async {
                     let mut channels = Vec::new();
                     for (i, ep) in &conns {
-                        match connect(ep, a.user.as_deref()).await {
+                        match connect(ep, &a.tls, a.user.as_deref()).await {
                             Ok(conn) => channels.push((*i, conn)),
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -240,10 +242,10 @@ fn new_histogram() -> Histogram<u64> {
 /// added to each request by the client loop: no interceptor on the path when there is none.
 async fn connect(
     ep: &str,
+    tls: &crate::TlsFiles,
     user: Option<&str>,
 ) -> Result<(tonic::transport::Channel, Option<tonic::metadata::AsciiMetadataValue>), String> {
-    let ch = tonic::transport::Endpoint::from_shared(ep.to_string())
-        .map_err(|e| format!("{ep}: {e}"))?
+    let ch = crate::endpoint(tls, ep)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect()

@@ -335,6 +335,13 @@ struct Conn {
     /// `--user`).
     #[arg(long, env = "FLOTILLA_USER")]
     user: Option<String>,
+    #[command(flatten)]
+    tls: TlsFiles,
+}
+
+/// The client side of TLS, as etcdctl's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct TlsFiles {
     /// The CA (PEM) that https:// endpoints' certificates are checked against (etcdctl's
     /// `--cacert`).
     #[arg(long, env = "FLOTILLA_CACERT")]
@@ -349,7 +356,7 @@ struct Conn {
 
 /// How to reach `ep`: over TLS, checked against `--cacert` (and with `--cert` and `--key`
 /// if given), when it is an https:// URL.
-fn endpoint(conn: &Conn, ep: &str) -> Result<tonic::transport::Endpoint, String> {
+pub(crate) fn endpoint(conn: &TlsFiles, ep: &str) -> Result<tonic::transport::Endpoint, String> {
     let e = tonic::transport::Endpoint::from_shared(ep.to_string())
         .map_err(|e| format!("{ep}: {e}"))?;
     if !ep.starts_with("https://") {
@@ -586,22 +593,23 @@ where
 {
     let mut last = String::from("no endpoint given");
     for ep in endpoints(conn) {
-        let ch = match endpoint(conn, &ep)?.connect_timeout(Duration::from_secs(2)).connect().await
-        {
-            Ok(ch) => ch,
-            Err(e) => {
-                // tonic's own message ("transport error") hides the cause, such as a
-                // certificate that does not check out.
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
+        let ch =
+            match endpoint(&conn.tls, &ep)?.connect_timeout(Duration::from_secs(2)).connect().await
+            {
+                Ok(ch) => ch,
+                Err(e) => {
+                    // tonic's own message ("transport error") hides the cause, such as a
+                    // certificate that does not check out.
+                    let mut why = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        why = format!("{why}: {s}");
+                        source = s.source();
+                    }
+                    last = format!("{ep}: {why}");
+                    continue;
                 }
-                last = format!("{ep}: {why}");
-                continue;
-            }
-        };
+            };
         let token = match &conn.user {
             Some(u) => {
                 authenticate(ch.clone(), u).await.map_err(|s| format!("{ep}: {}", s.message()))?

@@ -136,6 +136,16 @@ fn tls_on_the_client_port_serves_trusted_clients_and_refuses_the_rest() {
     let (ok, out) = flotilla(&[&["get", "k"][..], &trusted[..]].concat());
     assert!(ok && out.contains("over tls"), "{out}");
 
+    // The load generator over TLS, with the same flags.
+    let (ok, out) = flotilla(
+        &[
+            &["bench", "--total", "20", "--clients", "2", "--conns", "2", "--json", "--quiet"][..],
+            &trusted[..],
+        ]
+        .concat(),
+    );
+    assert!(ok && out.contains("\"errors\":0"), "{out}");
+
     // With auth on, a request without a token is made by the user its certificate names
     // (the CN, as etcd): "client", who may read k and nothing else.
     let rt = common::runtime();
