@@ -441,6 +441,20 @@ struct ServeArgs {
     /// Refuse TLS clients without a certificate signed by --trusted-ca-file.
     #[arg(long, env = "FLOTILLA_CLIENT_CERT_AUTH")]
     client_cert_auth: bool,
+    /// This member's peer TLS certificate (PEM), for https:// peer URLs: presented to the
+    /// members that dial it and to those it dials; it must name its peer URL's IP address.
+    #[arg(long, env = "FLOTILLA_PEER_CERT_FILE", default_value = "")]
+    peer_cert_file: String,
+    /// The peer certificate's private key (PEM).
+    #[arg(long, env = "FLOTILLA_PEER_KEY_FILE", default_value = "")]
+    peer_key_file: String,
+    /// The CA (PEM) that the other members' peer certificates must be signed by.
+    #[arg(long, env = "FLOTILLA_PEER_TRUSTED_CA_FILE", default_value = "")]
+    peer_trusted_ca_file: String,
+    /// Refuse peer connections without a certificate signed by --peer-trusted-ca-file (as
+    /// etcd, off by default; without it anyone who reaches the peer port can dial it).
+    #[arg(long, env = "FLOTILLA_PEER_CLIENT_CERT_AUTH")]
+    peer_client_cert_auth: bool,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -1223,6 +1237,10 @@ const FILE_KEYS: &[&str] = &[
     "key-file",
     "trusted-ca-file",
     "client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -1301,6 +1319,10 @@ fn main() -> ExitCode {
                 key_file: a.key_file,
                 trusted_ca_file: a.trusted_ca_file,
                 client_cert_auth: a.client_cert_auth,
+                peer_cert_file: a.peer_cert_file,
+                peer_key_file: a.peer_key_file,
+                peer_trusted_ca_file: a.peer_trusted_ca_file,
+                peer_client_cert_auth: a.peer_client_cert_auth,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

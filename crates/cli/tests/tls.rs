@@ -9,27 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, Server, BIN};
-
-/// A CA, and a server and a client certificate it signed, written as PEM files in `dir`.
-fn certificates(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "flotilla test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    for (name, sans) in [("server", vec!["localhost", "127.0.0.1"]), ("client", vec!["client"])] {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = sans.into_iter().map(String::from).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
+use common::{certificates, eventually, free_port, Server, BIN};
 
 /// `flotilla serve` args for one member with `client_url`, and `extra`.
 fn args(dir: &std::path::Path, client_url: &str, extra: &[String]) -> Vec<String> {
@@ -65,7 +45,7 @@ fn flotilla(a: &[&str]) -> (bool, String) {
 fn tls_on_the_client_port_serves_trusted_clients_and_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    certificates(d);
+    certificates(d, "");
     let file = |n: &str| d.join(n).display().to_string();
     let c = free_port();
     let url = format!("https://127.0.0.1:{c}");

@@ -57,6 +57,129 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// TLS on the client port (`https://` client URLs), if any.
     pub client_tls: Option<ClientTls>,
+    /// TLS between members (`https://` peer URLs), if any.
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// A member's peer address, and whether it is reached over TLS (an `https://` peer URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether its URL is `https://`.
+    pub tls: bool,
+}
+
+/// TLS between members (etcd's `--peer-cert-file`, `--peer-key-file`,
+/// `--peer-trusted-ca-file`, `--peer-client-cert-auth`): a member presents its certificate
+/// both when it listens and when it dials, and checks the other side's against the CA.
+/// Built from the files when the configuration is read, so a bad file stops the server
+/// before any port is bound.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// For the peer listener: this member's certificate; with `--peer-client-cert-auth`,
+    /// dialers must present one signed by the CA.
+    pub server: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    /// For connections to the other members: their certificates are checked against the
+    /// CA and must name the IP address of their peer URL; this member's is presented.
+    pub client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("PeerTls").finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Reads and checks the files the flags name: `None` unless some peer URL (this
+    /// member's or another's) is `https://`.
+    fn from_flags(f: &Flags, https: bool) -> Result<Option<PeerTls>, ConfigError> {
+        use tokio_rustls::rustls;
+        let (cert, key, ca) =
+            (f.peer_cert_file.trim(), f.peer_key_file.trim(), f.peer_trusted_ca_file.trim());
+        if !https {
+            if !cert.is_empty() || !key.is_empty() || !ca.is_empty() || f.peer_client_cert_auth {
+                return Err(ConfigError::Invalid(
+                    "--peer-cert-file, --peer-key-file, --peer-trusted-ca-file and \
+                     --peer-client-cert-auth need https:// peer URLs"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if cert.is_empty() || key.is_empty() || ca.is_empty() {
+            return Err(ConfigError::Invalid(
+                "https:// peer URLs need --peer-cert-file, --peer-key-file and \
+                 --peer-trusted-ca-file (members check each other's certificates against it)"
+                    .into(),
+            ));
+        }
+        let read = |flag: &str, path: &str| {
+            std::fs::read(path).map_err(|e| ConfigError::Invalid(format!("{flag} {path:?}: {e}")))
+        };
+        let bad = |flag: &str, path: &str, why: String| {
+            ConfigError::Invalid(format!("{flag} {path:?}: {why}"))
+        };
+        let certs = |flag: &str, path: &str| {
+            let pem = read(flag, path)?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(flag, path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(flag, path, "no PEM certificate in it".into()));
+            }
+            Ok(certs)
+        };
+        let chain = certs("--peer-cert-file", cert)?;
+        let private_key =
+            rustls_pemfile::private_key(&mut read("--peer-key-file", key)?.as_slice())
+                .map_err(|e| bad("--peer-key-file", key, e.to_string()))?
+                .ok_or_else(|| bad("--peer-key-file", key, "no PEM private key in it".into()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs("--peer-trusted-ca-file", ca)? {
+            roots.add(c).map_err(|e| bad("--peer-trusted-ca-file", ca, e.to_string()))?;
+        }
+        PeerTls::from_der(chain, private_key, roots, f.peer_client_cert_auth)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("peer TLS files: {e}")))
+    }
+
+    /// The settings from a certificate chain, its key and the CA's roots (already parsed).
+    pub fn from_der(
+        chain: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+        private_key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+        roots: tokio_rustls::rustls::RootCertStore,
+        client_cert_auth: bool,
+    ) -> Result<PeerTls, String> {
+        use tokio_rustls::rustls;
+        let roots = std::sync::Arc::new(roots);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain.clone(), private_key.clone_key())
+            .map_err(|e| e.to_string())?;
+        let verifier = if client_cert_auth {
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| format!("the CA: {e}"))?
+        } else {
+            rustls::server::WebPkiClientVerifier::no_client_auth()
+        };
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, private_key)
+            .map_err(|e| e.to_string())?;
+        // Dialers never read from their connection (frames flow one way): no session
+        // tickets to leave unread in their socket.
+        server.send_tls13_tickets = 0;
+        Ok(PeerTls { server: std::sync::Arc::new(server), client: std::sync::Arc::new(client) })
+    }
 }
 
 /// TLS for clients (etcd's `--cert-file`, `--key-file`, `--client-cert-auth`,
@@ -262,6 +385,14 @@ pub struct Flags {
     pub trusted_ca_file: String,
     /// `--client-cert-auth`.
     pub client_cert_auth: bool,
+    /// `--peer-cert-file` (empty: none).
+    pub peer_cert_file: String,
+    /// `--peer-key-file` (empty: none).
+    pub peer_key_file: String,
+    /// `--peer-trusted-ca-file` (empty: none).
+    pub peer_trusted_ca_file: String,
+    /// `--peer-client-cert-auth`.
+    pub peer_client_cert_auth: bool,
 }
 
 /// A configuration that cannot run.
@@ -284,6 +415,27 @@ pub enum ConfigError {
     /// A value out of range.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Parses one peer URL: `http://IP:PORT`, or `https://IP:PORT` for a member reached over
+/// TLS.
+///
+/// ```
+/// use flotilla_server::config::parse_peer_url;
+/// let p = parse_peer_url("--initial-cluster", "https://10.0.0.1:2380").unwrap();
+/// assert!(p.tls);
+/// assert_eq!(p.addr.port(), 2380);
+/// assert!(!parse_peer_url("--initial-cluster", "http://10.0.0.1:2380/").unwrap().tls);
+/// assert!(parse_peer_url("--initial-cluster", "https://node-a:2380").is_err());
+/// ```
+pub fn parse_peer_url(flag: &'static str, url: &str) -> Result<PeerAddr, ConfigError> {
+    match url.strip_prefix("https://") {
+        Some(rest) => match parse_url(flag, &format!("http://{rest}")) {
+            Ok(addr) => Ok(PeerAddr { addr, tls: true }),
+            Err(_) => Err(ConfigError::BadUrl { flag, url: url.to_string() }),
+        },
+        None => Ok(PeerAddr { addr: parse_url(flag, url)?, tls: false }),
+    }
 }
 
 /// Parses one `http://IP:PORT` URL (lists, where a flag takes them, are split by the caller).
@@ -314,7 +466,7 @@ pub fn parse_initial_cluster(initial_cluster: &str) -> Result<Vec<MemberInfo>, C
         let (n, url) = part
             .split_once('=')
             .ok_or_else(|| ConfigError::BadCluster(format!("{part:?} is not name=url")))?;
-        parse_url("--initial-cluster", url)?;
+        parse_peer_url("--initial-cluster", url)?;
         if members.iter().any(|m: &MemberInfo| m.name == n) {
             return Err(ConfigError::BadCluster(format!("name {n:?} appears twice")));
         }
@@ -386,11 +538,21 @@ impl ServerConfig {
             "" => None,
             u => Some(parse_url("--listen-metrics-urls", u)?),
         };
-        let peer_addr = parse_url("--listen-peer-urls", listen_peer_urls)?;
+        let peer = parse_peer_url("--listen-peer-urls", listen_peer_urls)?;
+        let peer_addr = peer.addr;
         let members = parse_initial_cluster(initial_cluster)?;
-        if !members.iter().any(|m| m.name == name) {
+        let Some(own) = members.iter().find(|m| m.name == name) else {
             return Err(ConfigError::NotAMember(name.to_string()));
+        };
+        if parse_peer_url("--initial-cluster", &own.peer_url)?.tls != peer.tls {
+            return Err(ConfigError::Invalid(format!(
+                "--listen-peer-urls {listen_peer_urls:?} and this member's URL in \
+                 --initial-cluster {:?}: both http:// or both https://",
+                own.peer_url
+            )));
         }
+        let peer_https = members.iter().any(|m| m.peer_url.starts_with("https://"));
+        let peer_tls = PeerTls::from_flags(f, peer_https)?;
         if !(1..=60_000).contains(&tick_ms) {
             return Err(ConfigError::Invalid(format!("--tick-ms {tick_ms} must be in 1..=60000")));
         }
@@ -445,6 +607,7 @@ impl ServerConfig {
             auto_compaction,
             watch_progress_notify_interval,
             client_tls,
+            peer_tls,
         })
     }
 
@@ -479,6 +642,10 @@ mod tests {
             key_file: String::new(),
             trusted_ca_file: String::new(),
             client_cert_auth: false,
+            peer_cert_file: String::new(),
+            peer_key_file: String::new(),
+            peer_trusted_ca_file: String::new(),
+            peer_client_cert_auth: false,
         }
     }
 

@@ -1238,7 +1238,7 @@ impl Driver {
         let change =
             match c.kind {
                 1 | 2 => {
-                    if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
+                    if crate::config::parse_peer_url("peer URL", &c.peer_url).is_err() {
                         return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
                     }
                     if self.registry.values().any(|r| r.peer_url == c.peer_url)
@@ -1289,7 +1289,7 @@ impl Driver {
     /// and every member reconnects to it there once applied. The member itself must then
     /// listen on it (restarted with the new `--listen-peer-urls`).
     fn update_member(&mut self, c: &pb::MemberChange) -> Result<(), ApiError> {
-        if crate::config::parse_url("peer URL", &c.peer_url).is_err() {
+        if crate::config::parse_peer_url("peer URL", &c.peer_url).is_err() {
             return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
         }
         if !self.node.membership().contains(NodeId(c.id)) {
@@ -1329,7 +1329,7 @@ impl Driver {
             client_url: keep(update.client_url, known.client_url),
         };
         if known.peer_url != record.peer_url || !self.peers.knows(NodeId(id)) {
-            if let Ok(addr) = crate::config::parse_url("peer URL", &record.peer_url) {
+            if let Ok(addr) = crate::config::parse_peer_url("peer URL", &record.peer_url) {
                 self.peers.add(NodeId(id), addr);
             }
         }

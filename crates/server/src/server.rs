@@ -8,7 +8,7 @@ use flotilla_raft::{Config, Membership, NodeId};
 use thiserror::Error;
 
 use crate::api::Api;
-use crate::config::{parse_url, ServerConfig};
+use crate::config::{parse_peer_url, ServerConfig};
 use crate::driver::{Driver, Input};
 use crate::transport::{self, Peers, TransportStats};
 
@@ -151,13 +151,20 @@ fn driver_thread(
                 return Ok(());
             }
         };
-        let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> = config
+        let peer_addrs: BTreeMap<NodeId, transport::PeerAddr> = config
             .members
             .iter()
             .filter(|m| m.id != me)
-            .map(|m| (m.id, parse_url("--initial-cluster", &m.peer_url).expect("checked")))
+            .map(|m| (m.id, parse_peer_url("--initial-cluster", &m.peer_url).expect("checked")))
             .collect();
-        let peers = Peers::start(me, config.cluster_id, peer_addrs, stats.clone());
+        let peer_tls = config.peer_tls.as_ref();
+        let peers = Peers::start(
+            me,
+            config.cluster_id,
+            peer_addrs,
+            stats.clone(),
+            peer_tls.map(|t| t.client.clone()),
+        );
         // A member joining a running cluster bootstraps from the others; the log brings the
         // change that adds it (Thesis §4.2: it catches up as a learner first if so added).
         let voters: Vec<NodeId> = config
@@ -217,11 +224,17 @@ fn driver_thread(
         let deliver = move |f| {
             let _ = tx.send(Input::Peer(f));
         };
+        // TLS on the listener when this member's peer URL is https:// (then the settings
+        // exist: checked with the configuration).
+        let listener_tls = peer_tls.filter(|_| {
+            config.members.iter().any(|m| m.id == me && m.peer_url.starts_with("https://"))
+        });
         tokio::task::spawn_local(transport::listen(
             listener,
             config.cluster_id,
             me,
             stats.clone(),
+            listener_tls.map(|t| t.server.clone()),
             deliver,
         ));
         // The gRPC services run on this thread too: a request reaches the driver, and its

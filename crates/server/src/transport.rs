@@ -11,9 +11,16 @@
 //! outgoing buffer (frames beyond it are dropped and counted; Raft resends); an inbound
 //! listener that checks each connection's handshake. A malformed frame drops that connection
 //! and is counted; the node keeps running.
+//!
+//! With `https://` peer URLs the connections are TLS (rustls): the dialing task makes the TLS
+//! handshake, then hands the session to the link, where the driver encrypts into it and
+//! writes its records to the socket without blocking, as it writes plain frames; listeners
+//! accept through `tokio-rustls`. A failed TLS handshake is counted with the refused
+//! handshakes.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,11 +28,20 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use flotilla_raft::NodeId;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::rustls;
 
+pub use crate::config::PeerAddr;
 use crate::wire::{self, Handshake};
+
+/// How long a TLS handshake with a peer may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection that broke sooner than this after it was made is retried after a backoff
+/// (a peer that refuses this member must not be redialed at once, again and again).
+const SHORT_LIVED: Duration = Duration::from_secs(1);
 
 /// What travels between peers: a Raft message, or a write a follower forwards to the leader.
 #[derive(Clone, Debug)]
@@ -93,6 +109,9 @@ struct Link {
 struct LinkState {
     /// The connection, once established and handshaken.
     stream: Option<Rc<TcpStream>>,
+    /// Its TLS session, if the peer's URL is `https://`: frames are encrypted into it and
+    /// its records written to `stream`.
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes not yet written, from `sent` on: whole frames, except that the first may have
     /// been written in part.
     buf: Vec<u8>,
@@ -106,19 +125,31 @@ impl LinkState {
         &self.buf[self.sent..]
     }
 
+    /// Nothing left to write: no frame bytes, and no TLS record the socket did not take.
+    fn idle(&self) -> bool {
+        self.pending().is_empty() && !self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes what the socket takes now, without blocking. `false` if the connection broke
     /// (the buffer is then dropped: what it held may have been cut mid-frame).
     fn write_now(&mut self) -> bool {
         let Some(s) = self.stream.clone() else { return true };
-        while self.sent < self.buf.len() {
-            match s.try_write(self.pending()) {
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.reset();
-                    return false;
+        let ok = match self.tls.as_mut() {
+            None => loop {
+                if self.sent == self.buf.len() {
+                    break true;
                 }
-            }
+                match s.try_write(&self.buf[self.sent..]) {
+                    Ok(n) => self.sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                    Err(_) => break false,
+                }
+            },
+            Some(tls) => write_tls_now(&s, tls, &self.buf, &mut self.sent),
+        };
+        if !ok {
+            self.reset();
+            return false;
         }
         if self.sent == self.buf.len() {
             self.buf.clear();
@@ -132,8 +163,48 @@ impl LinkState {
 
     fn reset(&mut self) {
         self.stream = None;
+        self.tls = None;
         self.buf.clear();
         self.sent = 0;
+    }
+}
+
+/// Encrypts `buf[*sent..]` into the TLS session and writes its records while the socket
+/// takes them. `false` if the connection broke.
+fn write_tls_now(
+    s: &TcpStream,
+    tls: &mut rustls::ClientConnection,
+    buf: &[u8],
+    sent: &mut usize,
+) -> bool {
+    /// The socket as `io::Write`, never blocking (rustls keeps what it does not take).
+    struct TryWrite<'a>(&'a TcpStream);
+    impl std::io::Write for TryWrite<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.try_write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    loop {
+        if *sent < buf.len() {
+            // Takes up to rustls's buffer limit (64 KiB by default), encrypted at once.
+            match tls.writer().write(&buf[*sent..]) {
+                // Nothing taken and nothing to write: the session no longer sends.
+                Ok(0) if !tls.wants_write() => return false,
+                Ok(n) => *sent += n,
+                Err(_) => return false,
+            }
+        }
+        if !tls.wants_write() {
+            return true; // everything taken and written
+        }
+        match tls.write_tls(&mut TryWrite(s)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -144,18 +215,22 @@ pub struct Peers {
     stats: Arc<TransportStats>,
     me: NodeId,
     cluster_id: u64,
+    /// For `https://` peers.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
-    /// Starts one connection task per peer (`id -> address`). Must run inside a
-    /// [`tokio::task::LocalSet`] on the driver's thread.
+    /// Starts one connection task per peer (`id -> address`), over TLS with `tls` to the
+    /// peers whose URL is `https://`. Must run inside a [`tokio::task::LocalSet`] on the
+    /// driver's thread.
     pub fn start(
         me: NodeId,
         cluster_id: u64,
-        peers: BTreeMap<NodeId, std::net::SocketAddr>,
+        peers: BTreeMap<NodeId, PeerAddr>,
         stats: Arc<TransportStats>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Peers {
-        let mut p = Peers { links: BTreeMap::new(), stats, me, cluster_id };
+        let mut p = Peers { links: BTreeMap::new(), stats, me, cluster_id, tls };
         for (id, addr) in peers {
             p.add(id, addr);
         }
@@ -163,13 +238,14 @@ impl Peers {
     }
 
     /// Starts a connection to a member added later (or moved: the old one is closed).
-    pub fn add(&mut self, id: NodeId, addr: std::net::SocketAddr) {
+    pub fn add(&mut self, id: NodeId, addr: PeerAddr) {
         if id == self.me {
             return;
         }
         let link = Rc::new(Link::default());
         let hs = Handshake { cluster_id: self.cluster_id, from: self.me, to: id };
-        tokio::task::spawn_local(connection(addr, hs, link.clone()));
+        let tls = if addr.tls { Some(self.tls.clone()) } else { None };
+        tokio::task::spawn_local(connection(addr.addr, tls, hs, link.clone()));
         if let Some(old) = self.links.insert(id, link) {
             old.state.borrow_mut().closed = true;
             old.wake.notify_one();
@@ -202,40 +278,73 @@ impl Peers {
                 continue;
             }
             st.write_now();
-            if !st.pending().is_empty() || st.stream.is_none() {
+            if !st.idle() || st.stream.is_none() {
                 link.wake.notify_one();
             }
         }
     }
 }
 
-/// One peer's connection task: connect, handshake, then write whatever the driver could not
-/// write at once, whenever the socket is writable; on any error start over.
-async fn connection(addr: std::net::SocketAddr, hs: Handshake, link: Rc<Link>) {
+/// One peer's connection task: connect (and make the TLS handshake if `tls` is given: the
+/// peer's URL is `https://`; `Some(None)` if this member has no peer TLS settings), then
+/// the link handshake; then write whatever the driver could not write at once, whenever
+/// the socket is writable; on any error start over, after a backoff if the connection
+/// was short-lived.
+async fn connection(
+    addr: std::net::SocketAddr,
+    tls: Option<Option<Arc<rustls::ClientConfig>>>,
+    hs: Handshake,
+    link: Rc<Link>,
+) {
     let mut backoff = Duration::from_millis(20);
+    let mut wait = false;
     loop {
+        if wait {
+            // Jitter from the clock's nanoseconds: enough to keep peers out of step.
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+                    % 50,
+            );
+            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            // Frames queued while the peer is down are stale: Raft resends.
+            link.state.borrow_mut().reset();
+        }
+        wait = true;
         if link.state.borrow().closed {
             return;
         }
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(_) => {
-                // Jitter from the clock's nanoseconds: enough to keep peers out of step.
-                let jitter = u64::from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos())
-                        % 50,
-                );
-                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                // Frames queued while the peer is down are stale: Raft resends.
-                link.state.borrow_mut().reset();
+        let Ok(stream) = TcpStream::connect(addr).await else { continue };
+        let _ = stream.set_nodelay(true);
+        let (stream, session) = match &tls {
+            None => (stream, None),
+            Some(None) => {
+                tracing::warn!(%addr, "peer URL is https:// but this member has no peer TLS settings (--peer-cert-file ...)");
                 continue;
             }
+            Some(Some(config)) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let connect =
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connect).await {
+                    Ok(Ok(s)) => {
+                        let (stream, session) = s.into_inner();
+                        (stream, Some(Box::new(session)))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%addr, error = %e, "TLS handshake with a peer failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%addr, "TLS handshake with a peer timed out");
+                        continue;
+                    }
+                }
+            }
         };
-        backoff = Duration::from_millis(20);
-        let _ = stream.set_nodelay(true);
+        let connected = tokio::time::Instant::now();
         let stream = Rc::new(stream);
         {
             // The handshake goes first, then whatever was queued while connecting (whole
@@ -247,11 +356,12 @@ async fn connection(addr: std::net::SocketAddr, hs: Handshake, link: Rc<Link>) {
             st.buf = buf;
             st.sent = 0;
             st.stream = Some(stream.clone());
+            st.tls = session;
         }
         loop {
             let (closed, broken, idle) = {
                 let st = link.state.borrow();
-                (st.closed, st.stream.is_none(), st.pending().is_empty())
+                (st.closed, st.stream.is_none(), st.idle())
             };
             if closed {
                 return;
@@ -271,24 +381,42 @@ async fn connection(addr: std::net::SocketAddr, hs: Handshake, link: Rc<Link>) {
                 break;
             }
         }
+        if connected.elapsed() >= SHORT_LIVED {
+            backoff = Duration::from_millis(20);
+            wait = false;
+        }
     }
 }
 
-/// Accepts peer connections and delivers their frames to `deliver`. Runs inside a
-/// [`tokio::task::LocalSet`]: each connection is read by a task on the same thread.
+/// Accepts peer connections (over TLS with `tls`) and delivers their frames to `deliver`.
+/// Runs inside a [`tokio::task::LocalSet`]: each connection is read by a task on the same
+/// thread.
 pub async fn listen(
     listener: TcpListener,
     cluster_id: u64,
     me: NodeId,
     stats: Arc<TransportStats>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     deliver: impl Fn(PeerFrame) + Clone + 'static,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, remote)) = listener.accept().await else { continue };
         let stats = stats.clone();
         let deliver = deliver.clone();
+        let acceptor = acceptor.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = serve_peer(stream, cluster_id, me, &deliver).await {
+            let served = match acceptor {
+                None => serve_peer(stream, cluster_id, me, &deliver).await,
+                Some(a) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, a.accept(stream)).await {
+                        Ok(Ok(s)) => serve_peer(s, cluster_id, me, &deliver).await,
+                        Ok(Err(e)) => Err(wire::WireError::Refused(format!("TLS: {e}"))),
+                        Err(_) => Err(wire::WireError::Refused("TLS handshake timed out".into())),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 stats.peer_bad_frames.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%remote, error = %e, "dropping peer connection");
             }
@@ -297,7 +425,7 @@ pub async fn listen(
 }
 
 async fn serve_peer(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + Unpin,
     cluster_id: u64,
     me: NodeId,
     deliver: &impl Fn(PeerFrame),
@@ -324,26 +452,70 @@ async fn serve_peer(
 mod tests {
     use super::*;
 
+    fn plain(addr: std::net::SocketAddr) -> PeerAddr {
+        PeerAddr { addr, tls: false }
+    }
+
     fn local_runtime() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         (rt, tokio::task::LocalSet::new())
     }
 
+    /// Peer TLS settings with a certificate for 127.0.0.1 signed by a fresh CA.
+    fn peer_tls() -> crate::config::PeerTls {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("a key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("a CA");
+        let key = KeyPair::generate().expect("a key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("parameters")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("a certificate");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("the CA is a root");
+        let private_key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        crate::config::PeerTls::from_der(vec![cert.der().clone()], private_key.into(), roots, true)
+            .expect("valid settings")
+    }
+
     /// Frames arrive whole and in order, including when the socket does not take them at
     /// once (many large frames: the rest waits in the link's buffer for its task).
     #[test]
     fn frames_arrive_in_order_through_partial_writes() {
+        frames_arrive_in_order(None);
+    }
+
+    /// The same over TLS: frames are encrypted into the session as the socket takes its
+    /// records (rustls holds at most 64 KiB at a time), by the driver and by the link's task.
+    #[test]
+    fn frames_arrive_in_order_through_partial_writes_over_tls() {
+        frames_arrive_in_order(Some(peer_tls()));
+    }
+
+    fn frames_arrive_in_order(tls: Option<crate::config::PeerTls>) {
         let (rt, local) = local_runtime();
         local.block_on(&rt, async {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("address");
             let stats = Arc::new(TransportStats::default());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::task::spawn_local(listen(listener, 7, NodeId(2), stats.clone(), move |f| {
-                let _ = tx.send(f);
-            }));
-            let peers = Peers::start(NodeId(1), 7, [(NodeId(2), addr)].into(), stats.clone());
+            let server = tls.as_ref().map(|t| t.server.clone());
+            tokio::task::spawn_local(listen(
+                listener,
+                7,
+                NodeId(2),
+                stats.clone(),
+                server,
+                move |f| {
+                    let _ = tx.send(f);
+                },
+            ));
+            let to = PeerAddr { addr, tls: tls.is_some() };
+            let client = tls.as_ref().map(|t| t.client.clone());
+            let peers = Peers::start(NodeId(1), 7, [(NodeId(2), to)].into(), stats.clone(), client);
             let n = 200u32;
             for i in 0..n {
                 // 256 KiB each: 50 MiB in all, far more than a socket buffer holds.
@@ -357,13 +529,20 @@ mod tests {
                 }
             }
             peers.flush();
-            for i in 0..n {
+            // Frames beyond the link's bound (32 MiB, reached while the connection is being
+            // made) are dropped whole and counted; every other one arrives, in order.
+            let dropped = stats.peer_dropped.load(Ordering::Relaxed) as u32;
+            assert!(dropped < n / 2, "{dropped} dropped");
+            let mut next = 0;
+            for _ in 0..n - dropped {
                 let f = tokio::time::timeout(Duration::from_secs(30), rx.recv())
                     .await
                     .expect("frames keep arriving")
                     .expect("the listener runs");
                 let PeerFrame::Forward(d) = f else { panic!("a forward frame") };
-                assert_eq!(u32::from_le_bytes(d[..4].try_into().unwrap()), i);
+                let i = u32::from_le_bytes(d[..4].try_into().unwrap());
+                assert!(i >= next, "frame {i} after frame {}", next - 1);
+                next = i + 1;
                 assert_eq!(d.len(), 4 + (256 << 10));
                 assert!(d[4..].iter().all(|b| *b == (i % 251) as u8));
             }
@@ -380,7 +559,8 @@ mod tests {
             // Reserve a port, then free it: nothing listens there at first.
             let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
             let stats = Arc::new(TransportStats::default());
-            let peers = Peers::start(NodeId(1), 7, [(NodeId(2), addr)].into(), stats.clone());
+            let peers =
+                Peers::start(NodeId(1), 7, [(NodeId(2), plain(addr))].into(), stats.clone(), None);
             // The buffer is bounded: past it, frames are dropped and counted.
             let big = Bytes::from(vec![0u8; 1 << 20]);
             for _ in 0..40 {
@@ -390,9 +570,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let listener = TcpListener::bind(addr).await.expect("bind the reserved port");
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::task::spawn_local(listen(listener, 7, NodeId(2), stats.clone(), move |f| {
-                let _ = tx.send(f);
-            }));
+            tokio::task::spawn_local(listen(
+                listener,
+                7,
+                NodeId(2),
+                stats.clone(),
+                None,
+                move |f| {
+                    let _ = tx.send(f);
+                },
+            ));
             // Until the link is up, frames may be dropped with the stale buffer: resend until
             // one arrives, as Raft would.
             let got = loop {
@@ -405,7 +592,8 @@ mod tests {
             };
             assert!(matches!(got, PeerFrame::Forward(d) if d.as_ref() == b"hello"));
             // A member of cluster 8 is refused by this cluster's listener.
-            let foreign = Peers::start(NodeId(3), 8, [(NodeId(2), addr)].into(), stats.clone());
+            let foreign =
+                Peers::start(NodeId(3), 8, [(NodeId(2), plain(addr))].into(), stats.clone(), None);
             foreign.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"intruder")));
             foreign.flush();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

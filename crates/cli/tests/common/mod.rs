@@ -290,6 +290,28 @@ pub fn get_at(port: u16, path: &str) -> String {
     out
 }
 
+/// A CA, and a server and a client certificate it signed, written as PEM files in `dir`,
+/// each name starting with `prefix`: `ca.pem`; `server.pem` and `server-key.pem` (for
+/// localhost and 127.0.0.1, CN "server"); `client.pem` and `client-key.pem` (CN "client").
+pub fn certificates(dir: &std::path::Path, prefix: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, format!("flotilla test CA {prefix}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join(format!("{prefix}ca.pem")), ca_cert.pem()).unwrap();
+    for (name, sans) in [("server", vec!["localhost", "127.0.0.1"]), ("client", vec!["client"])] {
+        let key = KeyPair::generate().unwrap();
+        let sans: Vec<String> = sans.into_iter().map(String::from).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{prefix}{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{prefix}{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
