@@ -7,12 +7,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster, eventually, put, runtime};
+use common::{cluster, eventually, peer_port, put, runtime};
 
+use flotilla_raft::NodeId;
 use flotilla_server::pb;
 use flotilla_server::rpc::auth_client::AuthClient;
 use flotilla_server::rpc::k_v_client::KVClient;
 use flotilla_server::rpc::maintenance_client::MaintenanceClient;
+use flotilla_server::transport::PeerFrame;
+use flotilla_server::wire;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -173,6 +176,51 @@ fn auth_is_replicated_enforced_at_every_member_and_survives_a_cluster_restart() 
             .unwrap();
         let json = String::from_utf8_lossy(&out.stdout);
         assert!(json.contains("\"ops\":0") && !json.contains("\"errors\":0"), "{json}");
+
+        // Every write is checked again where it is applied, with the user it carries: writes
+        // forged as forwarded by a member (on a peer connection, past every gRPC check)
+        // reach the log, and are refused at apply unless their user may make them. The
+        // last one, allowed, shows when the others were applied (they come first in the
+        // log). Sent to every member: only the leader proposes what is forwarded.
+        let users = a.user_list(req(pb::AuthUserListRequest {}, Some(&root))).await.unwrap();
+        let cluster_id = users.into_inner().header.unwrap().cluster_id;
+        let forged = |id: u64, user: &str, key: &str| {
+            let put = pb::PutRequest {
+                key: key.to_string().into(),
+                value: "forged".into(),
+                ..Default::default()
+            };
+            let r = pb::InternalRequest {
+                id,
+                user: user.into(),
+                anonymous: user.is_empty(),
+                request: Some(pb::internal_request::Request::Put(put)),
+            };
+            PeerFrame::Forward(prost::Message::encode_to_vec(&r).into()).encode()
+        };
+        for (i, s) in servers.iter().enumerate() {
+            let to = NodeId(i as u64 + 1);
+            let hs = wire::Handshake { cluster_id, from: NodeId((i as u64 + 1) % 3 + 1), to };
+            let mut out = Vec::new();
+            wire::put_frame(&mut out, &hs.encode());
+            let base = 7_000_000 + 10 * i as u64;
+            wire::put_frame(&mut out, &forged(base, "alice", "other/forged"));
+            wire::put_frame(&mut out, &forged(base + 1, "", "anon/forged"));
+            wire::put_frame(&mut out, &forged(base + 2, "alice", "app/forged"));
+            let mut t = std::net::TcpStream::connect(("127.0.0.1", peer_port(s))).unwrap();
+            std::io::Write::write_all(&mut t, &out).unwrap();
+        }
+        loop {
+            if get_as(&eps[0], Some(&root), "app/forged").await.unwrap() == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the allowed forged write is applied");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for ep in &eps {
+            assert_eq!(get_as(ep, Some(&root), "other/forged").await.unwrap(), 0, "{ep}");
+            assert_eq!(get_as(ep, Some(&root), "anon/forged").await.unwrap(), 0, "{ep}");
+        }
 
         // Revoking alice's role stops her writes at every member.
         let revoke = pb::AuthUserRevokeRoleRequest { name: "alice".into(), role: "app".into() };
