@@ -34,9 +34,11 @@ fn auth_status(e: AuthError) -> Status {
     Status::new(e.code(), e.to_string())
 }
 
-/// The token a request carries (etcd's clients send it as `token` metadata).
+/// The token a request carries (etcd's clients send it as `token` metadata; etcd also reads
+/// `authorization`, which its gateway's clients use).
 fn token_of<T>(r: &GrpcRequest<T>) -> Option<&str> {
-    r.metadata().get("token").and_then(|v| v.to_str().ok())
+    let m = r.metadata();
+    m.get("token").or_else(|| m.get("authorization")).and_then(|v| v.to_str().ok())
 }
 
 /// The common name of the certificate the client presented, if the TLS handshake verified
@@ -545,15 +547,48 @@ impl crate::rpc::watch_server::Watch for Api {
         &self,
         r: GrpcRequest<tonic::Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let user = self.caller(&r)?;
+        Ok(Response::new(self.open_watch(user, WatchRequests::Grpc(Box::new(r.into_inner())))?))
+    }
+}
+
+/// The requests of a watch stream: a gRPC client's, or those of a gateway call (its body).
+pub(crate) enum WatchRequests {
+    /// A gRPC stream.
+    Grpc(Box<tonic::Streaming<pb::WatchRequest>>),
+    /// Requests known at once, in order.
+    Given(std::collections::VecDeque<pb::WatchRequest>),
+}
+
+impl WatchRequests {
+    /// The next request; `Err` if the stream failed.
+    async fn message(&mut self) -> Result<Option<pb::WatchRequest>, Status> {
+        match self {
+            WatchRequests::Grpc(s) => s.message().await,
+            WatchRequests::Given(q) => Ok(q.pop_front()),
+        }
+    }
+}
+
+impl Api {
+    /// The user a gateway call is made by (`token` is its Authorization header).
+    pub(crate) fn gateway_caller(&self, token: Option<&str>) -> Result<Option<String>, Status> {
+        self.auth.caller(token, || None).map_err(auth_status)
+    }
+
+    /// A watch stream for `user`, fed by `inbound`.
+    pub(crate) fn open_watch(
+        &self,
+        user: Option<String>,
+        mut inbound: WatchRequests,
+    ) -> Result<WatchOut, Status> {
         use pb::watch_request::RequestUnion;
         use std::sync::atomic::Ordering;
-        let user = self.caller(&r)?;
         let stream = self.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (refusals, counted) = (tx.clone(), queued.clone());
         self.send(Input::Watch(WatchInput::Open { stream, tx, queued: queued.clone() }))?;
-        let mut inbound = r.into_inner();
         let api = self.clone();
         tokio::spawn(async move {
             let mut failed = false;
@@ -603,7 +638,7 @@ impl crate::rpc::watch_server::Watch for Api {
                 let _ = api.send(Input::Watch(WatchInput::Close { stream }));
             }
         });
-        Ok(Response::new(WatchOut { rx, queued, api: self.clone(), stream }))
+        Ok(WatchOut { rx, queued, api: self.clone(), stream })
     }
 }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod driver;
+pub mod gateway;
 pub mod metrics;
 pub mod mvcc;
 pub mod pb;

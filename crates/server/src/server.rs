@@ -259,12 +259,16 @@ fn driver_thread(
         .add_service(
             crate::rpc::lease_server::LeaseServer::new(api.clone()).max_decoding_message_size(max),
         )
-        .add_service(crate::rpc::auth_server::AuthServer::new(api).max_decoding_message_size(max));
+        .add_service(
+            crate::rpc::auth_server::AuthServer::new(api.clone()).max_decoding_message_size(max),
+        );
         // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
         // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
         let routes = services
             .into_axum_router()
             .merge(crate::metrics::routes(stats.clone()))
+            // etcd's JSON gateway (HTTP/1.1 or HTTP/2, `POST /v3/...`), beside gRPC.
+            .merge(crate::gateway::routes(api, max))
             .fallback(crate::metrics::fallback);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.client_tls {
