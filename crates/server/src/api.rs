@@ -34,6 +34,17 @@ fn auth_status(e: AuthError) -> Status {
     Status::new(e.code(), e.to_string())
 }
 
+/// How long an unknown token waits for this member to catch up before it is refused.
+const TOKEN_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Who a request says it is made by: its token, or the common name of its verified client
+/// certificate (read only when auth is on and there is no token).
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    token: Option<String>,
+    cert_name: Option<String>,
+}
+
 /// The token a request carries (etcd's clients send it as `token` metadata; etcd also reads
 /// `authorization`, which its gateway's clients use).
 fn token_of<T>(r: &GrpcRequest<T>) -> Option<&str> {
@@ -86,18 +97,47 @@ impl Api {
         }
     }
 
-    /// Who makes request `r`: `None` while auth is disabled; with auth enabled, the user of
-    /// its token, else the common name of its verified client certificate (as etcd), or an
-    /// error if it has neither or an invalid token.
-    fn caller<T>(&self, r: &GrpcRequest<T>) -> Result<Option<String>, Status> {
+    /// What request `r` carries to say who makes it, taken out of it (so that a handler
+    /// may wait on [`Api::resolve`] without holding the request).
+    fn credentials<T>(&self, r: &GrpcRequest<T>) -> Credentials {
+        let token = token_of(r).map(str::to_string);
         // The certificate is parsed only when auth is on and there is no token.
-        self.auth.caller(token_of(r), || certificate_name(r)).map_err(auth_status)
+        let cert_name = match token.is_none() && self.auth.lock().store.enabled() {
+            true => certificate_name(r),
+            false => None,
+        };
+        Credentials { token, cert_name }
+    }
+
+    /// Who makes a request: `None` while auth is disabled; with auth enabled, the user of
+    /// its token, else the common name of its verified client certificate (as etcd), or an
+    /// error if it has neither or an invalid token. A token another member gave out
+    /// (Authenticate goes through the log) is known here once this member applied it: an
+    /// unknown token makes this member catch up first (a linearizable read, ReadIndex,
+    /// Thesis §6.4) and look again, so that a client may use a token at any member as soon
+    /// as it has it.
+    async fn resolve(&self, c: Credentials) -> Result<Option<String>, Status> {
+        let Credentials { token, cert_name } = c;
+        match self.auth.caller(token.as_deref(), || cert_name) {
+            Err(AuthError::InvalidToken) => {}
+            other => return other.map_err(auth_status),
+        }
+        // Bounded: without a leader the answer is the same, only later.
+        let _ = tokio::time::timeout(TOKEN_CATCH_UP, self.call(Request::LeaseLeases)).await;
+        self.auth.caller(token.as_deref(), || None).map_err(auth_status)
+    }
+
+    /// [`Api::resolve`] for `r` (whose message must be `Sync`: streams take
+    /// [`Api::credentials`] first).
+    async fn caller<T: Sync>(&self, r: &GrpcRequest<T>) -> Result<Option<String>, Status> {
+        let c = self.credentials(r);
+        self.resolve(c).await
     }
 
     /// Refuses `r` unless auth is disabled or it is made by a user with the root role
     /// (etcd's admin-only operations).
-    fn require_root<T>(&self, r: &GrpcRequest<T>) -> Result<(), Status> {
-        match self.caller(r)? {
+    async fn require_root<T: Sync>(&self, r: &GrpcRequest<T>) -> Result<(), Status> {
+        match self.caller(r).await? {
             Some(u) if !self.auth.lock().store.is_root(&u) => {
                 Err(auth_status(AuthError::PermissionDenied))
             }
@@ -177,7 +217,7 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        if let Some(u) = self.caller(&r)? {
+        if let Some(u) = self.caller(&r).await? {
             self.auth.lock().store.check_range(&u, r.get_ref()).map_err(auth_status)?;
         }
         let (mut out, header) = self.call(|tx| Request::Range(r.into_inner(), tx)).await?;
@@ -189,7 +229,7 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         Ok(Response::new(written!(self, Put, r.into_inner(), user)?))
     }
 
@@ -197,7 +237,7 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         Ok(Response::new(written!(self, DeleteRange, r.into_inner(), user)?))
     }
 
@@ -205,7 +245,7 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         let mut out = written!(self, Txn, r.into_inner(), user)?;
         if let Some(h) = out.header.clone() {
             fill_headers(&mut out, &h);
@@ -217,7 +257,7 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         Ok(Response::new(written!(self, Compaction, r.into_inner(), user)?))
     }
 }
@@ -272,7 +312,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let r = r.into_inner();
         let [url] = r.peer_urls.as_slice() else {
             return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
@@ -291,7 +331,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let change = pb::MemberChange { kind: 4, id: r.into_inner().id, peer_url: String::new() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
@@ -301,7 +341,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let change = pb::MemberChange { kind: 3, id: r.into_inner().id, peer_url: String::new() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
@@ -311,7 +351,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         &self,
         r: GrpcRequest<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let r = r.into_inner();
         let [url] = r.peer_urls.as_slice() else {
             return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
@@ -357,7 +397,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let (state, header) = self.call(Request::Snapshot).await?;
         // As etcd does, the stream ends with the SHA-256 of what precedes it, which clients
         // (etcdctl snapshot save) check.
@@ -385,7 +425,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let rev = r.into_inner().revision;
         let ((hash, hash_revision, compact_revision), h) =
             self.call(|tx| Request::HashKv(rev, tx)).await?;
@@ -407,8 +447,8 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         r: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::{alarm_action, alarm_type};
-        self.require_root(&r)?;
-        let user = self.caller(&r)?;
+        self.require_root(&r).await?;
+        let user = self.caller(&r).await?;
         let req = r.into_inner();
         let known = [alarm_type::NOSPACE, alarm_type::CORRUPT];
         match req.action {
@@ -440,7 +480,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let (hash, h) = self.call(Request::Hash).await?;
         Ok(Response::new(pb::HashResponse { header: Some(h), hash }))
     }
@@ -454,7 +494,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let ((), h) = self.call(Request::Defragment).await?;
         Ok(Response::new(pb::DefragmentResponse { header: Some(h) }))
     }
@@ -482,7 +522,7 @@ impl crate::rpc::maintenance_server::Maintenance for Api {
         &self,
         r: GrpcRequest<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let target = flotilla_raft::NodeId(r.into_inner().target_id);
         let (tx, rx) = oneshot::channel();
         self.send(Input::Client(Request::MoveLeader(target, tx)))?;
@@ -547,7 +587,8 @@ impl crate::rpc::watch_server::Watch for Api {
         &self,
         r: GrpcRequest<tonic::Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let user = self.caller(&r)?;
+        let credentials = self.credentials(&r);
+        let user = self.resolve(credentials).await?;
         Ok(Response::new(self.open_watch(user, WatchRequests::Grpc(Box::new(r.into_inner())))?))
     }
 }
@@ -572,8 +613,12 @@ impl WatchRequests {
 
 impl Api {
     /// The user a gateway call is made by (`token` is its Authorization header).
-    pub(crate) fn gateway_caller(&self, token: Option<&str>) -> Result<Option<String>, Status> {
-        self.auth.caller(token, || None).map_err(auth_status)
+    pub(crate) async fn gateway_caller(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Option<String>, Status> {
+        let token = token.map(str::to_string);
+        self.resolve(Credentials { token, cert_name: None }).await
     }
 
     /// A watch stream for `user`, fed by `inbound`.
@@ -688,7 +733,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         Ok(Response::new(written!(self, LeaseGrant, r.into_inner(), user)?))
     }
 
@@ -697,7 +742,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let user = self.caller(&r)?;
+        let user = self.caller(&r).await?;
         Ok(Response::new(written!(self, LeaseRevoke, r.into_inner(), user)?))
     }
 
@@ -712,7 +757,8 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let user = self.caller(&r)?;
+        let credentials = self.credentials(&r);
+        let user = self.resolve(credentials).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut inbound = r.into_inner();
         let api = self.clone();
@@ -745,7 +791,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        self.caller(&r)?;
+        self.caller(&r).await?;
         let (mut out, header) =
             self.call(|tx| Request::LeaseTimeToLive(r.into_inner(), tx)).await?;
         out.header = Some(header);
@@ -756,7 +802,7 @@ impl crate::rpc::lease_server::Lease for Api {
         &self,
         r: GrpcRequest<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.caller(&r)?;
+        self.caller(&r).await?;
         let (mut out, header) = self.call(Request::LeaseLeases).await?;
         out.header = Some(header);
         Ok(Response::new(out))
@@ -766,12 +812,12 @@ impl crate::rpc::lease_server::Lease for Api {
 impl Api {
     /// A change of the auth store through the log, made for the caller of `r` (the member
     /// that applies it refuses it unless auth is disabled or the caller has the root role).
-    async fn auth_change<T>(
+    async fn auth_change<T: Sync>(
         &self,
         r: &GrpcRequest<T>,
         op: pb::auth_change::Op,
     ) -> Result<(Option<String>, pb::ResponseHeader), Status> {
-        let user = self.caller(r)?;
+        let user = self.caller(r).await?;
         let change = pb::internal_request::Request::Auth(pb::AuthChange { op: Some(op) });
         match self.write(change, user).await? {
             (Applied::Auth(token), h) => Ok((token, h)),
@@ -873,7 +919,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let mut req = r.get_ref().clone();
         let no_password = req.options.as_ref().is_some_and(|o| o.no_password);
         if req.name.is_empty() {
@@ -896,7 +942,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        let caller = self.caller(&r)?;
+        let caller = self.caller(&r).await?;
         let name = &r.get_ref().name;
         let roles = {
             let a = self.auth.lock();
@@ -913,7 +959,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let users = self.auth.lock().store.users();
         let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthUserListResponse { header, users }))
@@ -931,7 +977,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let mut req = r.get_ref().clone();
         if req.hashed_password.is_empty() {
             if req.password.is_empty() {
@@ -973,7 +1019,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        let caller = self.caller(&r)?;
+        let caller = self.caller(&r).await?;
         let role = &r.get_ref().role;
         let perm = {
             let a = self.auth.lock();
@@ -993,7 +1039,7 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         r: GrpcRequest<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        self.require_root(&r)?;
+        self.require_root(&r).await?;
         let roles = self.auth.lock().store.roles();
         let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthRoleListResponse { header, roles }))

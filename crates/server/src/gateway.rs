@@ -705,7 +705,7 @@ async fn watch(api: Api, headers: HeaderMap, body: Bytes) -> Response {
             Err(e) => return error_response(&Status::invalid_argument(e)),
         }
     }
-    let user = match api.gateway_caller(token(&headers)) {
+    let user = match api.gateway_caller(token(&headers)).await {
         Ok(user) => user,
         Err(s) => return error_response(&s),
     };
