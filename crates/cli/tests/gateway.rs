@@ -101,6 +101,8 @@ fn the_json_gateway_answers_as_etcds() {
     let r = ok(c, "/v3/kv/lease/timetolive", json!({"ID": id, "keys": true}), None);
     assert_eq!(r["keys"], json!(["bGVhc2Vk"]));
     assert_eq!(r["grantedTTL"], "60");
+    let r = ok(c, "/v3/lease/keepalive", json!({"ID": id}), None);
+    assert_eq!((&r["result"]["ID"], &r["result"]["TTL"]), (&json!(id), &json!("60")), "{r}");
     let r = ok(a, "/v3/lease/leases", json!({}), None);
     assert_eq!(r["leases"], json!([{"ID": id}]));
     ok(a, "/v3/lease/revoke", json!({"ID": id}), None);

@@ -612,6 +612,28 @@ impl WatchRequests {
 }
 
 impl Api {
+    /// One lease renewal for `user`, proposed again while the answer is that there is no
+    /// leader (see `lease_keep_alive`).
+    pub(crate) async fn renew(
+        &self,
+        req: pb::LeaseKeepAliveRequest,
+        user: Option<String>,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let give_up = tokio::time::Instant::now() + RENEW_BUDGET;
+        loop {
+            let attempt = async { written!(self, LeaseKeepAlive, req.clone(), user.clone()) };
+            let out = match tokio::time::timeout(RENEW_ATTEMPT, attempt).await {
+                Ok(out) => out,
+                Err(_) => Err(status_of(ApiError::Timeout)),
+            };
+            let retry = matches!(&out, Err(e) if e.code() == tonic::Code::Unavailable);
+            if !retry || tokio::time::Instant::now() >= give_up {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The user a gateway call is made by (`token` is its Authorization header).
     pub(crate) async fn gateway_caller(
         &self,
@@ -764,20 +786,7 @@ impl crate::rpc::lease_server::Lease for Api {
         let api = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
-                let give_up = tokio::time::Instant::now() + RENEW_BUDGET;
-                let out = loop {
-                    let attempt =
-                        async { written!(api, LeaseKeepAlive, req.clone(), user.clone()) };
-                    let out = match tokio::time::timeout(RENEW_ATTEMPT, attempt).await {
-                        Ok(out) => out,
-                        Err(_) => Err(status_of(ApiError::Timeout)),
-                    };
-                    let retry = matches!(&out, Err(e) if e.code() == tonic::Code::Unavailable);
-                    if !retry || tokio::time::Instant::now() >= give_up {
-                        break out;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                };
+                let out = api.renew(req, user.clone()).await;
                 let failed = out.is_err();
                 if tx.send(out).is_err() || failed {
                     return;

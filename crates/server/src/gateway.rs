@@ -13,8 +13,9 @@
 //!
 //! Served: KV (range, put, deleterange, txn, compaction), Lease (grant, revoke, timetolive,
 //! leases; also under `/v3/kv/lease/`), Cluster (member/list), Maintenance (status), Auth
-//! (authenticate), and Watch, whose answer streams one `{"result": ...}` object per line
-//! for as long as the client stays. LeaseKeepAlive and Snapshot are not served.
+//! (authenticate), Watch, whose answer streams one `{"result": ...}` object per line for as
+//! long as the client stays, and LeaseKeepAlive (one such line per request in the body).
+//! Snapshot is not served.
 //!
 //! ```
 //! use flotilla_server::gateway::{request_json, response_json};
@@ -377,6 +378,12 @@ impl FromJson for pb::LeaseTimeToLiveRequest {
     }
 }
 
+impl FromJson for pb::LeaseKeepAliveRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::LeaseKeepAliveRequest { id: v.i64("ID")? })
+    }
+}
+
 impl FromJson for pb::LeaseLeasesRequest {
     fn read(_: &In<'_>) -> Result<Self, FieldError> {
         Ok(pb::LeaseLeasesRequest {})
@@ -534,6 +541,16 @@ impl ToJson for pb::LeaseRevokeResponse {
     }
 }
 
+impl ToJson for pb::LeaseKeepAliveResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .int("ID", self.id)
+            .int("TTL", self.ttl)
+            .done()
+    }
+}
+
 impl ToJson for pb::LeaseTimeToLiveResponse {
     fn json(&self) -> Value {
         Out::default()
@@ -673,41 +690,76 @@ impl futures_core::Stream for Lines {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        let line = match std::pin::Pin::new(&mut self.0).poll_next(cx) {
-            Poll::Ready(Some(Ok(r))) => serde_json::json!({ "result": r.json() }),
-            Poll::Ready(Some(Err(s))) => serde_json::json!({ "error": {
-                "grpc_code": s.code() as i32,
-                "http_code": http_status(s.code()).as_u16(),
-                "message": s.message(),
-                "http_status": http_status(s.code()).canonical_reason().unwrap_or(""),
-            }}),
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
-        };
-        let mut out = serde_json::to_vec(&line).unwrap_or_default();
-        out.push(b'\n');
-        Poll::Ready(Some(Ok(Bytes::from(out))))
+        match std::pin::Pin::new(&mut self.0).poll_next(cx) {
+            Poll::Ready(Some(r)) => Poll::Ready(Some(Ok(stream_line(r.map(|r| r.json()))))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
+}
+
+/// A streaming call's requests (the JSON objects of its body, one after the other) and
+/// the user it is made by; or the error answer.
+async fn stream_call<T: FromJson>(
+    api: &Api,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(std::collections::VecDeque<T>, Option<String>), Response> {
+    let mut out = std::collections::VecDeque::new();
+    for v in serde_json::Deserializer::from_slice(body).into_iter::<Value>() {
+        let r = v.map_err(|e| format!("bad JSON: {e}")).and_then(|v| request_json::<T>(&v));
+        out.push_back(r.map_err(|e| error_response(&Status::invalid_argument(e)))?);
+    }
+    let user = api.gateway_caller(token(headers)).await.map_err(|s| error_response(&s))?;
+    Ok((out, user))
+}
+
+/// A line of a streamed answer: `{"result": ...}` or, once the stream failed,
+/// `{"error": ...}` (grpc-gateway's form).
+fn stream_line(r: Result<Value, Status>) -> Bytes {
+    let line = match r {
+        Ok(v) => serde_json::json!({ "result": v }),
+        Err(s) => serde_json::json!({ "error": {
+            "grpc_code": s.code() as i32,
+            "http_code": http_status(s.code()).as_u16(),
+            "message": s.message(),
+            "http_status": http_status(s.code()).canonical_reason().unwrap_or(""),
+        }}),
+    };
+    let mut out = serde_json::to_vec(&line).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// etcd's gateway LeaseKeepAlive: each request of the body renews its lease, in order;
+/// the answer holds one line per renewal, and ends with the body's requests (or at the
+/// first failure).
+async fn keep_alive(api: Api, headers: HeaderMap, body: Bytes) -> Response {
+    let (requests, user) =
+        match stream_call::<pb::LeaseKeepAliveRequest>(&api, &headers, &body).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+    let mut out = Vec::new();
+    for req in requests {
+        let r = api.renew(req, user.clone()).await;
+        let failed = r.is_err();
+        out.extend_from_slice(&stream_line(r.map(|r| r.json())));
+        if failed {
+            break;
+        }
+    }
+    let kind = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, kind, out).into_response()
 }
 
 /// etcd's gateway Watch: the body holds the stream's requests (JSON objects one after the
 /// other, most often one `create_request`); the answer streams the responses, one per
 /// line, until the client goes away (which closes the watchers).
 async fn watch(api: Api, headers: HeaderMap, body: Bytes) -> Response {
-    let mut requests = std::collections::VecDeque::new();
-    for v in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
-        let r = match v {
-            Ok(v) => request_json::<pb::WatchRequest>(&v),
-            Err(e) => Err(format!("bad JSON: {e}")),
-        };
-        match r {
-            Ok(r) => requests.push_back(r),
-            Err(e) => return error_response(&Status::invalid_argument(e)),
-        }
-    }
-    let user = match api.gateway_caller(token(&headers)).await {
-        Ok(user) => user,
-        Err(s) => return error_response(&s),
+    let (requests, user) = match stream_call::<pb::WatchRequest>(&api, &headers, &body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
     match api.open_watch(user, crate::api::WatchRequests::Given(requests)) {
         Ok(out) => {
@@ -794,10 +846,16 @@ pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     let r = route!(r, "cluster/member/list", Cluster::member_list);
     let r = route!(r, "maintenance/status", Maintenance::status);
     let r = route!(r, "auth/authenticate", Auth::authenticate);
-    let watch_handler = move |headers: HeaderMap, body: Bytes| watch(api.clone(), headers, body);
+    let watch_api = api.clone();
+    let watch_handler =
+        move |headers: HeaderMap, body: Bytes| watch(watch_api.clone(), headers, body);
+    let keep_alive_handler =
+        move |headers: HeaderMap, body: Bytes| keep_alive(api.clone(), headers, body);
     let r = r
         .route("/v3/watch", post(watch_handler.clone()))
-        .route("/v3beta/watch", post(watch_handler));
+        .route("/v3beta/watch", post(watch_handler))
+        .route("/v3/lease/keepalive", post(keep_alive_handler.clone()))
+        .route("/v3beta/lease/keepalive", post(keep_alive_handler));
     // Room for the base64 (4/3) and JSON around a request of the largest size: the size
     // that counts is checked once decoded.
     r.layer(axum::extract::DefaultBodyLimit::max(max_request_bytes.saturating_mul(2) + 4096))
