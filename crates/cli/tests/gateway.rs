@@ -1,6 +1,7 @@
 //! etcd's JSON gateway (`POST /v3/...`, as `curl` uses it in etcd's documentation) against
-//! real `flotilla serve` processes: KV, transactions, leases, members, status and auth,
-//! answered as etcd's grpc-gateway answers, at any member.
+//! real `flotilla serve` processes: KV, transactions, leases, watches, membership,
+//! maintenance (alarms, hashes, defragment, snapshot, leader transfer) and auth
+//! administration, answered as etcd's grpc-gateway answers, at any member.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{cluster, put, runtime};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 
 /// An HTTP/1.1 POST of `body` to `path` at `ep` (`http://IP:PORT`), with `token` as the
 /// `Authorization` header if given: the status code and the JSON answer.
@@ -46,6 +48,50 @@ fn read_until(t: &mut std::net::TcpStream, seen: &mut String, needle: &str) {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// The body of a chunked HTTP/1.1 answer (`transfer-encoding: chunked`, as a streamed
+/// answer comes).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+}
+
+/// A streamed answer's lines (`{"result": ...}` each), read to its end.
+fn post_lines(ep: &str, path: &str, token: Option<&str>) -> Vec<Value> {
+    use std::io::{Read, Write};
+    let addr = ep.trim_start_matches("http://");
+    let mut t = std::net::TcpStream::connect(addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 2\r\n\
+         Connection: close\r\n\r\n{{}}"
+    );
+    t.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    t.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    body.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// A JSON string field holding a number (as protobuf's mapping writes 64-bit integers).
+fn num(v: &Value) -> u64 {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a number: {v}"))
 }
 
 /// `post`, expecting 200.
@@ -161,22 +207,100 @@ fn the_json_gateway_answers_as_etcds() {
     let r = ok(b, "/v3/kv/range", json!({"key": "Ymln"}), None);
     assert!(r.get("kvs").is_none(), "{r}");
 
-    // With auth on, a request needs the token Authenticate gives, in Authorization.
-    rt.block_on(async {
-        use flotilla_server::pb;
-        use flotilla_server::rpc::auth_client::AuthClient;
-        let ch = tonic::transport::Endpoint::from_shared(a.clone()).unwrap().connect().await;
-        let mut auth = AuthClient::new(ch.unwrap());
-        let root = pb::AuthUserAddRequest {
-            name: "root".into(),
-            password: "rootpw".into(),
-            ..Default::default()
-        };
-        auth.user_add(root).await.unwrap();
-        let grant = pb::AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() };
-        auth.user_grant_role(grant).await.unwrap();
-        auth.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
-    });
+    // Membership: a learner added, its peer URL updated, refused promotion to an unknown
+    // ID, then removed.
+    let r = ok(
+        a,
+        "/v3/cluster/member/add",
+        json!({"peerURLs": ["http://127.0.0.1:9"], "isLearner": true}),
+        None,
+    );
+    assert_eq!(r["member"]["isLearner"], true, "{r}");
+    assert_eq!(r["members"].as_array().map(Vec::len), Some(4), "{r}");
+    let learner = r["member"]["ID"].clone();
+    let r = ok(
+        b,
+        "/v3/cluster/member/update",
+        json!({"ID": learner, "peerURLs": ["http://127.0.0.1:10"]}),
+        None,
+    );
+    let updated = r["members"].as_array().unwrap().iter().find(|m| m["ID"] == learner).cloned();
+    assert_eq!(updated.expect("the learner")["peerURLs"], json!(["http://127.0.0.1:10"]));
+    let (code, v) = post(c, "/v3/cluster/member/promote", r#"{"ID": "12345"}"#, None);
+    assert!(code >= 400 && v["message"].is_string(), "{code} {v}");
+    let r = ok(c, "/v3/cluster/member/remove", json!({"ID": learner}), None);
+    assert_eq!(r["members"].as_array().map(Vec::len), Some(3), "{r}");
+
+    // Maintenance: no alarms; the members' hashes of the store agree at one revision;
+    // defragment; the leader moved to another member.
+    let r = ok(b, "/v3/maintenance/alarm", json!({"action": "GET"}), None);
+    assert!(r.get("alarms").is_none(), "{r}");
+    assert!(ok(a, "/v3/maintenance/hash", json!({}), None)["hash"].is_u64());
+    let at = num(&ok(a, "/v3/kv/put", json!({"key": "aGFzaA==", "value": "eA=="}), None)["header"]
+        ["revision"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hashes: Vec<Value> = eps
+            .iter()
+            .map(|ep| {
+                ok(ep, "/v3/maintenance/hashkv", json!({"revision": at}), None)["hash"].clone()
+            })
+            .collect();
+        if hashes.iter().all(|h| h.is_u64() && *h == hashes[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hashes at {at} differ: {hashes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok(c, "/v3/maintenance/defragment", json!({}), None)["header"].is_object());
+    let status = |ep: &str| ok(ep, "/v3/maintenance/status", json!({}), None);
+    let leader = num(&status(a)["leader"]);
+    let (lead_ep, target) =
+        eps.iter().map(|ep| (ep, num(&status(ep)["header"]["member_id"]))).fold(
+            (None, None),
+            |(l, t), (ep, id)| {
+                if id == leader {
+                    (Some(ep.clone()), t)
+                } else {
+                    (l, t.or(Some(id)))
+                }
+            },
+        );
+    let (lead_ep, target) = (lead_ep.expect("the leader's endpoint"), target.expect("a follower"));
+    ok(
+        &lead_ep,
+        "/v3/maintenance/transfer-leadership",
+        json!({"targetID": target.to_string()}),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // While there is no leader the field is left out (0).
+    while status(a)["leader"].as_str() != Some(&target.to_string()) {
+        assert!(Instant::now() < deadline, "leadership not moved to {target}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Snapshot: base64 chunks, one per line; the stream ends with the SHA-256 of what
+    // precedes it, which etcdctl checks.
+    let lines = post_lines(b, "/v3/maintenance/snapshot", None);
+    let mut stream = Vec::new();
+    for l in &lines {
+        let blob = l["result"]["blob"].as_str().expect("a blob");
+        stream.extend(base64_decode(blob));
+    }
+    assert!(lines.last().unwrap()["result"].get("remaining_bytes").is_none(), "{:?}", lines.last());
+    let (data, sum) = stream.split_at(stream.len() - 32);
+    assert_eq!(sha2::Sha256::digest(data)[..], *sum, "the stream's SHA-256");
+
+    // Auth, administered through the gateway: root and a reader, then enabled.
+    ok(a, "/v3/auth/user/add", json!({"name": "root", "password": "rootpw"}), None);
+    ok(b, "/v3/auth/user/grant", json!({"user": "root", "role": "root"}), None);
+    ok(c, "/v3/auth/role/add", json!({"name": "reader"}), None);
+    let perm = json!({"permType": "READ", "key": "Zm9v", "range_end": "Zm9w"});
+    ok(a, "/v3/auth/role/grant", json!({"name": "reader", "perm": perm}), None);
+    ok(a, "/v3/auth/user/add", json!({"name": "alice", "password": "alicepw"}), None);
+    ok(b, "/v3/auth/user/grant", json!({"user": "alice", "role": "reader"}), None);
+    ok(c, "/v3/auth/enable", json!({}), None);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, v) = post(c, "/v3/kv/range", r#"{"key": "Zm9v"}"#, None);
@@ -191,11 +315,57 @@ fn the_json_gateway_answers_as_etcds() {
     assert_eq!(code, 400, "{v}");
     let r = ok(b, "/v3/auth/authenticate", json!({"name": "root", "password": "rootpw"}), None);
     let token = r["token"].as_str().expect("a token").to_string();
+    let root = Some(token.as_str());
     // At once at another member too: one that does not know the token yet catches up
     // before it answers (before, this was "invalid auth token" until it had applied it).
-    ok(c, "/v3/kv/put", json!({"key": "Zm9v", "value": "YmFy"}), Some(&token));
-    let r = ok(a, "/v3/kv/range", json!({"key": "Zm9v"}), Some(&token));
+    ok(c, "/v3/kv/put", json!({"key": "Zm9v", "value": "YmFy"}), root);
+    let r = ok(a, "/v3/kv/range", json!({"key": "Zm9v"}), root);
     assert_eq!(r["kvs"][0]["value"], "YmFy");
     let (code, v) = post(c, "/v3/kv/range", r#"{"key": "Zm9v"}"#, Some("not-a-token"));
     assert_eq!((code, &v["code"]), (401, &json!(16)), "{v}");
+    let r = ok(a, "/v3/auth/status", json!({}), root);
+    assert!(r["enabled"] == true && r["authRevision"].is_string(), "{r}");
+    assert_eq!(ok(b, "/v3/auth/user/list", json!({}), root)["users"], json!(["alice", "root"]));
+    assert_eq!(
+        ok(b, "/v3/auth/user/get", json!({"name": "alice"}), root)["roles"],
+        json!(["reader"])
+    );
+    assert_eq!(ok(c, "/v3/auth/role/list", json!({}), root)["roles"], json!(["reader"]));
+    let r = ok(c, "/v3/auth/role/get", json!({"role": "reader"}), root);
+    // READ is the enum's default, so it is left out.
+    assert_eq!(r["perm"], json!([{"key": "Zm9v", "range_end": "Zm9w"}]), "{r}");
+    // Admin calls need root; alice may read her range and not write it.
+    let (code, v) = post(a, "/v3/auth/user/list", "{}", None);
+    assert_eq!(code, 400, "{v}");
+    let r = ok(a, "/v3/auth/authenticate", json!({"name": "alice", "password": "alicepw"}), None);
+    let alice = r["token"].as_str().expect("a token").to_string();
+    let (code, v) = post(b, "/v3/auth/user/list", "{}", Some(&alice));
+    assert_eq!((code, &v["error"]), (403, &json!("etcdserver: permission denied")), "{v}");
+    assert_eq!(ok(b, "/v3/kv/range", json!({"key": "Zm9v"}), Some(&alice))["count"], "1");
+    let (code, _) = post(c, "/v3/kv/put", r#"{"key": "Zm9v", "value": "eA=="}"#, Some(&alice));
+    assert_eq!(code, 403);
+    ok(a, "/v3/auth/user/changepw", json!({"name": "alice", "password": "new"}), root);
+    ok(b, "/v3/auth/authenticate", json!({"name": "alice", "password": "new"}), None);
+    ok(
+        c,
+        "/v3/auth/role/revoke",
+        json!({"role": "reader", "key": "Zm9v", "range_end": "Zm9w"}),
+        root,
+    );
+    assert!(ok(c, "/v3/auth/role/get", json!({"role": "reader"}), root).get("perm").is_none());
+    ok(a, "/v3/auth/user/revoke", json!({"name": "alice", "role": "reader"}), root);
+    ok(a, "/v3/auth/user/delete", json!({"name": "alice"}), root);
+    ok(b, "/v3/auth/role/delete", json!({"role": "reader"}), root);
+    assert_eq!(ok(b, "/v3/auth/user/list", json!({}), root)["users"], json!(["root"]));
+    ok(c, "/v3/auth/disable", json!({}), root);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(a, "/v3/kv/range", r#"{"key": "Zm9v"}"#, None).0 != 200 {
+        assert!(Instant::now() < deadline, "auth disabled at member 0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
 }

@@ -11,11 +11,14 @@
 //! `Authenticate` returned). Errors: the gRPC code mapped to an HTTP status, and
 //! `{"error": ..., "code": ..., "message": ...}`.
 //!
-//! Served: KV (range, put, deleterange, txn, compaction), Lease (grant, revoke, timetolive,
-//! leases; also under `/v3/kv/lease/`), Cluster (member/list), Maintenance (status), Auth
-//! (authenticate), Watch, whose answer streams one `{"result": ...}` object per line for as
-//! long as the client stays, and LeaseKeepAlive (one such line per request in the body).
-//! Snapshot is not served.
+//! Served: every call of etcd 3.4's gateway. KV (range, put, deleterange, txn,
+//! compaction), Lease (grant, revoke, timetolive, leases; also under `/v3/kv/lease/`),
+//! Cluster (member add, remove, update, list, promote), Maintenance (alarm, status,
+//! defragment, hash, hashkv, transfer-leadership), Auth (enable, disable, status,
+//! authenticate, user and role add, get, list, delete, grant, revoke; user changepw).
+//! Watch answers one `{"result": ...}` object per line for as long as the client stays,
+//! LeaseKeepAlive one such line per request in the body, and Snapshot one per chunk of
+//! the member's state.
 //!
 //! ```
 //! use flotilla_server::gateway::{request_json, response_json};
@@ -145,6 +148,23 @@ impl<'a> In<'a> {
         Ok(out)
     }
 
+    fn u64(&self, name: &str) -> Result<u64, FieldError> {
+        Ok(self.int(name)?.unwrap_or(0))
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, FieldError> {
+        let items = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(format!("{name}: expected a list, not {other}")),
+        };
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        items
+            .iter()
+            .map(|v| text(v).ok_or_else(|| format!("{name}: {v} is not a string")))
+            .collect()
+    }
+
     fn list(&self, name: &str) -> Result<Vec<In<'a>>, FieldError> {
         match self.get(name) {
             None => Ok(Vec::new()),
@@ -183,6 +203,23 @@ impl Out {
         match v.into() {
             0 => self,
             v => self.put(name, Value::String(v.to_string())),
+        }
+    }
+
+    /// A 32-bit integer: a JSON number (only 64-bit ones are strings).
+    fn number(self, name: &str, v: u32) -> Out {
+        match v {
+            0 => self,
+            v => self.put(name, Value::from(v)),
+        }
+    }
+
+    /// An enum by name (`names[i]` is value `i`), by number if it has none.
+    fn enumeration(self, name: &str, v: i32, names: &[&str]) -> Out {
+        match usize::try_from(v).ok().and_then(|i| names.get(i)) {
+            _ if v == 0 => self,
+            Some(text) => self.string(name, text),
+            None => self.put(name, Value::from(v)),
         }
     }
 
@@ -232,6 +269,9 @@ const COMPARE_RESULT: &[&str] = &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"];
 const COMPARE_TARGET: &[&str] = &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"];
 const WATCH_FILTER: &[&str] = &["NOPUT", "NODELETE"];
 const EVENT_TYPE: &[&str] = &["PUT", "DELETE"];
+const ALARM_ACTION: &[&str] = &["GET", "ACTIVATE", "DEACTIVATE"];
+const ALARM_TYPE: &[&str] = &["NONE", "NOSPACE", "CORRUPT"];
+const PERMISSION_TYPE: &[&str] = &["READ", "WRITE", "READWRITE"];
 
 /// A request message read from its JSON form.
 pub trait FromJson: Sized {
@@ -435,6 +475,171 @@ impl FromJson for pb::AuthenticateRequest {
     }
 }
 
+/// Requests without fields: any JSON object (or an empty body) reads as one.
+macro_rules! empty_requests {
+    ($($t:ident),*) => {$(
+        impl FromJson for pb::$t {
+            fn read(_: &In<'_>) -> Result<Self, FieldError> {
+                Ok(pb::$t {})
+            }
+        }
+    )*};
+}
+
+empty_requests!(
+    DefragmentRequest,
+    HashRequest,
+    SnapshotRequest,
+    AuthEnableRequest,
+    AuthDisableRequest,
+    AuthStatusRequest,
+    AuthUserListRequest,
+    AuthRoleListRequest
+);
+
+impl FromJson for pb::MemberAddRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::MemberAddRequest {
+            peer_urls: v.strings("peerURLs")?,
+            is_learner: v.bool("isLearner")?,
+        })
+    }
+}
+
+impl FromJson for pb::MemberRemoveRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::MemberRemoveRequest { id: v.u64("ID")? })
+    }
+}
+
+impl FromJson for pb::MemberUpdateRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::MemberUpdateRequest { id: v.u64("ID")?, peer_urls: v.strings("peerURLs")? })
+    }
+}
+
+impl FromJson for pb::MemberPromoteRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::MemberPromoteRequest { id: v.u64("ID")? })
+    }
+}
+
+impl FromJson for pb::AlarmRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AlarmRequest {
+            action: v.enumeration("action", ALARM_ACTION)?,
+            member_id: v.u64("memberID")?,
+            alarm: v.enumeration("alarm", ALARM_TYPE)?,
+        })
+    }
+}
+
+impl FromJson for pb::HashKvRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::HashKvRequest { revision: v.i64("revision")? })
+    }
+}
+
+impl FromJson for pb::MoveLeaderRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::MoveLeaderRequest { target_id: v.u64("targetID")? })
+    }
+}
+
+impl FromJson for pb::AuthUserAddRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        let options = v.object("options")?;
+        let options = options
+            .map(|o| o.bool("no_password").map(|no_password| pb::UserAddOptions { no_password }))
+            .transpose()?;
+        Ok(pb::AuthUserAddRequest {
+            name: v.string("name")?,
+            password: v.string("password")?,
+            options,
+            hashed_password: v.string("hashedPassword")?,
+        })
+    }
+}
+
+impl FromJson for pb::AuthUserGetRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthUserGetRequest { name: v.string("name")? })
+    }
+}
+
+impl FromJson for pb::AuthUserDeleteRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthUserDeleteRequest { name: v.string("name")? })
+    }
+}
+
+impl FromJson for pb::AuthUserChangePasswordRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthUserChangePasswordRequest {
+            name: v.string("name")?,
+            password: v.string("password")?,
+            hashed_password: v.string("hashedPassword")?,
+        })
+    }
+}
+
+impl FromJson for pb::AuthUserGrantRoleRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthUserGrantRoleRequest { user: v.string("user")?, role: v.string("role")? })
+    }
+}
+
+impl FromJson for pb::AuthUserRevokeRoleRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthUserRevokeRoleRequest { name: v.string("name")?, role: v.string("role")? })
+    }
+}
+
+impl FromJson for pb::AuthRoleAddRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthRoleAddRequest { name: v.string("name")? })
+    }
+}
+
+impl FromJson for pb::AuthRoleGetRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthRoleGetRequest { role: v.string("role")? })
+    }
+}
+
+impl FromJson for pb::AuthRoleDeleteRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthRoleDeleteRequest { role: v.string("role")? })
+    }
+}
+
+impl FromJson for pb::Permission {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::Permission {
+            perm_type: v.enumeration("permType", PERMISSION_TYPE)?,
+            key: v.bytes("key")?,
+            range_end: v.bytes("range_end")?,
+        })
+    }
+}
+
+impl FromJson for pb::AuthRoleGrantPermissionRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        let perm = v.object("perm")?.map(|p| FromJson::read(&p)).transpose()?;
+        Ok(pb::AuthRoleGrantPermissionRequest { name: v.string("name")?, perm })
+    }
+}
+
+impl FromJson for pb::AuthRoleRevokePermissionRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::AuthRoleRevokePermissionRequest {
+            role: v.string("role")?,
+            key: v.bytes("key")?,
+            range_end: v.bytes("range_end")?,
+        })
+    }
+}
+
 fn header(h: &Option<pb::ResponseHeader>) -> Option<Value> {
     h.as_ref().map(|h| {
         Out::default()
@@ -518,12 +723,6 @@ impl ToJson for pb::TxnResponse {
     }
 }
 
-impl ToJson for pb::CompactionResponse {
-    fn json(&self) -> Value {
-        Out::default().object("header", header(&self.header)).done()
-    }
-}
-
 impl ToJson for pb::LeaseGrantResponse {
     fn json(&self) -> Value {
         Out::default()
@@ -532,12 +731,6 @@ impl ToJson for pb::LeaseGrantResponse {
             .int("TTL", self.ttl)
             .string("error", &self.error)
             .done()
-    }
-}
-
-impl ToJson for pb::LeaseRevokeResponse {
-    fn json(&self) -> Value {
-        Out::default().object("header", header(&self.header)).done()
     }
 }
 
@@ -573,21 +766,158 @@ impl ToJson for pb::LeaseLeasesResponse {
     }
 }
 
-impl ToJson for pb::MemberListResponse {
+impl ToJson for pb::Member {
     fn json(&self) -> Value {
-        let members = self.members.iter().map(|m| {
+        Out::default()
+            .int("ID", self.id)
+            .string("name", &self.name)
+            .strings("peerURLs", &self.peer_urls)
+            .strings("clientURLs", &self.client_urls)
+            .bool("isLearner", self.is_learner)
+            .done()
+    }
+}
+
+/// Responses that hold a header and the members after the change.
+macro_rules! members_responses {
+    ($($t:ident),*) => {$(
+        impl ToJson for pb::$t {
+            fn json(&self) -> Value {
+                Out::default()
+                    .object("header", header(&self.header))
+                    .list("members", self.members.iter().map(ToJson::json).collect())
+                    .done()
+            }
+        }
+    )*};
+}
+
+members_responses!(
+    MemberListResponse,
+    MemberRemoveResponse,
+    MemberUpdateResponse,
+    MemberPromoteResponse
+);
+
+impl ToJson for pb::MemberAddResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .object("member", self.member.as_ref().map(ToJson::json))
+            .list("members", self.members.iter().map(ToJson::json).collect())
+            .done()
+    }
+}
+
+/// Responses that hold a header only.
+macro_rules! header_responses {
+    ($($t:ident),*) => {$(
+        impl ToJson for pb::$t {
+            fn json(&self) -> Value {
+                Out::default().object("header", header(&self.header)).done()
+            }
+        }
+    )*};
+}
+
+header_responses!(
+    CompactionResponse,
+    LeaseRevokeResponse,
+    DefragmentResponse,
+    MoveLeaderResponse,
+    AuthEnableResponse,
+    AuthDisableResponse,
+    AuthUserAddResponse,
+    AuthUserDeleteResponse,
+    AuthUserChangePasswordResponse,
+    AuthUserGrantRoleResponse,
+    AuthUserRevokeRoleResponse,
+    AuthRoleAddResponse,
+    AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionResponse,
+    AuthRoleRevokePermissionResponse
+);
+
+impl ToJson for pb::AlarmResponse {
+    fn json(&self) -> Value {
+        let alarms = self.alarms.iter().map(|a| {
             Out::default()
-                .int("ID", m.id)
-                .string("name", &m.name)
-                .strings("peerURLs", &m.peer_urls)
-                .strings("clientURLs", &m.client_urls)
-                .bool("isLearner", m.is_learner)
+                .int("memberID", a.member_id)
+                .enumeration("alarm", a.alarm, ALARM_TYPE)
                 .done()
         });
         Out::default()
             .object("header", header(&self.header))
-            .list("members", members.collect())
+            .list("alarms", alarms.collect())
             .done()
+    }
+}
+
+impl ToJson for pb::HashResponse {
+    fn json(&self) -> Value {
+        Out::default().object("header", header(&self.header)).number("hash", self.hash).done()
+    }
+}
+
+impl ToJson for pb::HashKvResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .number("hash", self.hash)
+            .int("compact_revision", self.compact_revision)
+            .int("hash_revision", self.hash_revision)
+            .done()
+    }
+}
+
+impl ToJson for pb::SnapshotResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .int("remaining_bytes", self.remaining_bytes)
+            .bytes("blob", &self.blob)
+            .done()
+    }
+}
+
+impl ToJson for pb::AuthStatusResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .bool("enabled", self.enabled)
+            .int("authRevision", self.auth_revision)
+            .done()
+    }
+}
+
+impl ToJson for pb::AuthUserGetResponse {
+    fn json(&self) -> Value {
+        Out::default().object("header", header(&self.header)).strings("roles", &self.roles).done()
+    }
+}
+
+impl ToJson for pb::AuthUserListResponse {
+    fn json(&self) -> Value {
+        Out::default().object("header", header(&self.header)).strings("users", &self.users).done()
+    }
+}
+
+impl ToJson for pb::AuthRoleListResponse {
+    fn json(&self) -> Value {
+        Out::default().object("header", header(&self.header)).strings("roles", &self.roles).done()
+    }
+}
+
+impl ToJson for pb::AuthRoleGetResponse {
+    fn json(&self) -> Value {
+        let perms = self.perm.iter().map(|p| {
+            Out::default()
+                .enumeration("permType", p.perm_type, PERMISSION_TYPE)
+                .bytes("key", &p.key)
+                .bytes("range_end", &p.range_end)
+                .done()
+        });
+        Out::default().object("header", header(&self.header)).list("perm", perms.collect()).done()
     }
 }
 
@@ -611,13 +941,9 @@ impl ToJson for pb::StatusResponse {
 impl ToJson for pb::WatchResponse {
     fn json(&self) -> Value {
         let events = self.events.iter().map(|e| {
-            let kind = usize::try_from(e.r#type).ok().and_then(|i| EVENT_TYPE.get(i));
-            let out = match kind {
-                _ if e.r#type == 0 => Out::default(),
-                Some(name) => Out::default().string("type", name),
-                None => Out::default().put("type", Value::from(e.r#type)),
-            };
-            out.object("kv", e.kv.as_ref().map(ToJson::json))
+            Out::default()
+                .enumeration("type", e.r#type, EVENT_TYPE)
+                .object("kv", e.kv.as_ref().map(ToJson::json))
                 .object("prev_kv", e.prev_kv.as_ref().map(ToJson::json))
                 .done()
         });
@@ -679,11 +1005,25 @@ fn token(headers: &HeaderMap) -> Option<&str> {
     t.and_then(|t| t.to_str().ok())
 }
 
-/// A watch stream's responses as the gateway streams them: one `{"result": ...}` per line
-/// (an `{"error": ...}` line if the stream fails).
-struct Lines(crate::api::WatchOut);
+/// A gRPC request of `msg`, with the token of the `Authorization` header (or `token`) as
+/// its metadata, as the gRPC services read it.
+fn with_token<T>(msg: T, headers: &HeaderMap) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token(headers).and_then(|t| tonic::metadata::MetadataValue::try_from(t).ok()) {
+        req.metadata_mut().insert("token", t);
+    }
+    req
+}
 
-impl futures_core::Stream for Lines {
+/// A stream of responses (a watch's, a snapshot's) as the gateway streams them: one
+/// `{"result": ...}` per line (an `{"error": ...}` line if the stream fails).
+struct Lines<S>(S);
+
+impl<S, T> futures_core::Stream for Lines<S>
+where
+    S: futures_core::Stream<Item = Result<T, Status>> + Unpin,
+    T: ToJson,
+{
     type Item = Result<Bytes, std::convert::Infallible>;
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -762,11 +1102,28 @@ async fn watch(api: Api, headers: HeaderMap, body: Bytes) -> Response {
         Err(answer) => return answer,
     };
     match api.open_watch(user, crate::api::WatchRequests::Given(requests)) {
-        Ok(out) => {
-            let body = axum::body::Body::from_stream(Lines(out));
-            let kind = [(axum::http::header::CONTENT_TYPE, "application/json")];
-            (StatusCode::OK, kind, body).into_response()
-        }
+        Ok(out) => streamed(out),
+        Err(s) => error_response(&s),
+    }
+}
+
+/// A streamed answer: one line per response of `out`.
+fn streamed<S, T>(out: S) -> Response
+where
+    S: futures_core::Stream<Item = Result<T, Status>> + Unpin + Send + 'static,
+    T: ToJson + 'static,
+{
+    let body = axum::body::Body::from_stream(Lines(out));
+    let kind = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, kind, body).into_response()
+}
+
+/// etcd's gateway Snapshot: the member's state streamed as `{"result": {"blob": ...}}`
+/// lines (base64 chunks; the last ends with the SHA-256 of the stream, as over gRPC).
+async fn snapshot(api: Api, headers: HeaderMap) -> Response {
+    use crate::rpc::maintenance_server::Maintenance;
+    match Maintenance::snapshot(&api, with_token(pb::SnapshotRequest {}, &headers)).await {
+        Ok(out) => streamed(out.into_inner()),
         Err(s) => error_response(&s),
     }
 }
@@ -798,12 +1155,7 @@ where
         let e = format!("request of {size} bytes exceeds the limit of {max} (--max-request-bytes)");
         return error_response(&Status::resource_exhausted(e));
     }
-    let mut req = tonic::Request::new(msg);
-    if let Some(t) = token(&headers).and_then(|t| tonic::metadata::MetadataValue::try_from(t).ok())
-    {
-        req.metadata_mut().insert("token", t);
-    }
-    match f(req).await {
+    match f(with_token(msg, &headers)).await {
         Ok(r) => json_response(StatusCode::OK, &r.into_inner().json()),
         Err(s) => error_response(&s),
     }
@@ -843,9 +1195,39 @@ pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     let r = route!(r, "kv/lease/timetolive", Lease::lease_time_to_live);
     let r = route!(r, "lease/leases", Lease::lease_leases);
     let r = route!(r, "kv/lease/leases", Lease::lease_leases);
+    let r = route!(r, "cluster/member/add", Cluster::member_add);
+    let r = route!(r, "cluster/member/remove", Cluster::member_remove);
+    let r = route!(r, "cluster/member/update", Cluster::member_update);
     let r = route!(r, "cluster/member/list", Cluster::member_list);
+    let r = route!(r, "cluster/member/promote", Cluster::member_promote);
+    let r = route!(r, "maintenance/alarm", Maintenance::alarm);
     let r = route!(r, "maintenance/status", Maintenance::status);
+    let r = route!(r, "maintenance/defragment", Maintenance::defragment);
+    let r = route!(r, "maintenance/hash", Maintenance::hash);
+    let r = route!(r, "maintenance/hashkv", Maintenance::hash_kv);
+    let r = route!(r, "maintenance/transfer-leadership", Maintenance::move_leader);
+    let r = route!(r, "auth/enable", Auth::auth_enable);
+    let r = route!(r, "auth/disable", Auth::auth_disable);
+    let r = route!(r, "auth/status", Auth::auth_status);
     let r = route!(r, "auth/authenticate", Auth::authenticate);
+    let r = route!(r, "auth/user/add", Auth::user_add);
+    let r = route!(r, "auth/user/get", Auth::user_get);
+    let r = route!(r, "auth/user/list", Auth::user_list);
+    let r = route!(r, "auth/user/delete", Auth::user_delete);
+    let r = route!(r, "auth/user/changepw", Auth::user_change_password);
+    let r = route!(r, "auth/user/grant", Auth::user_grant_role);
+    let r = route!(r, "auth/user/revoke", Auth::user_revoke_role);
+    let r = route!(r, "auth/role/add", Auth::role_add);
+    let r = route!(r, "auth/role/get", Auth::role_get);
+    let r = route!(r, "auth/role/list", Auth::role_list);
+    let r = route!(r, "auth/role/delete", Auth::role_delete);
+    let r = route!(r, "auth/role/grant", Auth::role_grant_permission);
+    let r = route!(r, "auth/role/revoke", Auth::role_revoke_permission);
+    let snapshot_api = api.clone();
+    let snapshot_handler = move |headers: HeaderMap| snapshot(snapshot_api.clone(), headers);
+    let r = r
+        .route("/v3/maintenance/snapshot", post(snapshot_handler.clone()))
+        .route("/v3beta/maintenance/snapshot", post(snapshot_handler));
     let watch_api = api.clone();
     let watch_handler =
         move |headers: HeaderMap, body: Bytes| watch(watch_api.clone(), headers, body);
