@@ -94,6 +94,12 @@ fn num(v: &Value) -> u64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a number: {v}"))
 }
 
+/// The member id of the member at `ep`, as its status answers it.
+fn status_id(ep: &str) -> String {
+    let r = ok(ep, "/v3/maintenance/status", json!({}), None);
+    r["header"]["member_id"].as_str().expect("a member id").to_string()
+}
+
 /// `post`, expecting 200.
 fn ok(ep: &str, path: &str, body: Value, token: Option<&str>) -> Value {
     let (code, v) = post(ep, path, &body.to_string(), token);
@@ -226,8 +232,19 @@ fn the_json_gateway_answers_as_etcds() {
     );
     let updated = r["members"].as_array().unwrap().iter().find(|m| m["ID"] == learner).cloned();
     assert_eq!(updated.expect("the learner")["peerURLs"], json!(["http://127.0.0.1:10"]));
-    let (code, v) = post(c, "/v3/cluster/member/promote", r#"{"ID": "12345"}"#, None);
-    assert!(code >= 400 && v["message"].is_string(), "{code} {v}");
+    // Refusals in etcd's words, at every member (a follower too, which forwards changes
+    // to the leader): an unknown member is NotFound (404), a voter is not promoted (412).
+    for ep in &eps {
+        for path in ["/v3/cluster/member/promote", "/v3/cluster/member/remove"] {
+            let (code, v) = post(ep, path, r#"{"ID": "12345"}"#, None);
+            assert_eq!((code, &v["error"]), (404, &json!("etcdserver: member not found")), "{v}");
+        }
+        let id = status_id(ep);
+        let (code, v) =
+            post(ep, "/v3/cluster/member/promote", &json!({"ID": id}).to_string(), None);
+        let refused = json!("etcdserver: can only promote a learner member");
+        assert_eq!((code, &v["error"]), (412, &refused), "{v}");
+    }
     let r = ok(c, "/v3/cluster/member/remove", json!({"ID": learner}), None);
     assert_eq!(r["members"].as_array().map(Vec::len), Some(3), "{r}");
 

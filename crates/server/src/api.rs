@@ -80,6 +80,7 @@ fn status_of(e: ApiError) -> Status {
         }
         ApiError::Storage(_) => Status::internal(e.to_string()),
         ApiError::Transfer(_) => Status::failed_precondition(e.to_string()),
+        ApiError::MemberNotFound => Status::not_found(e.to_string()),
         ApiError::Auth(a) => Status::new(a.code(), a.to_string()),
     }
 }

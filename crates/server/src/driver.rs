@@ -43,9 +43,12 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,
-    /// A leadership transfer was refused.
+    /// A leadership transfer or a membership change was refused.
     #[error("etcdserver: {0}")]
     Transfer(String),
+    /// A membership change named a member the cluster does not have (etcd's NotFound).
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
     /// A lease grant asked for more than etcd's largest TTL.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
@@ -64,6 +67,21 @@ pub struct Header {
 }
 
 type Reply<T> = oneshot::Sender<Result<(T, Header), ApiError>>;
+
+/// A membership change the core refused, in etcd's words where etcd has them (etcdctl
+/// users and scripts match on them).
+fn membership_refused(e: flotilla_raft::ConfChangeError) -> ApiError {
+    use flotilla_raft::ConfChangeError as E;
+    match e {
+        E::NotAMember { .. } => ApiError::MemberNotFound,
+        E::NotALearner { .. } => ApiError::Transfer("can only promote a learner member".into()),
+        E::LearnerLagging { .. } => ApiError::Transfer(
+            "can only promote a learner member which is in sync with leader".into(),
+        ),
+        E::AlreadyMember { .. } => ApiError::Transfer("member ID already exist".into()),
+        other => ApiError::Transfer(other.to_string()),
+    }
+}
 
 /// A node's state, for Status and `flotilla dev`.
 #[derive(Clone, Debug, Default)]
@@ -730,14 +748,17 @@ impl Driver {
                 let r = if self.is_leader() {
                     self.member_change(&change)
                 } else if let Some(l) = self.leader {
-                    let req = pb::InternalRequest {
-                        user: String::new(),
-                        anonymous: false,
-                        id: 0,
-                        request: Some(pb::internal_request::Request::MemberChange(change)),
-                    };
-                    self.peers.send(l, &PeerFrame::Forward(Bytes::from(req.encode_to_vec())));
-                    Ok(())
+                    // The leader drops a change it refuses (nobody hears back), so what
+                    // this member can tell is refused here, by its own view of the members.
+                    self.member_precheck(&change).map(|()| {
+                        let req = pb::InternalRequest {
+                            user: String::new(),
+                            anonymous: false,
+                            id: 0,
+                            request: Some(pb::internal_request::Request::MemberChange(change)),
+                        };
+                        self.peers.send(l, &PeerFrame::Forward(Bytes::from(req.encode_to_vec())));
+                    })
                 } else {
                     Err(ApiError::NoLeader)
                 };
@@ -1276,13 +1297,34 @@ impl Driver {
                         ConfChange::AddLearner(NodeId(id))
                     }
                 }
+                _ if !self.node.membership().contains(NodeId(c.id)) => {
+                    return Err(ApiError::MemberNotFound)
+                }
                 3 => ConfChange::PromoteLearner(NodeId(c.id)),
                 _ => ConfChange::Remove(NodeId(c.id)),
             };
-        self.node
-            .propose_conf_change(change)
-            .map(|_| ())
-            .map_err(|e| ApiError::Transfer(e.to_string()))
+        self.node.propose_conf_change(change).map(|_| ()).map_err(membership_refused)
+    }
+
+    /// What a follower refuses of a membership change before forwarding it: a removal,
+    /// promotion or update of a member it does not know, a promotion of a voter.
+    fn member_precheck(&self, c: &pb::MemberChange) -> Result<(), ApiError> {
+        use flotilla_raft::ConfChange;
+        if matches!(c.kind, 3..=5) && !self.node.membership().contains(NodeId(c.id)) {
+            return Err(ApiError::MemberNotFound);
+        }
+        let change = match c.kind {
+            3 => ConfChange::PromoteLearner(NodeId(c.id)),
+            4 => ConfChange::Remove(NodeId(c.id)),
+            _ => return Ok(()),
+        };
+        match self.node.membership().apply(&change) {
+            Err(
+                e @ (flotilla_raft::ConfChangeError::NotAMember { .. }
+                | flotilla_raft::ConfChangeError::NotALearner { .. }),
+            ) => Err(membership_refused(e)),
+            _ => Ok(()),
+        }
     }
 
     /// etcd's MemberUpdate: a member's new peer URL goes through the log (as `MemberAttr`),
@@ -1293,7 +1335,7 @@ impl Driver {
             return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
         }
         if !self.node.membership().contains(NodeId(c.id)) {
-            return Err(ApiError::Transfer("member not found".into()));
+            return Err(ApiError::MemberNotFound);
         }
         let taken = self.node.membership().members().any(|m| {
             m.0 != c.id && self.registry.get(&m.0).is_some_and(|r| r.peer_url == c.peer_url)
