@@ -455,6 +455,13 @@ struct ServeArgs {
     /// etcd, off by default; without it anyone who reaches the peer port can dial it).
     #[arg(long, env = "FLOTILLA_PEER_CLIENT_CERT_AUTH")]
     peer_client_cert_auth: bool,
+    /// Auth tokens: `simple` (random, replicated to every member, expiring 5 minutes after
+    /// their last use), or etcd's JSON Web Tokens,
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256|ES256|EdDSA|HS256...,ttl=5m`
+    /// (for HS* the priv-key file holds the secret; a member without priv-key only
+    /// verifies).
+    #[arg(long, env = "FLOTILLA_AUTH_TOKEN", default_value = "simple")]
+    auth_token: String,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -1241,6 +1248,7 @@ const FILE_KEYS: &[&str] = &[
     "peer-key-file",
     "peer-trusted-ca-file",
     "peer-client-cert-auth",
+    "auth-token",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -1323,6 +1331,7 @@ fn main() -> ExitCode {
                 peer_key_file: a.peer_key_file,
                 peer_trusted_ca_file: a.peer_trusted_ca_file,
                 peer_client_cert_auth: a.peer_client_cert_auth,
+                auth_token: a.auth_token,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

@@ -286,3 +286,118 @@ fn auth_is_replicated_enforced_at_every_member_and_survives_a_cluster_restart() 
         servers.iter().map(|s| std::fs::read_to_string(s.log_path()).unwrap_or_default()).collect();
     assert!(!logs.contains("rootpw") && !logs.contains("alicepw"), "no password in the logs");
 }
+
+/// etcd's `--auth-token jwt,...`: a token signed by one member (ES256) is accepted at once
+/// by every member, including one configured to verify only (no private key, so it makes
+/// none); another key's token is refused; a change of the auth store makes earlier tokens
+/// old ("revision of auth store is old") until the client authenticates again; and the
+/// tokens outlive a restart of the members, which simple tokens do not.
+#[test]
+fn jwt_tokens_work_at_every_member_until_the_auth_store_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = |name: &str| {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let (private, public) =
+            (dir.path().join(format!("{name}.key")), dir.path().join(format!("{name}.pub")));
+        std::fs::write(&private, k.serialize_pem()).unwrap();
+        std::fs::write(&public, k.public_key_pem()).unwrap();
+        (private.display().to_string(), public.display().to_string())
+    };
+    let (private, public) = keys("cluster");
+    let signs = format!("jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl=10m");
+    let verifies = format!("jwt,pub-key={public},sign-method=ES256");
+    let mut servers = common::cluster_unstarted(dir.path(), 1_000_000);
+    for (i, s) in servers.iter_mut().enumerate() {
+        s.args.push("--auth-token".into());
+        s.args.push(if i == 2 { verifies.clone() } else { signs.clone() });
+        s.start();
+    }
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let refs: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&refs, "before", "auth", deadline));
+    rt.block_on(async {
+        let mut a = AuthClient::new(channel(&eps[0]).await);
+        let add = |name: &str| pb::AuthUserAddRequest {
+            name: name.into(),
+            password: format!("{name}pw"),
+            ..Default::default()
+        };
+        a.user_add(add("root")).await.unwrap();
+        let grant = pb::AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() };
+        a.user_grant_role(grant).await.unwrap();
+        a.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
+    });
+    for ep in &eps {
+        eventually(deadline, "auth enabled everywhere", Duration::from_millis(50), || {
+            match rt.block_on(put_as(ep, None, "anon")) {
+                Err(e) if e.code() == Code::InvalidArgument => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+    let token = rt.block_on(async {
+        let token = login(&eps[1], "root", "rootpw").await.unwrap();
+        assert_eq!(token.split('.').count(), 3, "a JSON Web Token: {token}");
+        for ep in &eps {
+            put_as(ep, Some(&token), "k").await.unwrap();
+        }
+        // The member without the private key verifies but does not sign.
+        let (code, msg) = code_and_message(login(&eps[2], "root", "rootpw").await);
+        assert_eq!(code, Code::FailedPrecondition);
+        assert_eq!(msg, "etcdserver: this member has no key to sign tokens with");
+        // Signed with another key: refused everywhere.
+        let (other_private, other_public) = keys("other");
+        let spec = format!("jwt,pub-key={other_public},priv-key={other_private},sign-method=ES256");
+        let forged = flotilla_server::auth::Jwt::from_spec(&spec).unwrap().unwrap();
+        let forged = forged.sign("root", 1_000).unwrap();
+        for ep in &eps {
+            let (code, msg) = code_and_message(put_as(ep, Some(&forged), "k").await);
+            assert_eq!(
+                (code, msg.as_str()),
+                (Code::Unauthenticated, "etcdserver: invalid auth token")
+            );
+        }
+        // A change of the store (a new user) makes the token old.
+        let mut a = AuthClient::new(channel(&eps[0]).await);
+        let bob = pb::AuthUserAddRequest {
+            name: "bob".into(),
+            password: "bobpw".into(),
+            ..Default::default()
+        };
+        a.user_add(req(bob, Some(&token))).await.unwrap();
+        token
+    });
+    // At every member once it applied the change.
+    for ep in &eps {
+        let (code, msg) = eventually(deadline, "old everywhere", Duration::from_millis(50), || {
+            match rt.block_on(put_as(ep, Some(&token), "k")) {
+                Err(e) => Ok((e.code(), e.message().to_string())),
+                Ok(()) => Err("accepted"),
+            }
+        });
+        let old = "etcdserver: revision of auth store is old";
+        assert_eq!((code, msg.as_str()), (Code::InvalidArgument, old));
+    }
+    rt.block_on(async {
+        let fresh = login(&eps[0], "root", "rootpw").await.unwrap();
+        for ep in &eps {
+            put_as(ep, Some(&fresh), "k").await.unwrap();
+        }
+    });
+    // Nothing about a JSON Web Token is kept by the members: it works after they restart.
+    let fresh = rt.block_on(login(&eps[1], "root", "rootpw")).unwrap();
+    for s in &mut servers {
+        s.kill();
+        s.start();
+    }
+    for ep in &eps {
+        eventually(
+            deadline + Duration::from_secs(60),
+            "the token after a restart",
+            Duration::from_millis(100),
+            || rt.block_on(put_as(ep, Some(&fresh), "after")).map_err(|e| e.to_string()),
+        );
+    }
+}

@@ -120,7 +120,9 @@ impl Api {
     async fn resolve(&self, c: Credentials) -> Result<Option<String>, Status> {
         let Credentials { token, cert_name } = c;
         match self.auth.caller(token.as_deref(), || cert_name) {
-            Err(AuthError::InvalidToken) => {}
+            // A simple token may have been made by an entry not applied here yet; a JSON
+            // Web Token is checked by its signature alone, so waiting would not change it.
+            Err(AuthError::InvalidToken) if self.auth.lock().jwt.is_none() => {}
             other => return other.map_err(auth_status),
         }
         // Bounded: without a leader the answer is the same, only later.
@@ -835,10 +837,11 @@ impl Api {
         }
     }
 
-    /// A header as of now: this member's revision and term.
-    async fn current_header(&self) -> Result<pb::ResponseHeader, Status> {
-        let st = self.status_info().await?;
-        Ok(self.header(Header { revision: st.revision, term: st.term }))
+    /// A header once this member has caught up with the cluster (a linearizable read, as
+    /// etcd answers auth reads through its log): what it reads after this is current, so a
+    /// user or role just changed at another member is seen.
+    async fn caught_up_header(&self) -> Result<pb::ResponseHeader, Status> {
+        Ok(self.call(Request::LeaseLeases).await?.1)
     }
 
     /// `password`'s bcrypt hash, made on the blocking pool (it takes tens of milliseconds
@@ -882,27 +885,34 @@ impl crate::rpc::auth_server::Auth for Api {
         &self,
         _r: GrpcRequest<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        let header = Some(self.caught_up_header().await?);
         let (enabled, auth_revision) = {
             let a = self.auth.lock();
             (a.store.enabled(), a.store.revision())
         };
-        let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthStatusResponse { header, enabled, auth_revision }))
     }
 
-    /// Checks the password here (off the driver's thread), then replicates a new token so
-    /// that every member accepts it, and answers with it once applied here.
+    /// Checks the password here (off the driver's thread) once caught up with the cluster,
+    /// then either replicates a new simple token so that every member accepts it, and
+    /// answers with it once applied here, or (`--auth-token jwt`) signs a JSON Web Token.
     async fn authenticate(
         &self,
         r: GrpcRequest<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let req = r.get_ref().clone();
-        let hash = {
+        let jwt = self.auth.lock().jwt.clone();
+        // As etcd: this member first catches up with the cluster (a linearizable read), so
+        // that it checks the password against the current store (a password just changed
+        // at another member works at once) and a JSON Web Token, which carries the auth
+        // revision it is made at, is not refused elsewhere as old.
+        let (_, header) = self.call(Request::LeaseLeases).await?;
+        let (hash, revision) = {
             let a = self.auth.lock();
             if !a.store.enabled() {
                 return Err(auth_status(AuthError::NotEnabled));
             }
-            a.store.password_hash(&req.name).map(str::to_string)
+            (a.store.password_hash(&req.name).map(str::to_string), a.store.revision())
         };
         let hash = hash.ok_or_else(|| auth_status(AuthError::Failed))?;
         let password = req.password.clone();
@@ -912,6 +922,11 @@ impl crate::rpc::auth_server::Auth for Api {
                 .map_err(|_| status_of(ApiError::Stopped))?;
         if !ok {
             return Err(auth_status(AuthError::Failed));
+        }
+        if let Some(jwt) = jwt {
+            // Signed here, verified by any member: nothing to replicate.
+            let token = jwt.sign(&req.name, revision).map_err(auth_status)?;
+            return Ok(Response::new(pb::AuthenticateResponse { header: Some(header), token }));
         }
         let token = crate::auth::new_token().map_err(auth_status)?;
         let op = pb::auth_change::Op::Token(pb::AuthToken { name: req.name, token });
@@ -953,6 +968,7 @@ impl crate::rpc::auth_server::Auth for Api {
         r: GrpcRequest<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
         let caller = self.caller(&r).await?;
+        let header = Some(self.caught_up_header().await?);
         let name = &r.get_ref().name;
         let roles = {
             let a = self.auth.lock();
@@ -961,7 +977,6 @@ impl crate::rpc::auth_server::Auth for Api {
             }
             a.store.user_roles(name).map_err(auth_status)?
         };
-        let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthUserGetResponse { header, roles }))
     }
 
@@ -970,8 +985,8 @@ impl crate::rpc::auth_server::Auth for Api {
         r: GrpcRequest<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
         self.require_root(&r).await?;
+        let header = Some(self.caught_up_header().await?);
         let users = self.auth.lock().store.users();
-        let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthUserListResponse { header, users }))
     }
 
@@ -1030,6 +1045,7 @@ impl crate::rpc::auth_server::Auth for Api {
         r: GrpcRequest<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
         let caller = self.caller(&r).await?;
+        let header = Some(self.caught_up_header().await?);
         let role = &r.get_ref().role;
         let perm = {
             let a = self.auth.lock();
@@ -1041,7 +1057,6 @@ impl crate::rpc::auth_server::Auth for Api {
             }
             a.store.role_permissions(role).map_err(auth_status)?
         };
-        let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthRoleGetResponse { header, perm }))
     }
 
@@ -1050,8 +1065,8 @@ impl crate::rpc::auth_server::Auth for Api {
         r: GrpcRequest<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
         self.require_root(&r).await?;
+        let header = Some(self.caught_up_header().await?);
         let roles = self.auth.lock().store.roles();
-        let header = Some(self.current_header().await?);
         Ok(Response::new(pb::AuthRoleListResponse { header, roles }))
     }
 

@@ -6,7 +6,11 @@
 //! snapshot carries it. Tokens are etcd's "simple tokens": `Authenticate` checks the password
 //! on the member that took it, then replicates the token it made, so that every member
 //! accepts it; each member expires a token [`TOKEN_TTL`] after its last use (tokens are not
-//! persisted: after a restart a client authenticates again, as with etcd).
+//! persisted: after a restart a client authenticates again, as with etcd). With
+//! `--auth-token jwt,...` tokens are etcd's JSON Web Tokens instead ([`Jwt`]): signed by the
+//! member that checked the password, verified by any member with the public key, nothing
+//! replicated; each carries the auth revision it was made at and is refused once the store
+//! has changed since ("revision of auth store is old": clients authenticate again).
 //!
 //! A request is checked twice: by the member that takes it (to refuse early), and when it
 //! is applied, with the user it was made for and the auth store as it is then, so a
@@ -104,6 +108,12 @@ pub enum AuthError {
     /// The token is unknown here, or expired.
     #[error("etcdserver: invalid auth token")]
     InvalidToken,
+    /// A JSON Web Token made before the latest change of the auth store.
+    #[error("etcdserver: revision of auth store is old")]
+    OldRevision,
+    /// This member cannot sign tokens (`--auth-token jwt` without `priv-key`).
+    #[error("etcdserver: this member has no key to sign tokens with")]
+    CannotSign,
     /// Deleting `root`, or taking its role, while auth is enabled.
     #[error("etcdserver: invalid auth management")]
     InvalidManagement,
@@ -125,6 +135,7 @@ impl AuthError {
             | AuthError::Failed
             | AuthError::InvalidManagement
             | AuthError::PasswordEmpty
+            | AuthError::OldRevision
             | AuthError::InvalidPermission(_) => Code::InvalidArgument,
             AuthError::PermissionDenied => Code::PermissionDenied,
             AuthError::InvalidToken => Code::Unauthenticated,
@@ -572,6 +583,8 @@ pub struct Auth {
     pub store: AuthStore,
     /// This member's tokens.
     pub tokens: Tokens,
+    /// Set with `--auth-token jwt,...`: tokens are JSON Web Tokens (and `tokens` unused).
+    pub jwt: Option<Arc<Jwt>>,
 }
 
 /// [`Auth`] behind a lock.
@@ -606,11 +619,176 @@ impl SharedAuth {
             }
         }
         let token = token.ok_or(AuthError::UserEmpty)?;
-        let user = a.tokens.resolve(token, Instant::now()).ok_or(AuthError::InvalidToken)?;
+        let user = match &a.jwt {
+            Some(jwt) => {
+                let (user, revision) = jwt.verify(token)?;
+                // etcd's rule: a token made before a change of the store (a password, a
+                // role, a permission) is refused; the client authenticates again.
+                if revision < a.store.revision() {
+                    return Err(AuthError::OldRevision);
+                }
+                user
+            }
+            None => a.tokens.resolve(token, Instant::now()).ok_or(AuthError::InvalidToken)?,
+        };
         if !a.store.has_user(&user) {
             return Err(AuthError::InvalidToken);
         }
         Ok(Some(user))
+    }
+}
+
+/// etcd's JWT tokens (`--auth-token jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DUR`):
+/// claims `username`, `revision` (the auth store's) and `exp`, signed with the private key
+/// (or, for the `HS*` methods, the secret in `priv-key`).
+///
+/// ```
+/// use flotilla_server::auth::Jwt;
+/// // HMAC: the "private key" file holds the shared secret.
+/// let dir = std::env::temp_dir().join(format!("jwt-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("secret"), "a long shared secret").unwrap();
+/// let spec = format!("jwt,priv-key={},sign-method=HS256,ttl=1m", dir.join("secret").display());
+/// let jwt = Jwt::from_spec(&spec).unwrap().expect("jwt, not simple");
+/// let token = jwt.sign("alice", 7).unwrap();
+/// assert_eq!(jwt.verify(&token).unwrap(), ("alice".to_string(), 7));
+/// assert!(Jwt::from_spec("simple").unwrap().is_none());
+/// ```
+pub struct Jwt {
+    alg: jsonwebtoken::Algorithm,
+    encoding: Option<jsonwebtoken::EncodingKey>,
+    decoding: jsonwebtoken::DecodingKey,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwt")
+            .field("alg", &self.alg)
+            .field("signs", &self.encoding.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Jwt {
+    /// Reads `--auth-token`: `simple` (the default) gives `None`; `jwt,...` its keys, read
+    /// from their files now. Errors name the option and the file.
+    pub fn from_spec(spec: &str) -> Result<Option<Jwt>, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+        let mut parts = spec.split(',').map(str::trim);
+        match parts.next() {
+            Some("simple" | "") => {
+                return match parts.next() {
+                    None => Ok(None),
+                    Some(p) => Err(format!("--auth-token simple takes no options (got {p:?})")),
+                }
+            }
+            Some("jwt") => {}
+            Some(other) => {
+                return Err(format!("--auth-token: {other:?} is not simple or jwt"));
+            }
+            None => return Ok(None),
+        }
+        let (mut public, mut private, mut method, mut ttl) = (None, None, None, "5m".to_string());
+        for p in parts {
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                format!("--auth-token jwt: {p:?} is not key=value (pub-key, priv-key, sign-method, ttl)")
+            })?;
+            match k {
+                "pub-key" => public = Some(v.to_string()),
+                "priv-key" => private = Some(v.to_string()),
+                "sign-method" => method = Some(v.to_string()),
+                "ttl" => ttl = v.to_string(),
+                _ => return Err(format!("--auth-token jwt: unknown option {k:?}")),
+            }
+        }
+        let method =
+            method.ok_or("--auth-token jwt needs sign-method (RS256, ES256, HS256 ...)")?;
+        let alg: Algorithm = method
+            .parse()
+            .map_err(|_| format!("--auth-token jwt: unknown sign-method {method:?}"))?;
+        // A bare number is in seconds; `5m`, `1h`, `30s` as etcd's flags.
+        let ttl = crate::config::parse_duration(&ttl, Duration::from_secs(1))
+            .ok_or_else(|| format!("--auth-token jwt: ttl {ttl:?} is not a duration (5m, 30s)"))?;
+        if ttl.is_zero() {
+            return Err("--auth-token jwt: ttl must be more than 0".into());
+        }
+        let read = |what: &str, path: &str| {
+            std::fs::read(path).map_err(|e| format!("--auth-token jwt: {what} {path}: {e}"))
+        };
+        let bad = |what: &str, path: &str, e: jsonwebtoken::errors::Error| {
+            format!("--auth-token jwt: {what} {path} is not a {method} key: {e}")
+        };
+        let (encoding, decoding) = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                let path =
+                    private.ok_or("--auth-token jwt: HS* methods need priv-key (the secret)")?;
+                let secret = read("priv-key", &path)?;
+                if secret.is_empty() {
+                    return Err(format!("--auth-token jwt: priv-key {path} is empty"));
+                }
+                (Some(EncodingKey::from_secret(&secret)), DecodingKey::from_secret(&secret))
+            }
+            _ => {
+                let path = public.ok_or("--auth-token jwt: pub-key is needed to verify tokens")?;
+                let pem = read("pub-key", &path)?;
+                let decoding = match alg {
+                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                    Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+                    _ => DecodingKey::from_rsa_pem(&pem),
+                }
+                .map_err(|e| bad("pub-key", &path, e))?;
+                let encoding = match private {
+                    // A member without the private key verifies tokens but makes none.
+                    None => None,
+                    Some(path) => {
+                        let pem = read("priv-key", &path)?;
+                        let key = match alg {
+                            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+                            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+                            _ => EncodingKey::from_rsa_pem(&pem),
+                        };
+                        Some(key.map_err(|e| bad("priv-key", &path, e))?)
+                    }
+                };
+                (encoding, decoding)
+            }
+        };
+        let jwt = Jwt { alg, encoding, decoding, ttl };
+        // The pair must match: a token this member signs must verify here.
+        if jwt.encoding.is_some() {
+            let t = jwt.sign("check", 0).map_err(|e| format!("--auth-token jwt: {e}"))?;
+            jwt.verify(&t)
+                .map_err(|_| "--auth-token jwt: priv-key and pub-key are not a pair".to_string())?;
+        }
+        Ok(Some(jwt))
+    }
+
+    /// A token for `user` at auth revision `revision`, valid for the configured TTL.
+    pub fn sign(&self, user: &str, revision: u64) -> Result<String, AuthError> {
+        let key = self.encoding.as_ref().ok_or(AuthError::CannotSign)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| AuthError::Failed)?;
+        let claims = serde_json::json!({
+            "username": user,
+            "revision": revision,
+            "exp": (now + self.ttl).as_secs(),
+        });
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.alg), &claims, key)
+            .map_err(|_| AuthError::Failed)
+    }
+
+    /// The user and auth revision of a valid token (signature and expiry checked).
+    pub fn verify(&self, token: &str) -> Result<(String, u64), AuthError> {
+        let mut v = jsonwebtoken::Validation::new(self.alg);
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &v)
+            .map_err(|_| AuthError::InvalidToken)?;
+        let user = data.claims["username"].as_str().ok_or(AuthError::InvalidToken)?;
+        let revision = data.claims["revision"].as_u64().ok_or(AuthError::InvalidToken)?;
+        Ok((user.to_string(), revision))
     }
 }
 
@@ -808,5 +986,112 @@ mod tests {
         t.forget_user("u");
         assert_eq!(t.resolve("a", now), None);
         assert_eq!(new_token().unwrap().len(), 32);
+    }
+
+    /// An ES256 key pair's files in `dir` (`NAME.key`, `NAME.pub`), and `--auth-token`'s
+    /// value for them.
+    fn es256(dir: &std::path::Path, name: &str, priv_key: bool) -> String {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let (private, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+        std::fs::write(&private, k.serialize_pem()).unwrap();
+        std::fs::write(&public, k.public_key_pem()).unwrap();
+        let p = public.display();
+        match priv_key {
+            true => {
+                format!("jwt,pub-key={p},priv-key={},sign-method=ES256,ttl=5m", private.display())
+            }
+            false => format!("jwt,pub-key={p},sign-method=ES256"),
+        }
+    }
+
+    /// etcd's JWT tokens: what one member signs another verifies with the public key alone;
+    /// a token of another key, an altered one and an expired one are refused; a member
+    /// without the private key makes none.
+    #[test]
+    fn jwt_tokens_verify_with_the_public_key_and_refuse_forgeries_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Jwt::from_spec(&es256(dir.path(), "a", true)).unwrap().unwrap();
+        let spec = es256(dir.path(), "a", true);
+        let signer2 = Jwt::from_spec(&spec).unwrap().unwrap(); // new files, another pair
+        let verifier_spec =
+            spec.split(",priv-key").next().unwrap().to_string() + ",sign-method=ES256";
+        let verifier = Jwt::from_spec(&verifier_spec).unwrap().unwrap();
+        let t = signer2.sign("alice", 4).unwrap();
+        assert_eq!(verifier.verify(&t).unwrap(), ("alice".to_string(), 4));
+        assert_eq!(verifier.sign("alice", 4), Err(AuthError::CannotSign));
+        // Signed with the first pair: not this key.
+        let other = signer.sign("alice", 4).unwrap();
+        assert_eq!(verifier.verify(&other), Err(AuthError::InvalidToken));
+        // The claims changed (root for alice), signature kept.
+        let parts: Vec<&str> = t.split('.').collect();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+        let forged = b64.encode(claims.replace("alice", "root"));
+        let forged = format!("{}.{forged}.{}", parts[0], parts[2]);
+        assert_eq!(verifier.verify(&forged), Err(AuthError::InvalidToken));
+        // Expired a second ago.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let claims =
+            serde_json::json!({"username": "alice", "revision": 4, "exp": now.as_secs() - 1});
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        let old =
+            jsonwebtoken::encode(&header, &claims, signer2.encoding.as_ref().unwrap()).unwrap();
+        assert_eq!(verifier.verify(&old), Err(AuthError::InvalidToken));
+        assert_eq!(verifier.verify("not.a.token"), Err(AuthError::InvalidToken));
+    }
+
+    /// etcd's rule for JWT: a token made before the latest change of the auth store is
+    /// refused as old (the client authenticates again); a deleted user's token is invalid.
+    #[test]
+    fn jwt_tokens_made_before_a_change_of_the_store_are_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = Arc::new(Jwt::from_spec(&es256(dir.path(), "k", true)).unwrap().unwrap());
+        let auth = SharedAuth::default();
+        auth.lock().store = store_with(&[]);
+        auth.lock().jwt = Some(jwt.clone());
+        let rev = auth.lock().store.revision();
+        let t = jwt.sign("u", rev).unwrap();
+        assert_eq!(auth.caller(Some(&t), || None), Ok(Some("u".to_string())));
+        // A simple token means nothing here.
+        auth.lock().tokens.insert("simple".into(), "u".into(), Instant::now());
+        assert_eq!(auth.caller(Some("simple"), || None), Err(AuthError::InvalidToken));
+        let add = pb::AuthUserAddRequest { name: "v".into(), ..Default::default() };
+        auth.lock().store.apply(&Op::UserAdd(add)).unwrap();
+        assert_eq!(auth.caller(Some(&t), || None), Err(AuthError::OldRevision));
+        let fresh = jwt.sign("u", auth.lock().store.revision()).unwrap();
+        assert_eq!(auth.caller(Some(&fresh), || None), Ok(Some("u".to_string())));
+        let del = pb::AuthUserDeleteRequest { name: "u".into() };
+        auth.lock().store.apply(&Op::UserDelete(del)).unwrap();
+        let gone = jwt.sign("u", auth.lock().store.revision()).unwrap();
+        assert_eq!(auth.caller(Some(&gone), || None), Err(AuthError::InvalidToken));
+    }
+
+    /// `--auth-token` errors name what is wrong before any port is bound.
+    #[test]
+    fn auth_token_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = es256(dir.path(), "k", true);
+        let err = |spec: &str| Jwt::from_spec(spec).unwrap_err();
+        assert!(Jwt::from_spec("simple").unwrap().is_none());
+        assert!(err("simple,ttl=5m").contains("takes no options"));
+        assert!(err("oauth").contains("is not simple or jwt"));
+        assert!(err("jwt,pub-key=x").contains("needs sign-method"));
+        assert!(err(&good.replace("ES256", "XS999")).contains("unknown sign-method"));
+        assert!(err(&format!("{good},color=red")).contains("unknown option"));
+        assert!(err(&good.replace("ttl=5m", "ttl=soon")).contains("is not a duration"));
+        assert!(err(&good.replace("k.pub", "missing.pub")).contains("missing.pub"));
+        // Keys of two different pairs.
+        let other = es256(dir.path(), "o", true);
+        let mixed = good.split(",priv-key").next().unwrap().to_string()
+            + ",priv-key="
+            + other.split("priv-key=").nth(1).unwrap();
+        assert!(err(&mixed).contains("not a pair"), "{}", err(&mixed));
+        // An RSA method with an EC key.
+        assert!(err(&good.replace("ES256", "RS256")).contains("is not a RS256 key"));
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "").unwrap();
+        let hs = format!("jwt,priv-key={},sign-method=HS256", secret.display());
+        assert!(err(&hs).contains("is empty"));
     }
 }

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub client_tls: Option<ClientTls>,
     /// TLS between members (`https://` peer URLs), if any.
     pub peer_tls: Option<PeerTls>,
+    /// JSON Web Tokens (`--auth-token jwt,...`) rather than simple tokens, if set.
+    pub jwt: Option<std::sync::Arc<crate::auth::Jwt>>,
 }
 
 /// A member's peer address, and whether it is reached over TLS (an `https://` peer URL).
@@ -393,6 +395,8 @@ pub struct Flags {
     pub peer_trusted_ca_file: String,
     /// `--peer-client-cert-auth`.
     pub peer_client_cert_auth: bool,
+    /// `--auth-token`: `simple`, or `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DUR`.
+    pub auth_token: String,
 }
 
 /// A configuration that cannot run.
@@ -553,6 +557,9 @@ impl ServerConfig {
         }
         let peer_https = members.iter().any(|m| m.peer_url.starts_with("https://"));
         let peer_tls = PeerTls::from_flags(f, peer_https)?;
+        let jwt = crate::auth::Jwt::from_spec(&f.auth_token)
+            .map_err(ConfigError::Invalid)?
+            .map(std::sync::Arc::new);
         if !(1..=60_000).contains(&tick_ms) {
             return Err(ConfigError::Invalid(format!("--tick-ms {tick_ms} must be in 1..=60000")));
         }
@@ -608,6 +615,7 @@ impl ServerConfig {
             watch_progress_notify_interval,
             client_tls,
             peer_tls,
+            jwt,
         })
     }
 
@@ -646,6 +654,7 @@ mod tests {
             peer_key_file: String::new(),
             peer_trusted_ca_file: String::new(),
             peer_client_cert_auth: false,
+            auth_token: "simple".into(),
         }
     }
 

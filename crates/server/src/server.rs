@@ -176,6 +176,7 @@ fn driver_thread(
         let membership = Membership::new(voters, []).expect("ids from 1, at least one member");
         let raft_config = Config { rng_seed: election_seed(me), ..Config::new(me) };
         let auth = crate::auth::SharedAuth::default();
+        auth.lock().jwt = config.jwt.clone();
         let wiring = crate::driver::Wiring {
             peers,
             tick: config.tick,
