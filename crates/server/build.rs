@@ -38,7 +38,15 @@ fn streaming(name: &str, route: &str, input: &str, output: &str) -> tonic_build:
 }
 
 fn service(name: &str, methods: Vec<tonic_build::manual::Method>) -> tonic_build::manual::Service {
-    let mut b = tonic_build::manual::Service::builder().name(name).package("etcdserverpb");
+    service_in("etcdserverpb", name, methods)
+}
+
+fn service_in(
+    package: &str,
+    name: &str,
+    methods: Vec<tonic_build::manual::Method>,
+) -> tonic_build::manual::Service {
+    let mut b = tonic_build::manual::Service::builder().name(name).package(package);
     for m in methods {
         b = b.method(m);
     }
@@ -155,5 +163,22 @@ fn main() {
             ),
         ],
     );
-    tonic_build::manual::Builder::new().compile(&[kv, cluster, maintenance, watch, lease, auth]);
+    // etcd's Lock service (its own package, as etcd serves it beside the others).
+    let lock = service_in(
+        "v3lockpb",
+        "Lock",
+        vec![
+            method("lock", "Lock", "LockRequest", "LockResponse"),
+            method("unlock", "Unlock", "UnlockRequest", "UnlockResponse"),
+        ],
+    );
+    tonic_build::manual::Builder::new().compile(&[
+        kv,
+        cluster,
+        maintenance,
+        watch,
+        lease,
+        auth,
+        lock,
+    ]);
 }

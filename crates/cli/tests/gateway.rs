@@ -297,6 +297,18 @@ fn the_json_gateway_answers_as_etcds() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // etcd's Lock service through the gateway: the key returned (name/lease in hex) holds
+    // the lock until unlocked.
+    let id = ok(a, "/v3/lease/grant", json!({"TTL": 60}), None)["ID"].clone();
+    let r = ok(b, "/v3/lock/lock", json!({"name": "Z3c=", "lease": id}), None);
+    let key = base64_decode(r["key"].as_str().expect("a key"));
+    let hex = format!("{:x}", id.as_str().unwrap().parse::<i64>().unwrap());
+    assert_eq!(key, [b"gw/", hex.as_bytes()].concat());
+    let k = r["key"].clone();
+    assert_eq!(ok(c, "/v3/kv/range", json!({"key": k}), None)["count"], "1");
+    ok(c, "/v3/lock/unlock", json!({"key": k}), None);
+    assert!(ok(a, "/v3/kv/range", json!({"key": k}), None).get("count").is_none());
+
     // Snapshot: base64 chunks, one per line; the stream ends with the SHA-256 of what
     // precedes it, which etcdctl checks.
     let lines = post_lines(b, "/v3/maintenance/snapshot", None);

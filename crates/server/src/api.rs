@@ -27,10 +27,10 @@ pub struct Api {
     /// The last watch stream id given out.
     watch_streams: Arc<std::sync::atomic::AtomicU64>,
     /// Users, roles and tokens (the driver applies changes to them).
-    auth: SharedAuth,
+    pub(crate) auth: SharedAuth,
 }
 
-fn auth_status(e: AuthError) -> Status {
+pub(crate) fn auth_status(e: AuthError) -> Status {
     Status::new(e.code(), e.to_string())
 }
 
@@ -132,7 +132,10 @@ impl Api {
 
     /// [`Api::resolve`] for `r` (whose message must be `Sync`: streams take
     /// [`Api::credentials`] first).
-    async fn caller<T: Sync>(&self, r: &GrpcRequest<T>) -> Result<Option<String>, Status> {
+    pub(crate) async fn caller<T: Sync>(
+        &self,
+        r: &GrpcRequest<T>,
+    ) -> Result<Option<String>, Status> {
         let c = self.credentials(r);
         self.resolve(c).await
     }
@@ -152,7 +155,7 @@ impl Api {
         self.tx.send(input).map_err(|_| status_of(ApiError::Stopped))
     }
 
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<(T, Header), ApiError>>) -> Request,
     ) -> Result<(T, pb::ResponseHeader), Status> {
@@ -177,7 +180,22 @@ impl Api {
 
     /// A write through the log, made for `user` (`None`: auth disabled). Checked here
     /// against this member's auth store, and again where it is applied.
-    async fn write(
+    /// A range read as `user` (checked against its permissions first): linearizable unless
+    /// it asks to be serializable.
+    pub(crate) async fn range_as(
+        &self,
+        user: &Option<String>,
+        r: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, Status> {
+        if let Some(u) = user {
+            self.auth.lock().store.check_range(u, &r).map_err(auth_status)?;
+        }
+        let (mut out, header) = self.call(|tx| Request::Range(r, tx)).await?;
+        out.header = Some(header);
+        Ok(out)
+    }
+
+    pub(crate) async fn write(
         &self,
         w: pb::internal_request::Request,
         user: Option<String>,
@@ -196,7 +214,7 @@ impl Api {
     }
 }
 
-fn unexpected() -> Status {
+pub(crate) fn unexpected() -> Status {
     Status::internal("driver answered with another kind of result")
 }
 
@@ -220,12 +238,8 @@ impl crate::rpc::k_v_server::KV for Api {
         &self,
         r: GrpcRequest<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        if let Some(u) = self.caller(&r).await? {
-            self.auth.lock().store.check_range(&u, r.get_ref()).map_err(auth_status)?;
-        }
-        let (mut out, header) = self.call(|tx| Request::Range(r.into_inner(), tx)).await?;
-        out.header = Some(header);
-        Ok(Response::new(out))
+        let user = self.caller(&r).await?;
+        Ok(Response::new(self.range_as(&user, r.into_inner()).await?))
     }
 
     async fn put(

@@ -15,7 +15,8 @@
 //! compaction), Lease (grant, revoke, timetolive, leases; also under `/v3/kv/lease/`),
 //! Cluster (member add, remove, update, list, promote), Maintenance (alarm, status,
 //! defragment, hash, hashkv, transfer-leadership), Auth (enable, disable, status,
-//! authenticate, user and role add, get, list, delete, grant, revoke; user changepw).
+//! authenticate, user and role add, get, list, delete, grant, revoke; user changepw), Lock
+//! (lock, unlock).
 //! Watch answers one `{"result": ...}` object per line for as long as the client stays,
 //! LeaseKeepAlive one such line per request in the body, and Snapshot one per chunk of
 //! the member's state.
@@ -630,6 +631,18 @@ impl FromJson for pb::AuthRoleGrantPermissionRequest {
     }
 }
 
+impl FromJson for pb::LockRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::LockRequest { name: v.bytes("name")?, lease: v.i64("lease")? })
+    }
+}
+
+impl FromJson for pb::UnlockRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::UnlockRequest { key: v.bytes("key")? })
+    }
+}
+
 impl FromJson for pb::AuthRoleRevokePermissionRequest {
     fn read(v: &In<'_>) -> Result<Self, FieldError> {
         Ok(pb::AuthRoleRevokePermissionRequest {
@@ -822,6 +835,7 @@ macro_rules! header_responses {
 
 header_responses!(
     CompactionResponse,
+    UnlockResponse,
     LeaseRevokeResponse,
     DefragmentResponse,
     MoveLeaderResponse,
@@ -850,6 +864,12 @@ impl ToJson for pb::AlarmResponse {
             .object("header", header(&self.header))
             .list("alarms", alarms.collect())
             .done()
+    }
+}
+
+impl ToJson for pb::LockResponse {
+    fn json(&self) -> Value {
+        Out::default().object("header", header(&self.header)).bytes("key", &self.key).done()
     }
 }
 
@@ -1168,6 +1188,7 @@ pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     use crate::rpc::cluster_server::Cluster;
     use crate::rpc::k_v_server::KV;
     use crate::rpc::lease_server::Lease;
+    use crate::rpc::lock_server::Lock;
     use crate::rpc::maintenance_server::Maintenance;
     use axum::routing::post;
     macro_rules! route {
@@ -1223,6 +1244,8 @@ pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     let r = route!(r, "auth/role/delete", Auth::role_delete);
     let r = route!(r, "auth/role/grant", Auth::role_grant_permission);
     let r = route!(r, "auth/role/revoke", Auth::role_revoke_permission);
+    let r = route!(r, "lock/lock", Lock::lock);
+    let r = route!(r, "lock/unlock", Lock::unlock);
     let snapshot_api = api.clone();
     let snapshot_handler = move |headers: HeaderMap| snapshot(snapshot_api.clone(), headers);
     let r = r

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod gateway;
+pub mod lock;
 pub mod metrics;
 pub mod mvcc;
 pub mod pb;
@@ -17,7 +18,8 @@ pub mod transport;
 pub mod watch;
 pub mod wire;
 
-/// The generated gRPC services (servers and clients) of `etcdserverpb`.
+/// The generated gRPC services (servers and clients) of `etcdserverpb`, and etcd's Lock
+/// service (`v3lockpb`).
 #[allow(missing_docs, clippy::all)]
 pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
@@ -26,4 +28,5 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.Lock.rs"));
 }

@@ -1040,3 +1040,35 @@ pub struct AuthRoleRevokePermissionResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
+
+/// etcd's `v3lockpb.LockRequest`: take the lock `name`, held as long as `lease` lives.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LockRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+    #[prost(int64, tag = "2")]
+    pub lease: i64,
+}
+
+/// etcd's `v3lockpb.LockResponse`: the key that holds the lock (give it to Unlock).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LockResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub key: bytes::Bytes,
+}
+
+/// etcd's `v3lockpb.UnlockRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UnlockRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: bytes::Bytes,
+}
+
+/// etcd's `v3lockpb.UnlockResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UnlockResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
