@@ -163,13 +163,24 @@ fn main() {
             ),
         ],
     );
-    // etcd's Lock service (its own package, as etcd serves it beside the others).
+    // etcd's Lock and Election services (their own packages, served beside the others).
     let lock = service_in(
         "v3lockpb",
         "Lock",
         vec![
             method("lock", "Lock", "LockRequest", "LockResponse"),
             method("unlock", "Unlock", "UnlockRequest", "UnlockResponse"),
+        ],
+    );
+    let election = service_in(
+        "v3electionpb",
+        "Election",
+        vec![
+            method("campaign", "Campaign", "CampaignRequest", "CampaignResponse"),
+            method("proclaim", "Proclaim", "ProclaimRequest", "ProclaimResponse"),
+            method("leader", "Leader", "LeaderRequest", "LeaderResponse"),
+            streaming("observe", "Observe", "LeaderRequest", "LeaderResponse"),
+            method("resign", "Resign", "ResignRequest", "ResignResponse"),
         ],
     );
     tonic_build::manual::Builder::new().compile(&[
@@ -180,5 +191,6 @@ fn main() {
         lease,
         auth,
         lock,
+        election,
     ]);
 }

@@ -309,6 +309,30 @@ fn the_json_gateway_answers_as_etcds() {
     ok(c, "/v3/lock/unlock", json!({"key": k}), None);
     assert!(ok(a, "/v3/kv/range", json!({"key": k}), None).get("count").is_none());
 
+    // Election: campaign, leader, observe (streamed), proclaim, resign.
+    let id = ok(a, "/v3/lease/grant", json!({"TTL": 60}), None)["ID"].clone();
+    let camp = json!({"name": "ZWw=", "lease": id, "value": "b25l"}); // "el", "one"
+    let leader = ok(c, "/v3/election/campaign", camp, None)["leader"].clone();
+    assert_eq!(leader["name"], "ZWw=");
+    let r = ok(a, "/v3/election/leader", json!({"name": "ZWw="}), None);
+    assert_eq!(r["kv"]["value"], "b25l");
+    let mut w = std::net::TcpStream::connect(b.trim_start_matches("http://")).unwrap();
+    w.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let body = r#"{"name": "ZWw="}"#;
+    let req = format!(
+        "POST /v3/election/observe HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut w, req.as_bytes()).unwrap();
+    let mut seen = String::new();
+    read_until(&mut w, &mut seen, r#""value":"b25l""#);
+    ok(b, "/v3/election/proclaim", json!({"leader": leader, "value": "dHdv"}), None);
+    read_until(&mut w, &mut seen, r#""value":"dHdv""#);
+    drop(w);
+    ok(a, "/v3/election/resign", json!({"leader": leader}), None);
+    let (code, v) = post(a, "/v3/election/leader", r#"{"name": "ZWw="}"#, None);
+    assert_eq!((code, &v["error"]), (500, &json!("election: no leader")), "{v}");
+
     // Snapshot: base64 chunks, one per line; the stream ends with the SHA-256 of what
     // precedes it, which etcdctl checks.
     let lines = post_lines(b, "/v3/maintenance/snapshot", None);

@@ -16,7 +16,7 @@
 //! Cluster (member add, remove, update, list, promote), Maintenance (alarm, status,
 //! defragment, hash, hashkv, transfer-leadership), Auth (enable, disable, status,
 //! authenticate, user and role add, get, list, delete, grant, revoke; user changepw), Lock
-//! (lock, unlock).
+//! (lock, unlock), Election (campaign, proclaim, leader, resign; observe streamed).
 //! Watch answers one `{"result": ...}` object per line for as long as the client stays,
 //! LeaseKeepAlive one such line per request in the body, and Snapshot one per chunk of
 //! the member's state.
@@ -637,6 +637,48 @@ impl FromJson for pb::LockRequest {
     }
 }
 
+impl FromJson for pb::LeaderKey {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::LeaderKey {
+            name: v.bytes("name")?,
+            key: v.bytes("key")?,
+            rev: v.i64("rev")?,
+            lease: v.i64("lease")?,
+        })
+    }
+}
+
+impl FromJson for pb::CampaignRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::CampaignRequest {
+            name: v.bytes("name")?,
+            lease: v.i64("lease")?,
+            value: v.bytes("value")?,
+        })
+    }
+}
+
+impl FromJson for pb::ProclaimRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        let leader = v.object("leader")?.map(|l| FromJson::read(&l)).transpose()?;
+        Ok(pb::ProclaimRequest { leader, value: v.bytes("value")? })
+    }
+}
+
+impl FromJson for pb::ResignRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::ResignRequest {
+            leader: v.object("leader")?.map(|l| FromJson::read(&l)).transpose()?,
+        })
+    }
+}
+
+impl FromJson for pb::LeaderRequest {
+    fn read(v: &In<'_>) -> Result<Self, FieldError> {
+        Ok(pb::LeaderRequest { name: v.bytes("name")? })
+    }
+}
+
 impl FromJson for pb::UnlockRequest {
     fn read(v: &In<'_>) -> Result<Self, FieldError> {
         Ok(pb::UnlockRequest { key: v.bytes("key")? })
@@ -836,6 +878,8 @@ macro_rules! header_responses {
 header_responses!(
     CompactionResponse,
     UnlockResponse,
+    ProclaimResponse,
+    ResignResponse,
     LeaseRevokeResponse,
     DefragmentResponse,
     MoveLeaderResponse,
@@ -863,6 +907,35 @@ impl ToJson for pb::AlarmResponse {
         Out::default()
             .object("header", header(&self.header))
             .list("alarms", alarms.collect())
+            .done()
+    }
+}
+
+impl ToJson for pb::LeaderKey {
+    fn json(&self) -> Value {
+        Out::default()
+            .bytes("name", &self.name)
+            .bytes("key", &self.key)
+            .int("rev", self.rev)
+            .int("lease", self.lease)
+            .done()
+    }
+}
+
+impl ToJson for pb::CampaignResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .object("leader", self.leader.as_ref().map(ToJson::json))
+            .done()
+    }
+}
+
+impl ToJson for pb::LeaderResponse {
+    fn json(&self) -> Value {
+        Out::default()
+            .object("header", header(&self.header))
+            .object("kv", self.kv.as_ref().map(ToJson::json))
             .done()
     }
 }
@@ -1138,6 +1211,24 @@ where
     (StatusCode::OK, kind, body).into_response()
 }
 
+/// etcd's gateway Observe: the election's leader streamed as `{"result": ...}` lines, one
+/// each time it or its value changes, while the client stays.
+async fn observe(api: Api, headers: HeaderMap, body: Bytes) -> Response {
+    use crate::rpc::election_server::Election;
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(&Status::invalid_argument(format!("bad JSON: {e}"))),
+    };
+    let req = match request_json::<pb::LeaderRequest>(&value) {
+        Ok(r) => r,
+        Err(e) => return error_response(&Status::invalid_argument(e)),
+    };
+    match Election::observe(&api, with_token(req, &headers)).await {
+        Ok(out) => streamed(out.into_inner()),
+        Err(s) => error_response(&s),
+    }
+}
+
 /// etcd's gateway Snapshot: the member's state streamed as `{"result": {"blob": ...}}`
 /// lines (base64 chunks; the last ends with the SHA-256 of the stream, as over gRPC).
 async fn snapshot(api: Api, headers: HeaderMap) -> Response {
@@ -1186,6 +1277,7 @@ where
 pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     use crate::rpc::auth_server::Auth;
     use crate::rpc::cluster_server::Cluster;
+    use crate::rpc::election_server::Election;
     use crate::rpc::k_v_server::KV;
     use crate::rpc::lease_server::Lease;
     use crate::rpc::lock_server::Lock;
@@ -1246,6 +1338,16 @@ pub fn routes(api: Api, max_request_bytes: usize) -> axum::Router {
     let r = route!(r, "auth/role/revoke", Auth::role_revoke_permission);
     let r = route!(r, "lock/lock", Lock::lock);
     let r = route!(r, "lock/unlock", Lock::unlock);
+    let r = route!(r, "election/campaign", Election::campaign);
+    let r = route!(r, "election/proclaim", Election::proclaim);
+    let r = route!(r, "election/leader", Election::leader);
+    let r = route!(r, "election/resign", Election::resign);
+    let observe_api = api.clone();
+    let observe_handler =
+        move |headers: HeaderMap, body: Bytes| observe(observe_api.clone(), headers, body);
+    let r = r
+        .route("/v3/election/observe", post(observe_handler.clone()))
+        .route("/v3beta/election/observe", post(observe_handler));
     let snapshot_api = api.clone();
     let snapshot_handler = move |headers: HeaderMap| snapshot(snapshot_api.clone(), headers);
     let r = r

@@ -6,10 +6,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod concurrency;
 pub mod config;
 pub mod driver;
 pub mod gateway;
-pub mod lock;
 pub mod metrics;
 pub mod mvcc;
 pub mod pb;
@@ -19,7 +19,7 @@ pub mod watch;
 pub mod wire;
 
 /// The generated gRPC services (servers and clients) of `etcdserverpb`, and etcd's Lock
-/// service (`v3lockpb`).
+/// (`v3lockpb`) and Election (`v3electionpb`) services.
 #[allow(missing_docs, clippy::all)]
 pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
@@ -29,4 +29,5 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.Lock.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.Election.rs"));
 }

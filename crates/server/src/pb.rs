@@ -1072,3 +1072,82 @@ pub struct UnlockResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
+
+/// etcd's `v3electionpb.LeaderKey`: a candidate's place in an election.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaderKey {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub key: bytes::Bytes,
+    #[prost(int64, tag = "3")]
+    pub rev: i64,
+    #[prost(int64, tag = "4")]
+    pub lease: i64,
+}
+
+/// etcd's `v3electionpb.CampaignRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CampaignRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+    #[prost(int64, tag = "2")]
+    pub lease: i64,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub value: bytes::Bytes,
+}
+
+/// etcd's `v3electionpb.CampaignResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CampaignResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub leader: Option<LeaderKey>,
+}
+
+/// etcd's `v3electionpb.LeaderRequest` (Leader and Observe).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaderRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+}
+
+/// etcd's `v3electionpb.LeaderResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaderResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+}
+
+/// etcd's `v3electionpb.ResignRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResignRequest {
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<LeaderKey>,
+}
+
+/// etcd's `v3electionpb.ResignResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResignResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// etcd's `v3electionpb.ProclaimRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProclaimRequest {
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<LeaderKey>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: bytes::Bytes,
+}
+
+/// etcd's `v3electionpb.ProclaimResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProclaimResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}

@@ -265,6 +265,10 @@ fn driver_thread(
         )
         .add_service(
             crate::rpc::lock_server::LockServer::new(api.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            crate::rpc::election_server::ElectionServer::new(api.clone())
+                .max_decoding_message_size(max),
         );
         // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
         // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
