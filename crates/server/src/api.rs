@@ -178,8 +178,6 @@ impl Api {
         }
     }
 
-    /// A write through the log, made for `user` (`None`: auth disabled). Checked here
-    /// against this member's auth store, and again where it is applied.
     /// A range read as `user` (checked against its permissions first): linearizable unless
     /// it asks to be serializable.
     pub(crate) async fn range_as(
@@ -195,6 +193,8 @@ impl Api {
         Ok(out)
     }
 
+    /// A write through the log, made for `user` (`None`: auth disabled). Checked here
+    /// against this member's auth store, and again where it is applied.
     pub(crate) async fn write(
         &self,
         w: pb::internal_request::Request,
