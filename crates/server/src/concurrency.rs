@@ -28,7 +28,7 @@ use crate::api::{unexpected, Api, WatchRequests};
 use crate::mvcc::Applied;
 use crate::pb;
 
-/// etcd's session TTL, for a Lock without a lease.
+/// etcd's session TTL, for a Lock or Campaign without a lease.
 const DEFAULT_TTL: i64 = 60;
 
 /// The end of the range of every key that starts with `prefix`.
@@ -64,9 +64,12 @@ struct Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
+        // Outside a runtime (the server is going away) there is nobody to ask: the key
+        // goes with its lease.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         if let Some(key) = self.key.take() {
             let (api, user) = (self.api.clone(), self.user.take());
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let del = pb::DeleteRangeRequest { key, ..Default::default() };
                 let del = pb::internal_request::Request::DeleteRange(del);
                 if let Err(e) = api.write(del, user).await {
