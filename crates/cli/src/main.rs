@@ -462,6 +462,9 @@ struct ServeArgs {
     /// verifies).
     #[arg(long, env = "FLOTILLA_AUTH_TOKEN", default_value = "simple")]
     auth_token: String,
+    /// Seconds a simple token stays valid after its last use (etcd's default).
+    #[arg(long, env = "FLOTILLA_AUTH_TOKEN_TTL", default_value_t = 300)]
+    auth_token_ttl: u64,
 }
 
 fn endpoints(conn: &Conn) -> Vec<String> {
@@ -1249,6 +1252,7 @@ const FILE_KEYS: &[&str] = &[
     "peer-trusted-ca-file",
     "peer-client-cert-auth",
     "auth-token",
+    "auth-token-ttl",
 ];
 
 /// Reads `--config-file` (before the flags are parsed) and turns each setting into its
@@ -1332,6 +1336,7 @@ fn main() -> ExitCode {
                 peer_trusted_ca_file: a.peer_trusted_ca_file,
                 peer_client_cert_auth: a.peer_client_cert_auth,
                 auth_token: a.auth_token,
+                auth_token_ttl: a.auth_token_ttl,
             };
             let config = match ServerConfig::from_flags(&flags) {
                 Ok(c) => c,

@@ -401,3 +401,37 @@ fn jwt_tokens_work_at_every_member_until_the_auth_store_changes() {
         );
     }
 }
+
+/// `--auth-token-ttl`: a simple token unused for longer than it is refused, one in use
+/// lives on.
+#[test]
+fn simple_tokens_expire_after_auth_token_ttl_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::solo(dir.path(), None, &["--auth-token-ttl", "3"]);
+    let ep = server.client.clone();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&[ep.as_str()], "before", "auth", deadline));
+    rt.block_on(async {
+        let mut a = AuthClient::new(channel(&ep).await);
+        let root = pb::AuthUserAddRequest {
+            name: "root".into(),
+            password: "pw".into(),
+            ..Default::default()
+        };
+        a.user_add(root).await.unwrap();
+        let grant = pb::AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() };
+        a.user_grant_role(grant).await.unwrap();
+        a.auth_enable(pb::AuthEnableRequest {}).await.unwrap();
+        let token = login(&ep, "root", "pw").await.unwrap();
+        // Used every 200 ms for 4 s, longer than the TTL: renewed each time.
+        for _ in 0..20 {
+            put_as(&ep, Some(&token), "k").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Then left alone for 7 s (the TTL is 3 s).
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let (code, msg) = code_and_message(put_as(&ep, Some(&token), "k").await);
+        assert_eq!((code, msg.as_str()), (Code::Unauthenticated, "etcdserver: invalid auth token"));
+    });
+}

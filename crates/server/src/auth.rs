@@ -5,7 +5,8 @@
 //! through the log as a [`pb::AuthChange`] and is applied in order on every member, and a
 //! snapshot carries it. Tokens are etcd's "simple tokens": `Authenticate` checks the password
 //! on the member that took it, then replicates the token it made, so that every member
-//! accepts it; each member expires a token [`TOKEN_TTL`] after its last use (tokens are not
+//! accepts it; each member expires a token [`TOKEN_TTL`] (or `--auth-token-ttl`) after its
+//! last use (tokens are not
 //! persisted: after a restart a client authenticates again, as with etcd). With
 //! `--auth-token jwt,...` tokens are etcd's JSON Web Tokens instead ([`Jwt`]): signed by the
 //! member that checked the password, verified by any member with the public key, nothing
@@ -57,7 +58,8 @@ use crate::pb::{self, auth_change::Op, internal_request::Request};
 
 /// The user that may do anything, and the role that makes a user so (etcd's names).
 pub const ROOT: &str = "root";
-/// How long a token stays valid after its last use (etcd's simple-token TTL).
+/// How long a simple token stays valid after its last use by default (etcd's
+/// `--auth-token-ttl`, 300 seconds).
 pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// bcrypt's cost for password hashes (etcd's default `--bcrypt-cost`).
 pub const BCRYPT_COST: u32 = 10;
@@ -540,25 +542,37 @@ fn covers(have: &[Interval], want: &Interval) -> bool {
 }
 
 /// The tokens this member accepts, each with its user and when it expires unless used.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tokens {
     map: HashMap<String, (String, Instant)>,
+    ttl: Duration,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens { map: HashMap::new(), ttl: TOKEN_TTL }
+    }
 }
 
 impl Tokens {
-    /// Records a token for `user`, valid for [`TOKEN_TTL`] from `now`.
+    /// Tokens that expire `ttl` after their last use (`--auth-token-ttl`).
+    pub fn with_ttl(ttl: Duration) -> Tokens {
+        Tokens { map: HashMap::new(), ttl }
+    }
+
+    /// Records a token for `user`, valid for the TTL from `now`.
     pub fn insert(&mut self, token: String, user: String, now: Instant) {
         if self.map.len() >= 1024 {
             self.map.retain(|_, (_, exp)| *exp > now);
         }
-        self.map.insert(token, (user, now + TOKEN_TTL));
+        self.map.insert(token, (user, now + self.ttl));
     }
 
     /// The user of a valid token, whose life starts again (as etcd's simple tokens).
     pub fn resolve(&mut self, token: &str, now: Instant) -> Option<String> {
         match self.map.get_mut(token) {
             Some((user, exp)) if *exp > now => {
-                *exp = now + TOKEN_TTL;
+                *exp = now + self.ttl;
                 Some(user.clone())
             }
             Some(_) => {
@@ -986,6 +1000,11 @@ mod tests {
         t.forget_user("u");
         assert_eq!(t.resolve("a", now), None);
         assert_eq!(new_token().unwrap().len(), 32);
+        // --auth-token-ttl 10
+        let mut t = Tokens::with_ttl(Duration::from_secs(10));
+        t.insert("c".into(), "u".into(), now);
+        assert_eq!(t.resolve("c", now + Duration::from_secs(9)).as_deref(), Some("u"));
+        assert_eq!(t.resolve("c", now + Duration::from_secs(20)), None);
     }
 
     /// An ES256 key pair's files in `dir` (`NAME.key`, `NAME.pub`), and `--auth-token`'s

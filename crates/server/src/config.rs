@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub peer_tls: Option<PeerTls>,
     /// JSON Web Tokens (`--auth-token jwt,...`) rather than simple tokens, if set.
     pub jwt: Option<std::sync::Arc<crate::auth::Jwt>>,
+    /// How long a simple token lives after its last use (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
 }
 
 /// A member's peer address, and whether it is reached over TLS (an `https://` peer URL).
@@ -397,6 +399,8 @@ pub struct Flags {
     pub peer_client_cert_auth: bool,
     /// `--auth-token`: `simple`, or `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DUR`.
     pub auth_token: String,
+    /// `--auth-token-ttl`: seconds a simple token lives after its last use (etcd's 300).
+    pub auth_token_ttl: u64,
 }
 
 /// A configuration that cannot run.
@@ -557,6 +561,9 @@ impl ServerConfig {
         }
         let peer_https = members.iter().any(|m| m.peer_url.starts_with("https://"));
         let peer_tls = PeerTls::from_flags(f, peer_https)?;
+        if f.auth_token_ttl == 0 {
+            return Err(ConfigError::Invalid("--auth-token-ttl must be positive".into()));
+        }
         let jwt = crate::auth::Jwt::from_spec(&f.auth_token)
             .map_err(ConfigError::Invalid)?
             .map(std::sync::Arc::new);
@@ -616,6 +623,7 @@ impl ServerConfig {
             client_tls,
             peer_tls,
             jwt,
+            auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
         })
     }
 
@@ -655,6 +663,7 @@ mod tests {
             peer_trusted_ca_file: String::new(),
             peer_client_cert_auth: false,
             auth_token: "simple".into(),
+            auth_token_ttl: 300,
         }
     }
 
@@ -715,5 +724,18 @@ mod tests {
         {
             assert!(matches!(adv(bad), Err(ConfigError::BadUrl { .. })), "{bad}");
         }
+        let auth = |token: &str, ttl: u64| {
+            ServerConfig::from_flags(&Flags {
+                auth_token: token.into(),
+                auth_token_ttl: ttl,
+                ..flags("a", c, "http://127.0.0.1:2379")
+            })
+        };
+        assert_eq!(auth("simple", 30).unwrap().auth_token_ttl, Duration::from_secs(30));
+        assert!(auth("simple", 30).unwrap().jwt.is_none());
+        let e = auth("simple", 0).unwrap_err().to_string();
+        assert_eq!(e, "--auth-token-ttl must be positive");
+        let e = auth("jwt,sign-method=RS256", 300).unwrap_err().to_string();
+        assert!(e.contains("pub-key is needed"), "{e}");
     }
 }

@@ -177,6 +177,7 @@ fn driver_thread(
         let raft_config = Config { rng_seed: election_seed(me), ..Config::new(me) };
         let auth = crate::auth::SharedAuth::default();
         auth.lock().jwt = config.jwt.clone();
+        auth.lock().tokens = crate::auth::Tokens::with_ttl(config.auth_token_ttl);
         let wiring = crate::driver::Wiring {
             peers,
             tick: config.tick,
