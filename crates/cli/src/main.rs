@@ -505,14 +505,7 @@ impl Keys {
 }
 
 fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+    flotilla_server::mvcc::prefix_end(key).to_vec()
 }
 
 fn parse_compare(s: &str) -> Result<pb::Compare, String> {

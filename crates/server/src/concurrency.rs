@@ -25,23 +25,11 @@ use bytes::Bytes;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::api::{unexpected, Api, WatchRequests};
-use crate::mvcc::Applied;
+use crate::mvcc::{prefix_end, Applied};
 use crate::pb;
 
 /// etcd's session TTL, for a Lock or Campaign without a lease.
 const DEFAULT_TTL: i64 = 60;
-
-/// The end of the range of every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end.into();
-        }
-    }
-    Bytes::from_static(&[0]) // every byte 0xff: to the end of the keyspace
-}
 
 fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
     pb::RequestOp { request: Some(pb::request_op::Request::RequestRange(r)) }
@@ -456,17 +444,5 @@ impl crate::rpc::election_server::Election for Api {
             other => other?,
         };
         Ok(Response::new(pb::ResignResponse { header: Some(h) }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends_are_the_next_key_after_every_key_with_the_prefix() {
-        assert_eq!(&prefix_end(b"lock/")[..], b"lock0");
-        assert_eq!(&prefix_end(b"a\xff")[..], b"b");
-        assert_eq!(&prefix_end(b"\xff\xff")[..], b"\0");
     }
 }

@@ -21,6 +21,27 @@ use thiserror::Error;
 
 use crate::pb::{self, KeyValue};
 
+/// The end of the range of every key that starts with `prefix` (etcd's "prefix plus
+/// one"): its last byte below 0xff incremented, what follows dropped; `\0` (to the end of
+/// the keyspace) when every byte is 0xff.
+///
+/// ```
+/// use flotilla_server::mvcc::prefix_end;
+/// assert_eq!(&prefix_end(b"lock/")[..], b"lock0");
+/// assert_eq!(&prefix_end(b"a\xff")[..], b"b");
+/// assert_eq!(&prefix_end(b"\xff\xff")[..], b"\0");
+/// ```
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end.into();
+        }
+    }
+    Bytes::from_static(&[0])
+}
+
 /// Why a request failed (nothing changed). Messages follow etcd's, which clients match.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum MvccError {
