@@ -31,6 +31,18 @@ use crate::pb;
 /// etcd's session TTL, for a Lock or Campaign without a lease.
 const DEFAULT_TTL: i64 = 60;
 
+/// The read of the head of a queue: the key under `prefix` created first.
+fn first_created(prefix: &Bytes) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: prefix.clone(),
+        range_end: prefix_end(prefix),
+        limit: 1,
+        sort_order: 1,  // ascending
+        sort_target: 2, // create revision
+        ..Default::default()
+    }
+}
+
 fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
     pb::RequestOp { request: Some(pb::request_op::Request::RequestRange(r)) }
 }
@@ -157,15 +169,7 @@ impl Api {
         let prefix: Bytes = [name, b"/"].concat().into();
         let key: Bytes = [&prefix[..], format!("{lease:x}").as_bytes()].concat().into();
         let end = prefix_end(&prefix);
-        // The head: the key under the prefix created first.
-        let first = pb::RangeRequest {
-            key: prefix.clone(),
-            range_end: end.clone(),
-            limit: 1,
-            sort_order: 1,  // ascending
-            sort_target: 2, // create revision
-            ..Default::default()
-        };
+        let first = first_created(&prefix);
         let put =
             pb::PutRequest { key: key.clone(), value: value.clone(), lease, ..Default::default() };
         let txn = pb::TxnRequest {
@@ -304,15 +308,7 @@ impl Api {
         name: &[u8],
     ) -> Result<(Option<pb::KeyValue>, pb::ResponseHeader), Status> {
         let prefix: Bytes = [name, b"/"].concat().into();
-        let first = pb::RangeRequest {
-            key: prefix.clone(),
-            range_end: prefix_end(&prefix),
-            limit: 1,
-            sort_order: 1,  // ascending
-            sort_target: 2, // create revision
-            ..Default::default()
-        };
-        let mut r = self.range_as(user, first).await?;
+        let mut r = self.range_as(user, first_created(&prefix)).await?;
         Ok((r.kvs.pop(), r.header.unwrap_or_default()))
     }
 }
