@@ -42,6 +42,16 @@ fn a_learner_receives_the_log_but_does_not_count_in_majorities() {
     assert_ne!(c.node(NodeId(4)).status().role, Role::Leader);
 }
 
+/// Heals the network, lets the learner catch up, and promotes it: now accepted everywhere.
+fn heal_and_promote(c: &mut Cluster, l: NodeId, learner: NodeId) {
+    c.heal();
+    settle(c, 5);
+    c.propose_conf_change(l, ConfChange::PromoteLearner(learner)).unwrap();
+    c.deliver_all();
+    assert!(c.node(l).membership().is_voter(learner));
+    assert!(c.node(learner).membership().is_voter(learner), "the entry reached it too");
+}
+
 /// Promotion is refused while the learner lags, with a clear error, and succeeds once it has
 /// caught up; the promoted node then counts.
 #[test]
@@ -67,12 +77,27 @@ fn promoting_a_learner_waits_until_it_has_caught_up() {
         }
         other => panic!("{other:?}"),
     }
-    c.heal();
-    settle(&mut c, 5);
-    c.propose_conf_change(l, ConfChange::PromoteLearner(NodeId(4))).unwrap();
+    heal_and_promote(&mut c, l, NodeId(4));
+}
+
+/// A learner the leader has never heard from is not promoted, however short the log: the lag
+/// alone would let an unreachable node become a voter that every quorum then needs.
+#[test]
+fn promoting_a_learner_never_heard_from_is_refused() {
+    let mut c = Cluster::new(3, 7);
+    let l = c.elect();
+    c.add_node(NodeId(4));
+    c.isolate(NodeId(4));
+    c.propose_conf_change(l, ConfChange::AddLearner(NodeId(4))).unwrap();
     c.deliver_all();
-    assert!(c.node(l).membership().is_voter(NodeId(4)));
-    assert!(c.node(NodeId(4)).membership().is_voter(NodeId(4)), "the entry reached it too");
+    match c.propose_conf_change(l, ConfChange::PromoteLearner(NodeId(4))) {
+        Err(ConfChangeError::LearnerLagging { id, lag, .. }) => {
+            assert_eq!(id, NodeId(4));
+            assert_eq!(lag, c.node(l).status().last_index.0, "nothing acknowledged");
+        }
+        other => panic!("{other:?}"),
+    }
+    heal_and_promote(&mut c, l, NodeId(4));
 }
 
 /// Thesis §4.1: "The new configuration takes effect on each server as soon as it is added to

@@ -100,7 +100,10 @@ impl<S: LogStore> Raft<S> {
             let last = self.log.last_index();
             let matched = self.progress.get(&id).map_or(LogIndex::ZERO, |p| p.matched);
             let lag = last.0 - matched.0.min(last.0);
-            if lag > self.config.promotion_lag_max {
+            // A learner that has acknowledged nothing to this leader is refused whatever
+            // the lag (a short log makes any lag small): it may never have been reached, and
+            // as a voter it would count toward every quorum (etcd checks its match too).
+            if lag > self.config.promotion_lag_max || matched == LogIndex::ZERO {
                 return Err(ConfChangeError::LearnerLagging {
                     id,
                     lag,
