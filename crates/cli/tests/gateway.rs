@@ -244,6 +244,13 @@ fn the_json_gateway_answers_as_etcds() {
             post(ep, "/v3/cluster/member/promote", &json!({"ID": id}).to_string(), None);
         let refused = json!("etcdserver: can only promote a learner member");
         assert_eq!((code, &v["error"]), (412, &refused), "{v}");
+        // Only the leader can tell that the learner (nothing listens at its URL) lags: at a
+        // follower too the leader's refusal comes back (before, the client timed out).
+        let (code, v) =
+            post(ep, "/v3/cluster/member/promote", &json!({"ID": learner}).to_string(), None);
+        let refused =
+            json!("etcdserver: can only promote a learner member which is in sync with leader");
+        assert_eq!((code, &v["error"]), (412, &refused), "{v}");
     }
     let r = ok(c, "/v3/cluster/member/remove", json!({"ID": learner}), None);
     assert_eq!(r["members"].as_array().map(Vec::len), Some(3), "{r}");

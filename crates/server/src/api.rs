@@ -338,6 +338,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
             kind: if r.is_learner { 2 } else { 1 },
             id: 0,
             peer_url: url.clone(),
+            ..Default::default()
         };
         let (members, header) = self.member_op(change).await?;
         let member = members.iter().find(|m| m.peer_urls.first() == Some(url)).cloned();
@@ -349,7 +350,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         r: GrpcRequest<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         self.require_root(&r).await?;
-        let change = pb::MemberChange { kind: 4, id: r.into_inner().id, peer_url: String::new() };
+        let change = pb::MemberChange { kind: 4, id: r.into_inner().id, ..Default::default() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
     }
@@ -359,7 +360,7 @@ impl crate::rpc::cluster_server::Cluster for Api {
         r: GrpcRequest<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         self.require_root(&r).await?;
-        let change = pb::MemberChange { kind: 3, id: r.into_inner().id, peer_url: String::new() };
+        let change = pb::MemberChange { kind: 3, id: r.into_inner().id, ..Default::default() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
     }
@@ -373,7 +374,8 @@ impl crate::rpc::cluster_server::Cluster for Api {
         let [url] = r.peer_urls.as_slice() else {
             return Err(Status::invalid_argument("etcdserver: give exactly one peer URL"));
         };
-        let change = pb::MemberChange { kind: 5, id: r.id, peer_url: url.clone() };
+        let change =
+            pb::MemberChange { kind: 5, id: r.id, peer_url: url.clone(), ..Default::default() };
         let (members, header) = self.member_op(change).await?;
         Ok(Response::new(pb::MemberUpdateResponse { header: Some(header), members }))
     }

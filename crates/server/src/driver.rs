@@ -179,6 +179,17 @@ enum MemberWait {
     Updated(u64, String),
 }
 
+/// A membership request waiting for its change to take effect here.
+#[derive(Debug)]
+struct MemberWaiter {
+    wait: MemberWait,
+    reply: Reply<Vec<MemberEntry>>,
+    deadline: Instant,
+    /// The request number sent with a change forwarded to the leader (0: not forwarded),
+    /// which the leader's refusal names.
+    request: u64,
+}
+
 /// The driver's input.
 #[derive(Debug)]
 pub enum Input {
@@ -306,7 +317,7 @@ pub struct Driver {
     next_alarm_raise: Instant,
     me: MemberRecord,
     published: bool,
-    member_waits: Vec<(MemberWait, Reply<Vec<MemberEntry>>, Instant)>,
+    member_waits: Vec<MemberWaiter>,
     /// Automatic compaction of the store's history, and when to look next.
     auto_compaction: Option<crate::config::AutoCompaction>,
     next_compaction_check: Instant,
@@ -630,7 +641,9 @@ impl Driver {
                         request: Some(pb::internal_request::Request::MemberChange(c)),
                         ..
                     }) => {
-                        let _ = self.member_change(&c);
+                        if let Err(e) = self.member_change(&c) {
+                            self.refuse_forwarded(&c, e);
+                        }
                     }
                     // A failed member asks again until restarted (id 0: nobody waits for
                     // an answer): once its alarm is recorded, asking costs no log entry.
@@ -645,6 +658,19 @@ impl Driver {
                     }
                 }
             }
+            Input::Peer(PeerFrame::Refused(data)) => match pb::MemberRefusal::decode(data) {
+                Ok(r) => {
+                    let e = if r.not_found {
+                        ApiError::MemberNotFound
+                    } else {
+                        ApiError::Transfer(r.message)
+                    };
+                    if let Some(i) = self.member_waits.iter().position(|w| w.request == r.request) {
+                        let _ = self.member_waits.swap_remove(i).reply.send(Err(e));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "malformed membership refusal dropped"),
+            },
             Input::Client(req) => self.client(req),
             Input::SnapshotSaved(r) => self.snapshot_saved(r),
             Input::Synced(Ok(seq)) => self.release_synced(seq),
@@ -745,17 +771,22 @@ impl Driver {
                     5 => MemberWait::Updated(change.id, change.peer_url.clone()),
                     _ => MemberWait::Removed(change.id),
                 };
+                let mut request = 0;
                 let r = if self.is_leader() {
                     self.member_change(&change)
                 } else if let Some(l) = self.leader {
-                    // The leader drops a change it refuses (nobody hears back), so what
-                    // this member can tell is refused here, by its own view of the members.
+                    // What this member can tell from its own view of the members is refused
+                    // here; the leader answers a refusal of the rest with `Refused`.
                     self.member_precheck(&change).map(|()| {
+                        self.next_id += 1;
+                        request = self.next_id;
                         let req = pb::InternalRequest {
                             user: String::new(),
                             anonymous: false,
                             id: 0,
-                            request: Some(pb::internal_request::Request::MemberChange(change)),
+                            request: Some(pb::internal_request::Request::MemberChange(
+                                pb::MemberChange { from: self.node.id().0, request, ..change },
+                            )),
                         };
                         self.peers.send(l, &PeerFrame::Forward(Bytes::from(req.encode_to_vec())));
                     })
@@ -763,9 +794,12 @@ impl Driver {
                     Err(ApiError::NoLeader)
                 };
                 match r {
-                    Ok(()) => {
-                        self.member_waits.push((wait, reply, Instant::now() + REQUEST_TIMEOUT))
-                    }
+                    Ok(()) => self.member_waits.push(MemberWaiter {
+                        wait,
+                        reply,
+                        deadline: Instant::now() + REQUEST_TIMEOUT,
+                        request,
+                    }),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -1306,6 +1340,21 @@ impl Driver {
         self.node.propose_conf_change(change).map(|_| ()).map_err(membership_refused)
     }
 
+    /// Tells the member that forwarded a membership change why it was refused, so that its
+    /// client hears at once (a change sent without a request number is not answered).
+    fn refuse_forwarded(&self, c: &pb::MemberChange, e: ApiError) {
+        if c.from == 0 || c.request == 0 {
+            return;
+        }
+        let refusal = pb::MemberRefusal {
+            request: c.request,
+            not_found: e == ApiError::MemberNotFound,
+            // The follower adds etcd's "etcdserver: " prefix again (`ApiError::Transfer`).
+            message: e.to_string().trim_start_matches("etcdserver: ").to_string(),
+        };
+        self.peers.send(NodeId(c.from), &PeerFrame::Refused(Bytes::from(refusal.encode_to_vec())));
+    }
+
     /// What a follower refuses of a membership change before forwarding it: a removal,
     /// promotion or update of a member it does not know, a promotion of a voter.
     fn member_precheck(&self, c: &pb::MemberChange) -> Result<(), ApiError> {
@@ -1401,8 +1450,8 @@ impl Driver {
         let m = self.node.membership().clone();
         let waits = std::mem::take(&mut self.member_waits);
         let now = Instant::now();
-        for (w, reply, deadline) in waits {
-            let done = match &w {
+        for w in waits {
+            let done = match &w.wait {
                 MemberWait::Added(url) => m
                     .members()
                     .any(|id| self.registry.get(&id.0).is_some_and(|r| r.peer_url == *url)),
@@ -1413,11 +1462,11 @@ impl Driver {
                 }
             };
             if done {
-                let _ = reply.send(Ok((self.members(), self.header())));
-            } else if deadline <= now {
-                let _ = reply.send(Err(ApiError::Timeout));
+                let _ = w.reply.send(Ok((self.members(), self.header())));
+            } else if w.deadline <= now {
+                let _ = w.reply.send(Err(ApiError::Timeout));
             } else {
-                self.member_waits.push((w, reply, deadline));
+                self.member_waits.push(w);
             }
         }
         let me = self.node.id();

@@ -497,6 +497,26 @@ pub struct MemberChange {
     pub id: u64,
     #[prost(string, tag = "3")]
     pub peer_url: String,
+    /// The member that forwarded it and its request number, for the leader's refusal
+    /// ([`MemberRefusal`]); 0 when nobody waits for one.
+    #[prost(uint64, tag = "4")]
+    pub from: u64,
+    #[prost(uint64, tag = "5")]
+    pub request: u64,
+}
+
+/// The leader's answer to a forwarded [`MemberChange`] it refused (Flotilla's own message):
+/// without it the follower's client would wait for the request timeout.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberRefusal {
+    /// The forwarding member's request number ([`MemberChange::request`]).
+    #[prost(uint64, tag = "1")]
+    pub request: u64,
+    /// The member named does not exist (etcd's NotFound); else refused with `message`.
+    #[prost(bool, tag = "2")]
+    pub not_found: bool,
+    #[prost(string, tag = "3")]
+    pub message: String,
 }
 
 pub mod internal_request {

@@ -43,7 +43,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (a peer that refuses this member must not be redialed at once, again and again).
 const SHORT_LIVED: Duration = Duration::from_secs(1);
 
-/// What travels between peers: a Raft message, or a write a follower forwards to the leader.
+/// What travels between peers: a Raft message, a write a follower forwards to the leader, or
+/// the leader's refusal of a forwarded membership change.
 #[derive(Clone, Debug)]
 pub enum PeerFrame {
     /// A Raft message.
@@ -51,6 +52,9 @@ pub enum PeerFrame {
     /// A client write received by a follower, for the leader to propose (an encoded
     /// `pb::InternalRequest`).
     Forward(Bytes),
+    /// The leader's refusal of a forwarded membership change (an encoded
+    /// `pb::MemberRefusal`), sent back to the member that forwarded it.
+    Refused(Bytes),
 }
 
 impl PeerFrame {
@@ -72,6 +76,10 @@ impl PeerFrame {
                 out.push(1);
                 out.extend_from_slice(data);
             }
+            PeerFrame::Refused(data) => {
+                out.push(2);
+                out.extend_from_slice(data);
+            }
         }
     }
 
@@ -85,6 +93,7 @@ impl PeerFrame {
         match kind {
             0 => Ok(PeerFrame::Raft(wire::decode(payload)?)),
             1 => Ok(PeerFrame::Forward(payload)),
+            2 => Ok(PeerFrame::Refused(payload)),
             _ => Err(wire::WireError::Malformed("unknown frame kind")),
         }
     }
@@ -479,6 +488,19 @@ mod tests {
         let private_key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
         crate::config::PeerTls::from_der(vec![cert.der().clone()], private_key.into(), roots, true)
             .expect("valid settings")
+    }
+
+    /// Each kind of frame decodes to what was encoded; an empty frame or an unknown kind is
+    /// refused (the connection carrying it is dropped).
+    #[test]
+    fn frame_kinds_round_trip_and_unknown_kinds_are_refused() {
+        let body = Bytes::from_static(b"\x08\x07");
+        for frame in [PeerFrame::Forward(body.clone()), PeerFrame::Refused(body.clone())] {
+            let back = PeerFrame::decode(Bytes::from(frame.encode())).expect("a frame");
+            assert_eq!(format!("{back:?}"), format!("{frame:?}"));
+        }
+        assert!(PeerFrame::decode(Bytes::new()).is_err());
+        assert!(PeerFrame::decode(Bytes::from_static(b"\x09body")).is_err());
     }
 
     /// Frames arrive whole and in order, including when the socket does not take them at
