@@ -568,6 +568,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `s` as a JSON string, quoted and escaped (Rust's `{:?}` is not JSON: it writes a control
+/// character as `\u{1}`).
+fn js(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// `v` as a JSON array of strings.
+fn js_list(v: &[String]) -> String {
+    serde_json::Value::from(v).to_string()
+}
+
 /// Adds the auth token, if any, to every request (etcd's `token` metadata).
 #[derive(Clone, Debug)]
 pub(crate) struct Token(pub(crate) Option<tonic::metadata::AsciiMetadataValue>);
@@ -684,7 +695,7 @@ async fn alarm(command: AlarmCommand) -> Result<(), String> {
     };
     for a in alarms {
         if conn.json {
-            say!("{{\"member\":{},\"alarm\":{:?}}}", a.member_id, name(a.alarm));
+            say!("{{\"member\":{},\"alarm\":{}}}", a.member_id, js(name(a.alarm)));
         } else {
             say!("memberID:{} alarm:{}", a.member_id, name(a.alarm));
         }
@@ -725,7 +736,7 @@ async fn lease(command: LeaseCommand) -> Result<(), String> {
             .await?;
             let names: Vec<String> = r.keys.iter().map(|k| text(k)).collect();
             if conn.json {
-                let keys: Vec<String> = names.iter().map(|k| format!("{k:?}")).collect();
+                let keys: Vec<String> = names.iter().map(|k| js(k)).collect();
                 say!(
                     "{{\"id\":{id},\"ttl\":{},\"granted_ttl\":{},\"keys\":[{}]}}",
                     r.ttl,
@@ -836,13 +847,10 @@ async fn watch(
             let kind = if e.r#type == 0 { "PUT" } else { "DELETE" };
             let kv = e.kv.clone().unwrap_or_default();
             if conn.json {
-                let prev = e
-                    .prev_kv
-                    .as_ref()
-                    .map_or("null".to_string(), |p| format!("{:?}", text(&p.value)));
+                let prev = e.prev_kv.as_ref().map_or("null".to_string(), |p| js(&text(&p.value)));
                 say!(
-                    "{{\"type\":\"{kind}\",\"key\":{:?},\"value\":{:?},\"mod_revision\":{},\"prev_value\":{prev}}}",
-                    text(&kv.key), text(&kv.value), kv.mod_revision
+                    "{{\"type\":\"{kind}\",\"key\":{},\"value\":{},\"mod_revision\":{},\"prev_value\":{prev}}}",
+                    js(&text(&kv.key)), js(&text(&kv.value)), kv.mod_revision
                 );
             } else {
                 say!("{kind}");
@@ -904,8 +912,8 @@ async fn client(cmd: Command) -> Result<(), String> {
                     .iter()
                     .map(|kv| {
                         format!(
-                            "{{\"key\":{:?},\"value\":{:?},\"create_revision\":{},\"mod_revision\":{},\"version\":{}}}",
-                            text(&kv.key), text(&kv.value), kv.create_revision, kv.mod_revision, kv.version
+                            "{{\"key\":{},\"value\":{},\"create_revision\":{},\"mod_revision\":{},\"version\":{}}}",
+                            js(&text(&kv.key)), js(&text(&kv.value)), kv.create_revision, kv.mod_revision, kv.version
                         )
                     })
                     .collect();
@@ -958,8 +966,8 @@ async fn client(cmd: Command) -> Result<(), String> {
                         let id = s.header.as_ref().map_or(0, |h| h.member_id);
                         if conn.json {
                             say!(
-                                "{{\"endpoint\":{ep:?},\"member\":{id},\"leader\":{},\"term\":{},\"commit\":{},\"applied\":{},\"version\":{:?}}}",
-                                s.leader, s.raft_term, s.raft_index, s.raft_applied_index, s.version
+                                "{{\"endpoint\":{},\"member\":{id},\"leader\":{},\"term\":{},\"commit\":{},\"applied\":{},\"version\":{}}}",
+                                js(&ep), s.leader, s.raft_term, s.raft_index, s.raft_applied_index, js(&s.version)
                             );
                         } else {
                             say!(
@@ -988,7 +996,8 @@ async fn client(cmd: Command) -> Result<(), String> {
                 .await;
                 match r {
                     Ok(h) if conn.json => say!(
-                        "{{\"endpoint\":{ep:?},\"hash\":{},\"hash_revision\":{},\"compact_revision\":{}}}",
+                        "{{\"endpoint\":{},\"hash\":{},\"hash_revision\":{},\"compact_revision\":{}}}",
+                        js(&ep),
                         h.hash,
                         h.hash_revision,
                         h.compact_revision
@@ -1042,7 +1051,7 @@ async fn client(cmd: Command) -> Result<(), String> {
                 .collect();
             initial.sort();
             if conn.json {
-                say!("{{\"id\":{id},\"initial_cluster\":{:?}}}", initial.join(","));
+                say!("{{\"id\":{id},\"initial_cluster\":{}}}", js(&initial.join(",")));
             } else {
                 say!("Member {id:x} added{}", if learner { " as a learner" } else { "" });
                 say!("start it with: flotilla serve --name {name} --listen-peer-urls {peer_urls} --initial-cluster-state existing --initial-cluster <the members, in id order>");
@@ -1092,8 +1101,8 @@ async fn client(cmd: Command) -> Result<(), String> {
             for m in r.members {
                 if conn.json {
                     say!(
-                        "{{\"id\":{},\"name\":{:?},\"peer_urls\":{:?},\"client_urls\":{:?},\"is_learner\":{}}}",
-                        m.id, m.name, m.peer_urls, m.client_urls, m.is_learner
+                        "{{\"id\":{},\"name\":{},\"peer_urls\":{},\"client_urls\":{},\"is_learner\":{}}}",
+                        m.id, js(&m.name), js_list(&m.peer_urls), js_list(&m.client_urls), m.is_learner
                     );
                 } else {
                     say!(
