@@ -455,6 +455,10 @@ struct ServeArgs {
     /// etcd, off by default; without it anyone who reaches the peer port can dial it).
     #[arg(long, env = "FLOTILLA_PEER_CLIENT_CERT_AUTH")]
     peer_client_cert_auth: bool,
+    /// Accept only dialing members whose certificate has this common name (CN), with
+    /// --peer-client-cert-auth (etcd's flag).
+    #[arg(long, env = "FLOTILLA_PEER_CERT_ALLOWED_CN", default_value = "")]
+    peer_cert_allowed_cn: String,
     /// Auth tokens: `simple` (random, replicated to every member, expiring 5 minutes after
     /// their last use), or etcd's JSON Web Tokens,
     /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256|ES256|EdDSA|HS256...,ttl=5m`
@@ -1253,6 +1257,7 @@ const FILE_KEYS: &[&str] = &[
     "peer-key-file",
     "peer-trusted-ca-file",
     "peer-client-cert-auth",
+    "peer-cert-allowed-cn",
     "auth-token",
     "auth-token-ttl",
 ];
@@ -1337,6 +1342,7 @@ fn main() -> ExitCode {
                 peer_key_file: a.peer_key_file,
                 peer_trusted_ca_file: a.peer_trusted_ca_file,
                 peer_client_cert_auth: a.peer_client_cert_auth,
+                peer_cert_allowed_cn: a.peer_cert_allowed_cn,
                 auth_token: a.auth_token,
                 auth_token_ttl: a.auth_token_ttl,
             };

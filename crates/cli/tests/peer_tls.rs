@@ -178,3 +178,56 @@ fn members_talk_over_tls_and_refuse_a_certificate_of_another_ca() {
         }
     });
 }
+
+/// etcd's `--peer-cert-allowed-cn`: a member accepts dialing members only if their
+/// certificate (signed by the CA) has that common name. One set to a name the others'
+/// certificates lack refuses every connection to it and gets nothing; restarted with their
+/// name ("server"), it catches up. Without `--peer-client-cert-auth` the flag is refused.
+#[test]
+fn peer_cert_allowed_cn_refuses_members_with_another_common_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d, "");
+    let mut servers = cluster_unstarted(d, 10_000);
+    let tls = peer_tls(d, "", "");
+    let cn = |name: &str| vec!["--peer-cert-allowed-cn".to_string(), name.to_string()];
+
+    let no_client_auth = [https_peers(&servers[0].args), tls[..6].to_vec(), cn("server")].concat();
+    let out = Command::new(BIN).arg("serve").args(no_client_auth).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--peer-cert-allowed-cn needs --peer-client-cert-auth"), "{err}");
+
+    for (i, s) in servers.iter_mut().enumerate() {
+        let name = if i == 2 { "someone-else" } else { "server" };
+        s.args = [https_peers(&s.args), tls.clone(), cn(name)].concat();
+        s.start();
+    }
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = common::runtime();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(put(&[&eps[0], &eps[1]], "k", "v1", deadline));
+    eventually(deadline, "member 2 refuses the others", Duration::from_millis(100), || {
+        let log = std::fs::read_to_string(servers[2].log_path()).unwrap_or_default();
+        match log.contains("is not the allowed \"someone-else\"") {
+            true => Ok(()),
+            false => Err(refused_peer_connections(&servers[2])),
+        }
+    });
+    rt.block_on(async {
+        let stale = read(&eps[2], "k", true).await.expect("a serializable read");
+        assert_eq!(stale, None, "member 2 got nothing");
+    });
+
+    servers[2].kill();
+    let n = servers[2].args.len();
+    servers[2].args[n - 1] = "server".into();
+    servers[2].start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    eventually(deadline, "member 2 catches up", Duration::from_millis(100), || {
+        match rt.block_on(read(&eps[2], "k", false)) {
+            Ok(Some(v)) if v == b"v1" => Ok(()),
+            other => Err(other),
+        }
+    });
+}

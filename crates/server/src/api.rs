@@ -55,10 +55,7 @@ fn token_of<T>(r: &GrpcRequest<T>) -> Option<&str> {
 /// The common name of the certificate the client presented, if the TLS handshake verified
 /// one (`--client-cert-auth`): etcd's identity for requests without a token.
 fn certificate_name<T>(r: &GrpcRequest<T>) -> Option<String> {
-    let certs = r.peer_certs()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
-    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(name)
+    crate::config::common_name(r.peer_certs()?.first()?.as_ref())
 }
 
 fn status_of(e: ApiError) -> Status {

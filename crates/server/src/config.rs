@@ -87,6 +87,16 @@ pub struct PeerTls {
     /// For connections to the other members: their certificates are checked against the
     /// CA and must name the IP address of their peer URL; this member's is presented.
     pub client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    /// `--peer-cert-allowed-cn`: the common name a dialing member's certificate must have
+    /// (beyond being signed by the CA), or any.
+    pub allowed_cn: Option<String>,
+}
+
+/// The common name (CN) in the subject of a DER certificate, if it has one.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(name)
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -103,15 +113,28 @@ impl PeerTls {
         use tokio_rustls::rustls;
         let (cert, key, ca) =
             (f.peer_cert_file.trim(), f.peer_key_file.trim(), f.peer_trusted_ca_file.trim());
+        let allowed_cn = f.peer_cert_allowed_cn.trim();
         if !https {
-            if !cert.is_empty() || !key.is_empty() || !ca.is_empty() || f.peer_client_cert_auth {
+            if !cert.is_empty()
+                || !key.is_empty()
+                || !ca.is_empty()
+                || f.peer_client_cert_auth
+                || !allowed_cn.is_empty()
+            {
                 return Err(ConfigError::Invalid(
-                    "--peer-cert-file, --peer-key-file, --peer-trusted-ca-file and \
-                     --peer-client-cert-auth need https:// peer URLs"
+                    "--peer-cert-file, --peer-key-file, --peer-trusted-ca-file, \
+                     --peer-client-cert-auth and --peer-cert-allowed-cn need https:// peer URLs"
                         .into(),
                 ));
             }
             return Ok(None);
+        }
+        if !allowed_cn.is_empty() && !f.peer_client_cert_auth {
+            return Err(ConfigError::Invalid(
+                "--peer-cert-allowed-cn needs --peer-client-cert-auth (without it a dialing \
+                 member presents no certificate to check)"
+                    .into(),
+            ));
         }
         if cert.is_empty() || key.is_empty() || ca.is_empty() {
             return Err(ConfigError::Invalid(
@@ -146,7 +169,12 @@ impl PeerTls {
             roots.add(c).map_err(|e| bad("--peer-trusted-ca-file", ca, e.to_string()))?;
         }
         PeerTls::from_der(chain, private_key, roots, f.peer_client_cert_auth)
-            .map(Some)
+            .map(|t| {
+                Some(PeerTls {
+                    allowed_cn: Some(allowed_cn.to_string()).filter(|c| !c.is_empty()),
+                    ..t
+                })
+            })
             .map_err(|e| ConfigError::Invalid(format!("peer TLS files: {e}")))
     }
 
@@ -182,7 +210,11 @@ impl PeerTls {
         // Dialers never read from their connection (frames flow one way): no session
         // tickets to leave unread in their socket.
         server.send_tls13_tickets = 0;
-        Ok(PeerTls { server: std::sync::Arc::new(server), client: std::sync::Arc::new(client) })
+        Ok(PeerTls {
+            server: std::sync::Arc::new(server),
+            client: std::sync::Arc::new(client),
+            allowed_cn: None,
+        })
     }
 }
 
@@ -397,6 +429,8 @@ pub struct Flags {
     pub peer_trusted_ca_file: String,
     /// `--peer-client-cert-auth`.
     pub peer_client_cert_auth: bool,
+    /// `--peer-cert-allowed-cn` (empty: any common name).
+    pub peer_cert_allowed_cn: String,
     /// `--auth-token`: `simple`, or `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DUR`.
     pub auth_token: String,
     /// `--auth-token-ttl`: seconds a simple token lives after its last use (etcd's 300).
@@ -662,6 +696,7 @@ mod tests {
             peer_key_file: String::new(),
             peer_trusted_ca_file: String::new(),
             peer_client_cert_auth: false,
+            peer_cert_allowed_cn: String::new(),
             auth_token: "simple".into(),
             auth_token_ttl: 300,
         }

@@ -236,7 +236,7 @@ fn driver_thread(
             config.cluster_id,
             me,
             stats.clone(),
-            listener_tls.map(|t| t.server.clone()),
+            listener_tls.cloned(),
             deliver,
         ));
         // The gRPC services run on this thread too: a request reaches the driver, and its

@@ -405,21 +405,27 @@ pub async fn listen(
     cluster_id: u64,
     me: NodeId,
     stats: Arc<TransportStats>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<crate::config::PeerTls>,
     deliver: impl Fn(PeerFrame) + Clone + 'static,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let allowed_cn: Option<Arc<str>> =
+        tls.as_ref().and_then(|t| t.allowed_cn.as_deref()).map(Arc::from);
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
     loop {
         let Ok((stream, remote)) = listener.accept().await else { continue };
         let stats = stats.clone();
         let deliver = deliver.clone();
         let acceptor = acceptor.clone();
+        let allowed_cn = allowed_cn.clone();
         tokio::task::spawn_local(async move {
             let served = match acceptor {
                 None => serve_peer(stream, cluster_id, me, &deliver).await,
                 Some(a) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, a.accept(stream)).await {
-                        Ok(Ok(s)) => serve_peer(s, cluster_id, me, &deliver).await,
+                        Ok(Ok(s)) => match allowed(&s, allowed_cn.as_deref()) {
+                            Ok(()) => serve_peer(s, cluster_id, me, &deliver).await,
+                            Err(e) => Err(e),
+                        },
                         Ok(Err(e)) => Err(wire::WireError::Refused(format!("TLS: {e}"))),
                         Err(_) => Err(wire::WireError::Refused("TLS handshake timed out".into())),
                     }
@@ -430,6 +436,24 @@ pub async fn listen(
                 tracing::warn!(%remote, error = %e, "dropping peer connection");
             }
         });
+    }
+}
+
+/// `--peer-cert-allowed-cn`: the dialer's certificate (verified against the CA in the
+/// handshake) must carry this common name.
+fn allowed(
+    s: &tokio_rustls::server::TlsStream<TcpStream>,
+    cn: Option<&str>,
+) -> Result<(), wire::WireError> {
+    let Some(cn) = cn else { return Ok(()) };
+    let presented =
+        s.get_ref().1.peer_certificates().and_then(|c| crate::config::common_name(c.first()?));
+    if presented.as_deref() == Some(cn) {
+        Ok(())
+    } else {
+        Err(wire::WireError::Refused(format!(
+            "peer certificate common name {presented:?} is not the allowed {cn:?}"
+        )))
     }
 }
 
@@ -524,7 +548,7 @@ mod tests {
             let addr = listener.local_addr().expect("address");
             let stats = Arc::new(TransportStats::default());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let server = tls.as_ref().map(|t| t.server.clone());
+            let server = tls.clone();
             tokio::task::spawn_local(listen(
                 listener,
                 7,
