@@ -195,6 +195,7 @@ fn auth_is_replicated_enforced_at_every_member_and_survives_a_cluster_restart() 
                 user: user.into(),
                 anonymous: user.is_empty(),
                 request: Some(pb::internal_request::Request::Put(put)),
+                member: 0,
             };
             PeerFrame::Forward(prost::Message::encode_to_vec(&r).into()).encode()
         };

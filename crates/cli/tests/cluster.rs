@@ -905,3 +905,68 @@ fn json_output_parses_for_keys_and_values_with_control_characters() {
         assert_eq!(parse(line)["endpoint"], s.client.as_str());
     }
 }
+
+/// Request ids are unique per member only (each member counts from its start time): a
+/// member must answer its client from its own request's entry, never from another member's
+/// entry with the same id. Here every member counts from the same seed, so concurrent
+/// writes at two members share ids; each put's answered revision must be where its own key
+/// was written, with its own value.
+#[test]
+fn a_member_answers_its_own_requests_when_another_members_request_ids_are_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = common::cluster_unstarted(dir.path(), 10_000);
+    for s in &mut servers {
+        let log = std::fs::File::create(s.log_path()).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(&s.args)
+            .env("FLOTILLA_TEST_REQUEST_ID_SEED", "1000")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        s.child = Some(child);
+    }
+    let eps: Vec<String> = servers.iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&eps[0], &eps[1], &eps[2]], "ready", "yes", deadline));
+    let answered = rt.block_on(async {
+        let (a, b) = tokio::join!(writes_at(&eps[0], "m0"), writes_at(&eps[1], "m1"));
+        [a, b].concat()
+    });
+    assert!(answered.len() >= 300, "only {} puts answered", answered.len());
+    rt.block_on(async {
+        let mut c = kv(&eps[2]).await.expect("a connection");
+        for (key, value, revision) in &answered {
+            let req = pb::RangeRequest { key: key.clone().into(), ..Default::default() };
+            let r = c.range(req).await.expect("a read").into_inner();
+            let kv = r.kvs.first().unwrap_or_else(|| panic!("{key} answered but absent"));
+            assert_eq!(
+                (kv.mod_revision, String::from_utf8_lossy(&kv.value)),
+                (*revision, value.into()),
+                "{key}: answered with revision {revision}"
+            );
+        }
+    });
+}
+
+/// 200 puts of keys and values named after `name` at `ep`, one after another: what was
+/// answered, with the revision each answer gave.
+async fn writes_at(ep: &str, name: &str) -> Vec<(String, String, i64)> {
+    let mut c = kv(ep).await.expect("a connection");
+    let mut out = Vec::new();
+    for i in 0..200 {
+        let (key, value) = (format!("{name}/{i}"), format!("v-{name}-{i}"));
+        let req = pb::PutRequest {
+            key: key.clone().into(),
+            value: value.clone().into(),
+            ..Default::default()
+        };
+        // Only what was answered is checked.
+        if let Ok(r) = c.put(req).await {
+            out.push((key, value, r.into_inner().header.expect("a header").revision));
+        }
+    }
+    out
+}

@@ -68,11 +68,23 @@ pub struct Header {
 
 type Reply<T> = oneshot::Sender<Result<(T, Header), ApiError>>;
 
+/// A proposal the core refused: "leader changed" (nothing proposed, retry at the next leader)
+/// when this member no longer leads or hands leadership over.
+fn proposal_refused(e: flotilla_raft::ProposeError) -> ApiError {
+    use flotilla_raft::ProposeError as E;
+    match e {
+        E::NotLeader { .. } | E::TransferInProgress { .. } => ApiError::LeaderChanged,
+        other => ApiError::Transfer(other.to_string()),
+    }
+}
+
 /// A membership change the core refused, in etcd's words where etcd has them (etcdctl
 /// users and scripts match on them).
 fn membership_refused(e: flotilla_raft::ConfChangeError) -> ApiError {
     use flotilla_raft::ConfChangeError as E;
     match e {
+        // Nothing was proposed: the client may retry at the (next) leader.
+        E::NotLeader { .. } | E::TransferInProgress => ApiError::LeaderChanged,
         E::NotAMember { .. } => ApiError::MemberNotFound,
         E::NotALearner { .. } => ApiError::Transfer("can only promote a learner member".into()),
         E::LearnerLagging { .. } => ApiError::Transfer(
@@ -194,7 +206,7 @@ struct MemberWaiter {
 #[derive(Debug)]
 pub enum Input {
     /// From a peer.
-    Peer(PeerFrame),
+    Peer(NodeId, PeerFrame),
     /// From a client.
     Client(Request),
     /// A background snapshot write finished.
@@ -504,9 +516,15 @@ impl Driver {
                 None
             }
         };
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        // FLOTILLA_TEST_REQUEST_ID_SEED: for tests only, to make members' ids collide.
+        let seed = std::env::var("FLOTILLA_TEST_REQUEST_ID_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
         Ok(Driver {
             node,
             mvcc,
@@ -626,23 +644,24 @@ impl Driver {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Peer(PeerFrame::Raft(m)) => {
+            Input::Peer(_, PeerFrame::Raft(m)) => {
                 if self.halted.is_none() {
                     if let Err(e) = self.node.step(m) {
                         tracing::debug!(error = %e, "message refused");
                     }
                 }
             }
-            Input::Peer(PeerFrame::Forward(data)) => {
+            Input::Peer(from, PeerFrame::Forward(data)) => {
                 // A follower's client request: a membership change to make, or a write to
-                // propose, if we lead; else dropped (the follower's client times out).
+                // propose, if we lead. What is not proposed is refused back to the follower
+                // (a request numbered 0 has nobody waiting: it is dropped).
                 match pb::InternalRequest::decode(data.clone()) {
                     Ok(pb::InternalRequest {
                         request: Some(pb::internal_request::Request::MemberChange(c)),
                         ..
                     }) => {
                         if let Err(e) = self.member_change(&c) {
-                            self.refuse_forwarded(&c, e);
+                            self.refuse_forwarded(NodeId(c.from), c.request, e);
                         }
                     }
                     // A failed member asks again until restarted (id 0: nobody waits for
@@ -653,23 +672,30 @@ impl Driver {
                         ..
                     }) if a.action == pb::alarm_action::ACTIVATE
                         && self.alarms.contains(&(a.member_id, a.alarm)) => {}
-                    _ => {
-                        let _ = self.node.propose(data);
+                    Ok(req) => {
+                        if let Err(e) = self.node.propose(data) {
+                            self.refuse_forwarded(from, req.id, proposal_refused(e));
+                        }
                     }
+                    Err(e) => tracing::debug!(error = %e, "malformed forwarded request dropped"),
                 }
             }
-            Input::Peer(PeerFrame::Refused(data)) => match pb::MemberRefusal::decode(data) {
+            Input::Peer(_, PeerFrame::Refused(data)) => match pb::ForwardRefusal::decode(data) {
                 Ok(r) => {
                     let e = if r.not_found {
                         ApiError::MemberNotFound
+                    } else if r.leader_changed {
+                        ApiError::LeaderChanged
                     } else {
                         ApiError::Transfer(r.message)
                     };
                     if let Some(i) = self.member_waits.iter().position(|w| w.request == r.request) {
                         let _ = self.member_waits.swap_remove(i).reply.send(Err(e));
+                    } else {
+                        self.fail_write(r.request, e);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "malformed membership refusal dropped"),
+                Err(e) => tracing::debug!(error = %e, "malformed refusal dropped"),
             },
             Input::Client(req) => self.client(req),
             Input::SnapshotSaved(r) => self.snapshot_saved(r),
@@ -712,6 +738,7 @@ impl Driver {
                         user: user.unwrap_or_default(),
                         id,
                         request: Some(w),
+                        member: self.node.id().0,
                     }
                     .encode_to_vec(),
                 );
@@ -780,14 +807,13 @@ impl Driver {
                     self.member_precheck(&change).map(|()| {
                         self.next_id += 1;
                         request = self.next_id;
-                        let req = pb::InternalRequest {
-                            user: String::new(),
-                            anonymous: false,
-                            id: 0,
-                            request: Some(pb::internal_request::Request::MemberChange(
-                                pb::MemberChange { from: self.node.id().0, request, ..change },
-                            )),
-                        };
+                        let req = pb::InternalRequest::internal(
+                            pb::internal_request::Request::MemberChange(pb::MemberChange {
+                                from: self.node.id().0,
+                                request,
+                                ..change
+                            }),
+                        );
                         self.peers.send(l, &PeerFrame::Forward(Bytes::from(req.encode_to_vec())));
                     })
                 } else {
@@ -886,15 +912,9 @@ impl Driver {
         for id in expired.into_iter().take(1000) {
             // Conditional: a renewal ordered before this in the log cancels it.
             let renewals = self.mvcc.lease(id).map_or(0, |l| l.renewals);
-            let req = pb::InternalRequest {
-                user: String::new(),
-                anonymous: false,
-                id: 0,
-                request: Some(pb::internal_request::Request::LeaseExpire(pb::LeaseExpire {
-                    id,
-                    renewals,
-                })),
-            };
+            let req = pb::InternalRequest::internal(pb::internal_request::Request::LeaseExpire(
+                pb::LeaseExpire { id, renewals },
+            ));
             if self.node.propose(Bytes::from(req.encode_to_vec())).is_ok() {
                 tracing::info!(lease = id, "lease expired: revocation proposed");
                 self.revoking.insert(id, now);
@@ -1151,15 +1171,9 @@ impl Driver {
         if !self.is_leader() || self.halted.is_some() || target <= self.mvcc.compact_revision() {
             return;
         }
-        let req = pb::InternalRequest {
-            user: String::new(),
-            anonymous: false,
-            id: 0,
-            request: Some(pb::internal_request::Request::Compaction(pb::CompactionRequest {
-                revision: target,
-                physical: false,
-            })),
-        };
+        let req = pb::InternalRequest::internal(pb::internal_request::Request::Compaction(
+            pb::CompactionRequest { revision: target, physical: false },
+        ));
         match self.node.propose(Bytes::from(req.encode_to_vec())) {
             Ok(_) => tracing::info!(revision = target, "automatic compaction proposed"),
             Err(e) => tracing::debug!(error = %e, "automatic compaction not proposed"),
@@ -1290,69 +1304,69 @@ impl Driver {
         if c.kind == 5 {
             return self.update_member(c);
         }
-        let change =
-            match c.kind {
-                1 | 2 => {
-                    if crate::config::parse_peer_url("peer URL", &c.peer_url).is_err() {
-                        return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
-                    }
-                    if self.registry.values().any(|r| r.peer_url == c.peer_url)
-                        && self.node.membership().members().any(|m| {
-                            self.registry.get(&m.0).is_some_and(|r| r.peer_url == c.peer_url)
-                        })
-                    {
-                        return Err(ApiError::Transfer("Peer URLs already exists".into()));
-                    }
-                    let id = self
-                        .registry
-                        .keys()
-                        .copied()
-                        .chain(self.node.membership().members().map(|m| m.0))
-                        .max()
-                        .unwrap_or(0)
-                        + 1;
-                    let attr = pb::InternalRequest {
-                        user: String::new(),
-                        anonymous: false,
-                        id: 0,
-                        request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
-                            id,
-                            name: String::new(),
-                            peer_url: c.peer_url.clone(),
-                            client_url: String::new(),
-                        })),
-                    };
-                    self.node
-                        .propose(Bytes::from(attr.encode_to_vec()))
-                        .map_err(|e| ApiError::Transfer(e.to_string()))?;
-                    if c.kind == 1 {
-                        ConfChange::AddVoter(NodeId(id))
-                    } else {
-                        ConfChange::AddLearner(NodeId(id))
-                    }
+        let change = match c.kind {
+            1 | 2 => {
+                if crate::config::parse_peer_url("peer URL", &c.peer_url).is_err() {
+                    return Err(ApiError::Transfer(format!("bad peer URL {:?}", c.peer_url)));
                 }
-                _ if !self.node.membership().contains(NodeId(c.id)) => {
-                    return Err(ApiError::MemberNotFound)
+                if self.registry.values().any(|r| r.peer_url == c.peer_url)
+                    && self
+                        .node
+                        .membership()
+                        .members()
+                        .any(|m| self.registry.get(&m.0).is_some_and(|r| r.peer_url == c.peer_url))
+                {
+                    return Err(ApiError::Transfer("Peer URLs already exists".into()));
                 }
-                3 => ConfChange::PromoteLearner(NodeId(c.id)),
-                _ => ConfChange::Remove(NodeId(c.id)),
-            };
+                let id = self
+                    .registry
+                    .keys()
+                    .copied()
+                    .chain(self.node.membership().members().map(|m| m.0))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                let attr = pb::InternalRequest::internal(
+                    pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+                        id,
+                        name: String::new(),
+                        peer_url: c.peer_url.clone(),
+                        client_url: String::new(),
+                    }),
+                );
+                self.node.propose(Bytes::from(attr.encode_to_vec())).map_err(proposal_refused)?;
+                if c.kind == 1 {
+                    ConfChange::AddVoter(NodeId(id))
+                } else {
+                    ConfChange::AddLearner(NodeId(id))
+                }
+            }
+            _ if !self.node.membership().contains(NodeId(c.id)) => {
+                return Err(ApiError::MemberNotFound)
+            }
+            3 => ConfChange::PromoteLearner(NodeId(c.id)),
+            _ => ConfChange::Remove(NodeId(c.id)),
+        };
         self.node.propose_conf_change(change).map(|_| ()).map_err(membership_refused)
     }
 
-    /// Tells the member that forwarded a membership change why it was refused, so that its
-    /// client hears at once (a change sent without a request number is not answered).
-    fn refuse_forwarded(&self, c: &pb::MemberChange, e: ApiError) {
-        if c.from == 0 || c.request == 0 {
+    /// Tells the member that forwarded request number `request` why it was not proposed, so
+    /// that its client hears at once (a request numbered 0 has nobody waiting for it). Here
+    /// no longer the leader, or handing leadership over, it says "leader changed": nothing
+    /// was proposed and the client may retry.
+    fn refuse_forwarded(&self, to: NodeId, request: u64, e: ApiError) {
+        if to.0 == 0 || request == 0 {
             return;
         }
-        let refusal = pb::MemberRefusal {
-            request: c.request,
+        let leader_changed = e == ApiError::LeaderChanged;
+        let refusal = pb::ForwardRefusal {
+            request,
             not_found: e == ApiError::MemberNotFound,
             // The follower adds etcd's "etcdserver: " prefix again (`ApiError::Transfer`).
             message: e.to_string().trim_start_matches("etcdserver: ").to_string(),
+            leader_changed,
         };
-        self.peers.send(NodeId(c.from), &PeerFrame::Refused(Bytes::from(refusal.encode_to_vec())));
+        self.peers.send(to, &PeerFrame::Refused(Bytes::from(refusal.encode_to_vec())));
     }
 
     /// What a follower refuses of a membership change before forwarding it: a removal,
@@ -1392,21 +1406,15 @@ impl Driver {
         if taken {
             return Err(ApiError::Transfer("Peer URLs already exists".into()));
         }
-        let attr = pb::InternalRequest {
-            user: String::new(),
-            anonymous: false,
-            id: 0,
-            request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
+        let attr = pb::InternalRequest::internal(pb::internal_request::Request::MemberAttr(
+            pb::MemberAttr {
                 id: c.id,
                 name: String::new(),
                 peer_url: c.peer_url.clone(),
                 client_url: String::new(),
-            })),
-        };
-        self.node
-            .propose(Bytes::from(attr.encode_to_vec()))
-            .map(|_| ())
-            .map_err(|e| ApiError::Transfer(e.to_string()))
+            },
+        ));
+        self.node.propose(Bytes::from(attr.encode_to_vec())).map(|_| ()).map_err(proposal_refused)
     }
 
     /// Records what a member published (empty fields keep what is known), and connects to
@@ -1474,24 +1482,13 @@ impl Driver {
             // Always once per start: the local registry was seeded from this member's own
             // flags, the others' may still lack its name.
             let MemberRecord { name, peer_url, client_url } = self.me.clone();
-            {
-                self.next_id += 1;
-                let attr = pb::InternalRequest {
-                    user: String::new(),
-                    anonymous: false,
-                    id: self.next_id,
-                    request: Some(pb::internal_request::Request::MemberAttr(pb::MemberAttr {
-                        id: me.0,
-                        name,
-                        peer_url,
-                        client_url,
-                    })),
-                };
-                let data = Bytes::from(attr.encode_to_vec());
-                if self.node.propose(data.clone()).is_err() {
-                    if let Some(l) = self.leader {
-                        self.peers.send(l, &PeerFrame::Forward(data));
-                    }
+            let attr = pb::InternalRequest::internal(pb::internal_request::Request::MemberAttr(
+                pb::MemberAttr { id: me.0, name, peer_url, client_url },
+            ));
+            let data = Bytes::from(attr.encode_to_vec());
+            if self.node.propose(data.clone()).is_err() {
+                if let Some(l) = self.leader {
+                    self.peers.send(l, &PeerFrame::Forward(data));
                 }
             }
             self.published = true;
@@ -1512,9 +1509,14 @@ impl Driver {
             tracing::error!(index = e.index.0, "an entry in the log does not decode; skipped");
             return;
         };
-        if let Some(id) = mine.filter(|id| *id != req.id) {
+        // Request ids are unique per member: an entry answers a request here only if this
+        // member proposed or forwarded it (entries from before `member` was recorded: by id).
+        let me = self.node.id().0;
+        let here = req.member == 0 || req.member == me;
+        if let Some(id) = mine.filter(|id| *id != req.id || !here) {
             self.fail_write(id, ApiError::LeaderChanged);
         }
+        let waiter = if here { req.id } else { 0 };
         let Some(op) = req.request else { return };
         // Checked again here, against the auth store as it is at this point of the log: a
         // permission revoked while the request was in flight is not bypassed.
@@ -1524,12 +1526,12 @@ impl Driver {
             let allowed =
                 self.auth.lock().store.authorize_applied(&req.user, req.anonymous, &op, lease_keys);
             if let Err(e) = allowed {
-                return self.answer_write(req.id, Err(e.into()));
+                return self.answer_write(waiter, Err(e.into()));
             }
         }
         if let pb::internal_request::Request::Auth(c) = op {
             let r = self.apply_auth(c);
-            return self.answer_write(req.id, r.map(Applied::Auth).map_err(ApiError::from));
+            return self.answer_write(waiter, r.map(Applied::Auth).map_err(ApiError::from));
         }
         if let pb::internal_request::Request::MemberAttr(a) = op {
             let update =
@@ -1540,7 +1542,7 @@ impl Driver {
         if let pb::internal_request::Request::Alarm(a) = &op {
             let changed = self.apply_alarm(a);
             let out = pb::AlarmResponse { header: None, alarms: changed };
-            return self.answer_write(req.id, Ok(Applied::Alarm(out)));
+            return self.answer_write(waiter, Ok(Applied::Alarm(out)));
         }
         let result = self.mvcc.apply_tracked(&op, &mut self.changes).map_err(ApiError::from);
         self.track_lease(&op, &result);
@@ -1551,7 +1553,7 @@ impl Driver {
             }
             self.changes.clear();
         }
-        self.answer_write(req.id, result);
+        self.answer_write(waiter, result);
     }
 
     /// Applies a change of the auth store. An `Authenticate`'s token is recorded here, on
@@ -1634,16 +1636,12 @@ impl Driver {
             return;
         }
         self.next_alarm_raise = now + Duration::from_secs(2);
-        let req = pb::InternalRequest {
-            user: String::new(),
-            anonymous: false,
-            id: 0,
-            request: Some(pb::internal_request::Request::Alarm(pb::AlarmRequest {
+        let req =
+            pb::InternalRequest::internal(pb::internal_request::Request::Alarm(pb::AlarmRequest {
                 action: pb::alarm_action::ACTIVATE,
                 member_id: self.node.id().0,
                 alarm: kind,
-            })),
-        };
+            }));
         // To every other member: it no longer steps messages, so it may not know who leads
         // now (it may have led itself); a member that does not lead drops the request.
         let frame = PeerFrame::Forward(Bytes::from(req.encode_to_vec()));

@@ -470,6 +470,24 @@ pub struct InternalRequest {
     /// applied (as etcd refuses a request without a user then).
     #[prost(bool, tag = "21")]
     pub anonymous: bool,
+    /// The member whose client waits for the answer to request `id` (0: written before
+    /// this was recorded). Ids are unique per member only: without this, a member would
+    /// answer its own pending request with another member's entry of the same id.
+    #[prost(uint64, tag = "22")]
+    pub member: u64,
+}
+
+impl InternalRequest {
+    /// A request a member makes on its own (no user, nobody waiting for the answer).
+    pub fn internal(request: internal_request::Request) -> InternalRequest {
+        InternalRequest {
+            id: 0,
+            request: Some(request),
+            user: String::new(),
+            anonymous: false,
+            member: 0,
+        }
+    }
 }
 
 /// A member's address, replicated through the log so that every member can reach a member
@@ -498,25 +516,31 @@ pub struct MemberChange {
     #[prost(string, tag = "3")]
     pub peer_url: String,
     /// The member that forwarded it and its request number, for the leader's refusal
-    /// ([`MemberRefusal`]); 0 when nobody waits for one.
+    /// ([`ForwardRefusal`]); 0 when nobody waits for one.
     #[prost(uint64, tag = "4")]
     pub from: u64,
     #[prost(uint64, tag = "5")]
     pub request: u64,
 }
 
-/// The leader's answer to a forwarded [`MemberChange`] it refused (Flotilla's own message):
-/// without it the follower's client would wait for the request timeout.
+/// Why a member did not take a request another member forwarded to it (Flotilla's own
+/// message): without it the forwarding member's client would wait for the request timeout.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct MemberRefusal {
-    /// The forwarding member's request number ([`MemberChange::request`]).
+pub struct ForwardRefusal {
+    /// The forwarding member's request number ([`MemberChange::request`], or
+    /// [`InternalRequest::id`] for a write).
     #[prost(uint64, tag = "1")]
     pub request: u64,
-    /// The member named does not exist (etcd's NotFound); else refused with `message`.
+    /// The member named does not exist (etcd's NotFound).
     #[prost(bool, tag = "2")]
     pub not_found: bool,
+    /// Refused with this message (without etcd's "etcdserver: " prefix).
     #[prost(string, tag = "3")]
     pub message: String,
+    /// It reached a member that is no longer the leader, or one handing leadership over:
+    /// nothing was proposed, the client may retry (etcd's "leader changed").
+    #[prost(bool, tag = "4")]
+    pub leader_changed: bool,
 }
 
 pub mod internal_request {

@@ -223,8 +223,8 @@ fn driver_thread(
             }
         };
         let stop_driver = tx.clone();
-        let deliver = move |f| {
-            let _ = tx.send(Input::Peer(f));
+        let deliver = move |from, f| {
+            let _ = tx.send(Input::Peer(from, f));
         };
         // TLS on the listener when this member's peer URL is https:// (then the settings
         // exist: checked with the configuration).

@@ -44,7 +44,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const SHORT_LIVED: Duration = Duration::from_secs(1);
 
 /// What travels between peers: a Raft message, a write a follower forwards to the leader, or
-/// the leader's refusal of a forwarded membership change.
+/// a refusal of what was forwarded.
 #[derive(Clone, Debug)]
 pub enum PeerFrame {
     /// A Raft message.
@@ -52,8 +52,8 @@ pub enum PeerFrame {
     /// A client write received by a follower, for the leader to propose (an encoded
     /// `pb::InternalRequest`).
     Forward(Bytes),
-    /// The leader's refusal of a forwarded membership change (an encoded
-    /// `pb::MemberRefusal`), sent back to the member that forwarded it.
+    /// Why a forwarded write or membership change was not proposed (an encoded
+    /// `pb::ForwardRefusal`), sent back to the member that forwarded it.
     Refused(Bytes),
 }
 
@@ -397,7 +397,8 @@ async fn connection(
     }
 }
 
-/// Accepts peer connections (over TLS with `tls`) and delivers their frames to `deliver`.
+/// Accepts peer connections (over TLS with `tls`) and delivers their frames to `deliver`,
+/// with the member each connection's handshake named.
 /// Runs inside a [`tokio::task::LocalSet`]: each connection is read by a task on the same
 /// thread.
 pub async fn listen(
@@ -406,7 +407,7 @@ pub async fn listen(
     me: NodeId,
     stats: Arc<TransportStats>,
     tls: Option<crate::config::PeerTls>,
-    deliver: impl Fn(PeerFrame) + Clone + 'static,
+    deliver: impl Fn(NodeId, PeerFrame) + Clone + 'static,
 ) {
     let allowed_cn: Option<Arc<str>> =
         tls.as_ref().and_then(|t| t.allowed_cn.as_deref()).map(Arc::from);
@@ -461,18 +462,16 @@ async fn serve_peer(
     mut stream: impl AsyncRead + Unpin,
     cluster_id: u64,
     me: NodeId,
-    deliver: &impl Fn(PeerFrame),
+    deliver: &impl Fn(NodeId, PeerFrame),
 ) -> Result<(), wire::WireError> {
     let mut buf = BytesMut::with_capacity(64 << 10);
-    let mut shaken = false;
+    let mut from = None;
     loop {
         while let Some(payload) = wire::take_frame(&mut buf)? {
-            if !shaken {
-                Handshake::check(&payload, cluster_id, me)?;
-                shaken = true;
-                continue;
+            match from {
+                None => from = Some(Handshake::check(&payload, cluster_id, me)?.from),
+                Some(f) => deliver(f, PeerFrame::decode(payload)?),
             }
-            deliver(PeerFrame::decode(payload)?);
         }
         match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Ok(()),
@@ -555,7 +554,7 @@ mod tests {
                 NodeId(2),
                 stats.clone(),
                 server,
-                move |f| {
+                move |_, f| {
                     let _ = tx.send(f);
                 },
             ));
@@ -622,7 +621,7 @@ mod tests {
                 NodeId(2),
                 stats.clone(),
                 None,
-                move |f| {
+                move |_, f| {
                     let _ = tx.send(f);
                 },
             ));

@@ -87,22 +87,14 @@ impl Command {
 
     /// Encodes as the log entry the server proposes.
     pub fn encode(&self) -> Bytes {
-        pb::InternalRequest {
-            user: String::new(),
-            anonymous: false,
-            id: 0,
-            request: Some(self.request()),
-        }
-        .encode_to_vec()
-        .into()
+        pb::InternalRequest::internal(self.request()).encode_to_vec().into()
     }
 }
 
 /// A compaction at `revision`, as the server's automatic compaction proposes it.
 pub fn compaction(revision: i64) -> Bytes {
     let c = pb::CompactionRequest { revision, physical: false };
-    let request = Some(pb::internal_request::Request::Compaction(c));
-    pb::InternalRequest { user: String::new(), anonymous: false, id: 0, request }
+    pb::InternalRequest::internal(pb::internal_request::Request::Compaction(c))
         .encode_to_vec()
         .into()
 }
@@ -131,16 +123,7 @@ pub fn lease_op(step: u64) -> Option<Bytes> {
         30 if cycle % 3 != 0 => Request::LeaseRevoke(pb::LeaseRevokeRequest { id }),
         _ => return None,
     };
-    Some(
-        pb::InternalRequest {
-            user: String::new(),
-            anonymous: false,
-            id: 0,
-            request: Some(request),
-        }
-        .encode_to_vec()
-        .into(),
-    )
+    Some(pb::InternalRequest::internal(request).encode_to_vec().into())
 }
 
 /// The state machine: the server's MVCC store.
