@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// `name:password` to authenticate as, when the cluster has auth enabled.
     #[arg(long, env = "FLOTILLA_USER")]
     user: Option<String>,
+    /// Use tonic's client for plaintext endpoints too (by default they get the lean h2
+    /// client); to compare the two generators' CPU cost.
+    #[arg(long)]
+    tonic_client: bool,
     #[command(flatten)]
     tls: crate::TlsFiles,
 }
@@ -109,7 +113,7 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
                 rt.block_on(async {
                     let mut channels = Vec::new();
                     for (i, ep) in &conns {
-                        match connect(ep, &a.tls, a.user.as_deref()).await {
+                        match Kv::connect(ep, &a.tls, a.user.as_deref(), a.tonic_client).await {
                             Ok(conn) => channels.push((*i, conn)),
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -125,14 +129,12 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
                     let value: bytes::Bytes = vec![b'x'; a.value_size].into();
                     let mut clients = tokio::task::JoinSet::new();
                     for c in 0..a.clients {
-                        let Some((_, (ch, token))) =
-                            channels.iter().find(|(i, _)| c % a.conns == *i)
-                        else {
+                        let Some((_, kv)) = channels.iter().find(|(i, _)| c % a.conns == *i) else {
                             continue; // another thread's client
                         };
-                        let kv = KVClient::new(ch.clone());
-                        let (value, a, shared) = (value.clone(), a.clone(), shared.clone());
-                        clients.spawn(client(c, kv, token.clone(), value, a, shared));
+                        let (kv, value, a, shared) =
+                            (kv.clone(), value.clone(), a.clone(), shared.clone());
+                        clients.spawn(client(c, kv, value, a, shared));
                     }
                     while let Some(r) = clients.join_next().await {
                         if let Ok(ch) = r {
@@ -238,26 +240,69 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// A connection to `ep`, and the token of `user` (`name:password`) if given. The token is
-/// added to each request by the client loop: no interceptor on the path when there is none.
-async fn connect(
-    ep: &str,
-    tls: &crate::TlsFiles,
-    user: Option<&str>,
-) -> Result<(tonic::transport::Channel, Option<tonic::metadata::AsciiMetadataValue>), String> {
-    let ch = crate::endpoint(tls, ep)?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("{ep}: {e}"))?;
-    let token = match user {
-        Some(u) => crate::authenticate(ch.clone(), u)
+/// One connection of the load generator, with the token of `--user` if given (added to
+/// each request by the client loop: no interceptor on the path when there is none).
+#[derive(Clone)]
+enum Kv {
+    /// Plaintext endpoints: unary calls straight over h2 ([`crate::h2grpc`]).
+    Lean(crate::h2grpc::Conn, Option<String>),
+    /// TLS endpoints: tonic.
+    Tonic(KVClient<tonic::transport::Channel>, Option<tonic::metadata::AsciiMetadataValue>),
+}
+
+impl Kv {
+    async fn connect(
+        ep: &str,
+        tls: &crate::TlsFiles,
+        user: Option<&str>,
+        tonic_client: bool,
+    ) -> Result<Kv, String> {
+        let ch = crate::endpoint(tls, ep)?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect()
             .await
-            .map_err(|s| format!("{ep}: {}", s.message()))?,
-        None => crate::Token(None),
-    };
-    Ok((ch, token.0))
+            .map_err(|e| format!("{ep}: {e}"))?;
+        let token = match user {
+            Some(u) => {
+                crate::authenticate(ch.clone(), u)
+                    .await
+                    .map_err(|s| format!("{ep}: {}", s.message()))?
+                    .0
+            }
+            None => None,
+        };
+        if tonic_client || ep.starts_with("https://") {
+            return Ok(Kv::Tonic(KVClient::new(ch), token));
+        }
+        let token = token.map(|t| t.to_str().map(str::to_string)).transpose();
+        let token = token.map_err(|e| format!("{ep}: token: {e}"))?;
+        Ok(Kv::Lean(crate::h2grpc::connect(ep).await?, token))
+    }
+
+    /// A put or a range; whether it succeeded.
+    async fn call(&mut self, op: Op) -> bool {
+        match (self, op) {
+            (Kv::Lean(c, token), Op::Put(req)) => c
+                .unary::<pb::PutResponse>("/etcdserverpb.KV/Put", &req, token.as_deref())
+                .await
+                .is_ok(),
+            (Kv::Lean(c, token), Op::Range(req)) => c
+                .unary::<pb::RangeResponse>("/etcdserverpb.KV/Range", &req, token.as_deref())
+                .await
+                .is_ok(),
+            (Kv::Tonic(kv, token), Op::Put(req)) => kv.put(with_token(req, token)).await.is_ok(),
+            (Kv::Tonic(kv, token), Op::Range(req)) => {
+                kv.range(with_token(req, token)).await.is_ok()
+            }
+        }
+    }
+}
+
+/// What one request of the load is.
+enum Op {
+    Put(pb::PutRequest),
+    Range(pb::RangeRequest),
 }
 
 /// `msg` as a request, with the auth token if there is one (etcd's `token` metadata).
@@ -272,8 +317,7 @@ fn with_token<T>(msg: T, token: &Option<tonic::metadata::AsciiMetadataValue>) ->
 /// One closed-loop client: a request, its answer, the next request.
 async fn client(
     c: usize,
-    mut kv: KVClient<tonic::transport::Channel>,
-    token: Option<tonic::metadata::AsciiMetadataValue>,
+    mut kv: Kv,
     value: bytes::Bytes,
     a: BenchArgs,
     shared: Arc<Shared>,
@@ -299,13 +343,12 @@ async fn client(
         let key: bytes::Bytes = format!("bench/{:08}", next() % a.key_space).into();
         let read = (next() % 1_000_000) as f64 / 1_000_000.0 < a.read_ratio;
         let t0 = Instant::now();
-        let ok = if read {
-            let req = pb::RangeRequest { key, serializable: a.serializable, ..Default::default() };
-            kv.range(with_token(req, &token)).await.is_ok()
+        let op = if read {
+            Op::Range(pb::RangeRequest { key, serializable: a.serializable, ..Default::default() })
         } else {
-            let req = pb::PutRequest { key, value: value.clone(), ..Default::default() };
-            kv.put(with_token(req, &token)).await.is_ok()
+            Op::Put(pb::PutRequest { key, value: value.clone(), ..Default::default() })
         };
+        let ok = kv.call(op).await;
         if ok {
             let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
             shared.done.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,7 @@ macro_rules! say {
 
 mod bench;
 mod dev;
+mod h2grpc;
 
 /// mimalloc rather than the system allocator: a request through tonic, hyper and h2 makes a
 /// few dozen small allocations, and with glibc's malloc they were about 12% of the leader's
