@@ -13,7 +13,7 @@ fn build(
         .route_name(route)
         .input_type(format!("crate::pb::{input}"))
         .output_type(format!("crate::pb::{output}"))
-        .codec_path("tonic::codec::ProstCodec");
+        .codec_path("crate::codec::LeanCodec");
     match stream {
         Streams::None => b.build(),
         Streams::Server => b.server_streaming().build(),

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod codec;
 pub mod concurrency;
 pub mod config;
 pub mod driver;
