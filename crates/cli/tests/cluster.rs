@@ -970,3 +970,93 @@ async fn writes_at(ep: &str, name: &str) -> Vec<(String, String, i64)> {
     }
     out
 }
+
+/// A write forwarded to a member that does not lead is refused back to the member that
+/// forwarded it, as "leader changed" (nothing was proposed, the client may retry), rather
+/// than dropped with that member's client left to time out. The test stands in for the third
+/// member: it listens on that member's peer port from the start (the two real members keep
+/// their connections to it), forwards a write in its name to the follower, and reads the
+/// refusal that comes back.
+#[test]
+fn a_write_forwarded_to_a_member_that_does_not_lead_is_refused_back_as_leader_changed() {
+    use flotilla_raft::NodeId;
+    use flotilla_server::transport::PeerFrame;
+    use flotilla_server::wire;
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster_unstarted(dir.path(), 10_000);
+    // Members m0..m2 are ids 1..3; m2 is the test.
+    let m_id = NodeId(3);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", peer_port(&servers[2]))).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Every connection is read, and refusals in it are passed on (the handshake's cluster id
+    // is taken as it comes: the test learns it from the members' answers only later).
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = bytes::BytesMut::new();
+                let mut from = None;
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(frame)) = wire::take_frame(&mut buf) {
+                        match from {
+                            None => from = Some(frame),
+                            Some(ref hs) => {
+                                if let Ok(PeerFrame::Refused(data)) = PeerFrame::decode(frame) {
+                                    let _ = tx.send((hs.clone(), pb::ForwardRefusal::decode(data)));
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for s in &mut servers[..2] {
+        s.start();
+    }
+    let eps: Vec<String> = servers[..2].iter().map(|s| s.client.clone()).collect();
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    rt.block_on(put(&[&eps[0], &eps[1]], "ready", "yes", deadline));
+    let (leader, cluster_id) = rt.block_on(async {
+        let mut m = maintenance(&eps[0]).await.expect("a connection");
+        let s = m.status(pb::StatusRequest {}).await.expect("a status").into_inner();
+        (s.leader, s.header.expect("a header").cluster_id)
+    });
+    let f = if leader == 1 { 1 } else { 0 };
+    let f_id = NodeId(f as u64 + 1);
+
+    let put = pb::PutRequest { key: "forwarded".into(), value: "x".into(), ..Default::default() };
+    let req = pb::InternalRequest {
+        id: 4242,
+        member: m_id.0,
+        request: Some(pb::internal_request::Request::Put(put)),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    wire::put_frame(&mut out, &wire::Handshake { cluster_id, from: m_id, to: f_id }.encode());
+    wire::put_frame(&mut out, &PeerFrame::Forward(req.encode_to_vec().into()).encode());
+    let mut to_f = std::net::TcpStream::connect(("127.0.0.1", peer_port(&servers[f]))).unwrap();
+    std::io::Write::write_all(&mut to_f, &out).unwrap();
+
+    let (from, refusal) = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(servers[f].log_path()).unwrap_or_default();
+        panic!("no refusal in time ({e}); member {f}'s log:\n{log}")
+    });
+    let refusal = refusal.expect("a well-formed refusal");
+    let from = wire::Handshake::check(&from, cluster_id, m_id).expect("a handshake").from;
+    assert_eq!(from, f_id, "the refusal comes from the follower the write was forwarded to");
+    assert_eq!((refusal.request, refusal.leader_changed), (4242, true), "{refusal:?}");
+    // And nothing was proposed.
+    let got = rt.block_on(async {
+        let mut c = kv(&eps[f]).await.expect("a connection");
+        let req = pb::RangeRequest { key: "forwarded".into(), ..Default::default() };
+        c.range(req).await.expect("a read").into_inner().kvs.len()
+    });
+    assert_eq!(got, 0);
+}
