@@ -257,27 +257,36 @@ impl Kv {
         user: Option<&str>,
         tonic_client: bool,
     ) -> Result<Kv, String> {
-        let ch = crate::endpoint(tls, ep)?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| format!("{ep}: {e}"))?;
-        let token = match user {
-            Some(u) => {
+        let lean = !tonic_client && !ep.starts_with("https://");
+        // A tonic connection only where it is used: for the calls, or to authenticate.
+        let ch = if !lean || user.is_some() {
+            let ch = crate::endpoint(tls, ep)?
+                .connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("{ep}: {e}"))?;
+            Some(ch)
+        } else {
+            None
+        };
+        let token = match (user, &ch) {
+            (Some(u), Some(ch)) => {
                 crate::authenticate(ch.clone(), u)
                     .await
                     .map_err(|s| format!("{ep}: {}", s.message()))?
                     .0
             }
-            None => None,
+            _ => None,
         };
-        if tonic_client || ep.starts_with("https://") {
-            return Ok(Kv::Tonic(KVClient::new(ch), token));
+        match ch {
+            Some(ch) if !lean => Ok(Kv::Tonic(KVClient::new(ch), token)),
+            _ => {
+                let token = token.map(|t| t.to_str().map(str::to_string)).transpose();
+                let token = token.map_err(|e| format!("{ep}: token: {e}"))?;
+                Ok(Kv::Lean(crate::h2grpc::connect(ep).await?, token))
+            }
         }
-        let token = token.map(|t| t.to_str().map(str::to_string)).transpose();
-        let token = token.map_err(|e| format!("{ep}: token: {e}"))?;
-        Ok(Kv::Lean(crate::h2grpc::connect(ep).await?, token))
     }
 
     /// A put or a range; whether it succeeded.
