@@ -125,6 +125,11 @@ struct LinkState {
     /// been written in part.
     buf: Vec<u8>,
     sent: usize,
+    /// The refusals in `buf` not yet written (each frame's end in `buf`, and its bytes),
+    /// kept when a connection breaks: Raft resends its own messages, but nothing resends a
+    /// refusal, and a lost one leaves the forwarding member's client waiting for its timeout.
+    /// Once written to the socket (or, over TLS, into the session) a refusal is let go.
+    kept: Vec<(usize, Vec<u8>)>,
     /// The peer was removed or replaced: the task ends.
     closed: bool,
 }
@@ -140,7 +145,8 @@ impl LinkState {
     }
 
     /// Writes what the socket takes now, without blocking. `false` if the connection broke
-    /// (the buffer is then dropped: what it held may have been cut mid-frame).
+    /// (the buffer is then dropped, but for the refusals not yet written: what it held may
+    /// have been cut mid-frame).
     fn write_now(&mut self) -> bool {
         let Some(s) = self.stream.clone() else { return true };
         let ok = match self.tls.as_mut() {
@@ -160,20 +166,60 @@ impl LinkState {
             self.reset();
             return false;
         }
-        if self.sent == self.buf.len() {
-            self.buf.clear();
-            self.sent = 0;
-        } else if self.sent > self.buf.len() / 2 {
-            self.buf.drain(..self.sent);
-            self.sent = 0;
-        }
+        self.written();
         true
     }
 
+    /// After `sent` moved on: lets the written refusals go, and drops the written bytes
+    /// once they are all or most of the buffer.
+    fn written(&mut self) {
+        let sent = self.sent;
+        self.kept.retain(|(end, _)| *end > sent);
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+        } else if self.sent > self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+        } else {
+            return;
+        }
+        self.kept.iter_mut().for_each(|(end, _)| *end -= sent);
+        self.sent = 0;
+    }
+
+    /// Queues one frame.
+    fn queue(&mut self, frame: &PeerFrame) {
+        let start = self.buf.len();
+        wire::put_frame_with(&mut self.buf, |out| frame.encode_into(out));
+        if let PeerFrame::Refused(_) = frame {
+            self.kept.push((self.buf.len(), self.buf[start..].to_vec()));
+        }
+    }
+
+    /// Drops the connection and what was queued for it, except the refusals not yet
+    /// written.
     fn reset(&mut self) {
+        let sent = self.sent;
+        self.kept.retain(|(end, _)| *end > sent);
         self.stream = None;
         self.tls = None;
         self.buf.clear();
+        self.sent = 0;
+        for (end, frame) in &mut self.kept {
+            self.buf.extend_from_slice(frame);
+            *end = self.buf.len();
+        }
+    }
+
+    /// Starts a new connection's bytes with `first` (its handshake), then what is pending.
+    fn restart_with(&mut self, first: &[u8]) {
+        let mut buf = Vec::with_capacity(first.len() + self.pending().len());
+        buf.extend_from_slice(first);
+        buf.extend_from_slice(self.pending());
+        // Every kept refusal ends past `sent` (`write_now` lets the written ones go).
+        let shift = first.len();
+        let sent = self.sent;
+        self.kept.iter_mut().for_each(|(end, _)| *end = *end - sent + shift);
+        self.buf = buf;
         self.sent = 0;
     }
 }
@@ -275,7 +321,7 @@ impl Peers {
             self.stats.peer_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        wire::put_frame_with(&mut st.buf, |out| frame.encode_into(out));
+        st.queue(frame);
     }
 
     /// Writes every peer's queued frames as far as its socket takes them now; the rest is
@@ -318,7 +364,8 @@ async fn connection(
             );
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
-            // Frames queued while the peer is down are stale: Raft resends.
+            // Frames queued while the peer is down are stale: Raft resends (refusals are
+            // kept).
             link.state.borrow_mut().reset();
         }
         wait = true;
@@ -359,11 +406,9 @@ async fn connection(
             // The handshake goes first, then whatever was queued while connecting (whole
             // frames only: the buffer is reset whenever a connection breaks).
             let mut st = link.state.borrow_mut();
-            let mut buf = Vec::with_capacity(64 + st.pending().len());
-            wire::put_frame(&mut buf, &hs.encode());
-            buf.extend_from_slice(st.pending());
-            st.buf = buf;
-            st.sent = 0;
+            let mut first = Vec::with_capacity(64);
+            wire::put_frame(&mut first, &hs.encode());
+            st.restart_with(&first);
             st.stream = Some(stream.clone());
             st.tls = session;
         }
@@ -595,17 +640,133 @@ mod tests {
         });
     }
 
+    /// Member 1's links to member 2 of cluster 7 at a reserved port where nothing listens
+    /// yet (bound, then freed).
+    fn unreachable_peer() -> (std::net::SocketAddr, Arc<TransportStats>, Peers) {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let stats = Arc::new(TransportStats::default());
+        let peers =
+            Peers::start(NodeId(1), 7, [(NodeId(2), plain(addr))].into(), stats.clone(), None);
+        (addr, stats, peers)
+    }
+
+    /// Listens on `addr` (a reserved port) as member 2 of cluster 7, over plain TCP: the
+    /// frames received.
+    async fn receiver(
+        addr: std::net::SocketAddr,
+        stats: &Arc<TransportStats>,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<PeerFrame> {
+        let listener = TcpListener::bind(addr).await.expect("bind the reserved port");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let deliver = move |_, f| {
+            let _ = tx.send(f);
+        };
+        tokio::task::spawn_local(listen(listener, 7, NodeId(2), stats.clone(), None, deliver));
+        rx
+    }
+
+    /// Wherever a connection breaks, the refusals not yet wholly written are queued again,
+    /// whole, for the next connection (after its handshake), and nothing else is.
+    #[test]
+    fn a_broken_connection_keeps_exactly_the_refusals_not_yet_written() {
+        let frames = [
+            PeerFrame::Forward(Bytes::from_static(b"a")),
+            PeerFrame::Refused(Bytes::from_static(b"first")),
+            PeerFrame::Forward(Bytes::from_static(b"bb")),
+            PeerFrame::Refused(Bytes::from_static(b"second")),
+            PeerFrame::Refused(Bytes::from_static(b"third")),
+        ];
+        let encoded: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = Vec::new();
+                wire::put_frame_with(&mut b, |out| f.encode_into(out));
+                b
+            })
+            .collect();
+        let total: usize = encoded.iter().map(Vec::len).sum();
+        // Written in two steps (`first`, then `then` more bytes), then broken.
+        for first in 0..=total {
+            for then in [0, 1, 7, total] {
+                let mut st = LinkState::default();
+                frames.iter().for_each(|f| st.queue(f));
+                st.sent = first;
+                st.written();
+                st.sent = (st.sent + then).min(st.buf.len());
+                st.written();
+                let written = first + then.min(total - first);
+                st.reset();
+                let mut want = Vec::new();
+                let mut end = 0;
+                for (f, e) in frames.iter().zip(&encoded) {
+                    end += e.len();
+                    if matches!(f, PeerFrame::Refused(_)) && end > written {
+                        want.push(e.clone());
+                    }
+                }
+                assert_eq!(st.pending(), want.concat(), "broken after {written} bytes");
+                // The next connection writes its handshake and all but the last byte of the
+                // first kept refusal, then breaks: every kept refusal is queued again.
+                st.restart_with(b"handshake");
+                st.queue(&PeerFrame::Forward(Bytes::from_static(b"new")));
+                let Some(head) = want.first() else { continue };
+                st.sent = b"handshake".len() + head.len() - 1;
+                st.written();
+                st.reset();
+                assert_eq!(st.pending(), want.concat());
+                // And once the first is written whole, it is let go.
+                st.restart_with(b"handshake");
+                st.sent = b"handshake".len() + head.len();
+                st.written();
+                st.reset();
+                assert_eq!(st.pending(), want[1..].concat());
+            }
+        }
+    }
+
+    /// A refusal queued while the peer cannot be reached is kept through the link's resets
+    /// and sent once the peer listens (nothing else would resend it, and the forwarding
+    /// member's client would wait for its timeout), while the Raft traffic queued with it is
+    /// dropped as stale. Once written, it is let go.
+    #[test]
+    fn a_refusal_queued_while_the_peer_is_down_is_sent_once_it_listens() {
+        let (rt, local) = local_runtime();
+        local.block_on(&rt, async {
+            let (addr, stats, peers) = unreachable_peer();
+            let refusal = PeerFrame::Refused(Bytes::from_static(b"refused"));
+            peers.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"stale")));
+            peers.send(NodeId(2), &refusal);
+            peers.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"stale")));
+            peers.flush();
+            let link = peers.links[&NodeId(2)].clone();
+            let queued = link.state.borrow().pending().len();
+            // The link fails to connect, backs off and resets its buffer.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while link.state.borrow().pending().len() == queued {
+                assert!(tokio::time::Instant::now() < deadline, "the link resets its buffer");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut only_refusal = Vec::new();
+            wire::put_frame_with(&mut only_refusal, |out| refusal.encode_into(out));
+            assert_eq!(link.state.borrow().pending(), only_refusal, "the refusal is kept");
+
+            let mut rx = receiver(addr, &stats).await;
+            let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("the refusal arrives")
+                .expect("the listener runs");
+            assert!(matches!(&got, PeerFrame::Refused(d) if d.as_ref() == b"refused"), "{got:?}");
+            assert!(link.state.borrow().kept.is_empty(), "a written refusal is let go");
+        });
+    }
+
     /// Frames queued before the peer listens are sent once it does (the link connects with
     /// backoff); a handshake for another cluster is refused and counted.
     #[test]
     fn link_reconnects_and_foreign_clusters_are_refused() {
         let (rt, local) = local_runtime();
         local.block_on(&rt, async {
-            // Reserve a port, then free it: nothing listens there at first.
-            let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-            let stats = Arc::new(TransportStats::default());
-            let peers =
-                Peers::start(NodeId(1), 7, [(NodeId(2), plain(addr))].into(), stats.clone(), None);
+            let (addr, stats, peers) = unreachable_peer();
             // The buffer is bounded: past it, frames are dropped and counted.
             let big = Bytes::from(vec![0u8; 1 << 20]);
             for _ in 0..40 {
@@ -613,18 +774,7 @@ mod tests {
             }
             assert!(stats.peer_dropped.load(Ordering::Relaxed) >= 7, "dropped past 32 MiB");
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let listener = TcpListener::bind(addr).await.expect("bind the reserved port");
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::task::spawn_local(listen(
-                listener,
-                7,
-                NodeId(2),
-                stats.clone(),
-                None,
-                move |_, f| {
-                    let _ = tx.send(f);
-                },
-            ));
+            let mut rx = receiver(addr, &stats).await;
             // Until the link is up, frames may be dropped with the stale buffer: resend until
             // one arrives, as Raft would.
             let got = loop {
