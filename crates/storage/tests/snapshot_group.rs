@@ -34,6 +34,47 @@ fn snapshots_round_trip_and_only_the_newest_are_kept() {
     assert_eq!(store.load_latest().unwrap().unwrap().0, meta(30));
 }
 
+/// The file of a pruned snapshot is kept as the spare and written over by the next save
+/// (the same inode), cut to the new snapshot's length when the spare was longer: each saved
+/// file has the bytes a fresh directory's save writes, and the newest survives a crash.
+#[test]
+fn pruned_snapshot_files_are_written_over_by_the_next_save() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let store = SnapshotStore::new(flotilla_storage::RealFs, &dir, 1).unwrap();
+    let spare = dir.join("spare.snap.recycle");
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let mut spare_ino = None;
+    for (i, n) in [5000usize, 100, 7000, 10, 10, 3000].into_iter().enumerate() {
+        let index = 10 * (i as u64 + 1);
+        let data = vec![i as u8 + 1; n];
+        store.save(&meta(index), &data).unwrap();
+        let path = store.path_of(LogIndex(index), Term(2));
+        if let Some(s) = spare_ino {
+            assert_eq!(ino(&path), s, "save {i} wrote over the spare");
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        let other = SnapshotStore::new(flotilla_storage::RealFs, fresh.path(), 1).unwrap();
+        other.save(&meta(index), &data).unwrap();
+        let want = std::fs::read(other.path_of(LogIndex(index), Term(2))).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want, "save {i}: the file a fresh save makes");
+        let (m, got) = store.load_latest().unwrap().unwrap();
+        assert_eq!((m, &got[..]), (meta(index), &data[..]));
+        assert_eq!(store.list().unwrap().len(), 1, "only the newest is a snapshot");
+        spare_ino = spare.exists().then(|| ino(&spare));
+    }
+    // The same in the simulated file system, crashed after the last save.
+    let fs = SimFs::new();
+    let sim = SnapshotStore::new(fs.clone(), Path::new("/snap"), 1).unwrap();
+    for (i, n) in [5000usize, 100, 7000].into_iter().enumerate() {
+        sim.save(&meta(10 * (i as u64 + 1)), &vec![1; n]).unwrap();
+    }
+    fs.crash(None);
+    let sim = SnapshotStore::new(fs, Path::new("/snap"), 1).unwrap();
+    assert_eq!(sim.load_latest().unwrap().unwrap(), (meta(30), vec![1u8; 7000].into()));
+}
+
 /// A snapshot written in pieces (larger than the sink's buffer, and than the interval
 /// between its fsyncs) is the same file as one written whole; a writer that produces other
 /// than the announced length fails and leaves no snapshot.
