@@ -24,9 +24,9 @@ const MAGIC: &[u8; 8] = b"FLOTSNP1";
 /// Where the oldest pruned snapshot file is kept (not a `.snap`, so never read as a snapshot)
 /// for the next save to write over, rather than deleted and a new file filled. Writing over
 /// a file's cached pages costs a fraction of filling fresh ones: on this project's 2-vCPU VM,
-/// 16-18 ms against 56-105 ms per 100 MiB (docs/benchmarks.md), and a member writes a
-/// snapshot of its whole store every few seconds under load. The price: one more snapshot's
-/// size on disk.
+/// 16-22 ms per 100 MiB against 28-105 ms (`scripts/fresh-vs-cached-writes.py`, in
+/// docs/benchmarks.md), and a member writes a snapshot of its whole store every few seconds
+/// under load. The price: one more snapshot's size on disk.
 const SPARE: &str = "spare.snap.recycle";
 /// Bytes before the metadata: magic and metadata length.
 const HEAD: usize = 12;
