@@ -336,7 +336,9 @@ impl<F: FileSystem> SnapshotStore<F> {
             match gone {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(WalError::io("remove", &p, e)),
+                Err(e) => {
+                    return Err(WalError::io(if i == 0 { "rename" } else { "remove" }, &p, e))
+                }
             }
         }
         // Leftovers of interrupted saves.
