@@ -34,7 +34,7 @@ mod wal;
 
 pub use error::WalError;
 pub use flotilla_raft::SnapshotMeta;
-pub use fs::{DetachedSync, FileSystem, FsFile, RealFile, RealFs, SyncData};
+pub use fs::{DetachedSync, FileSystem, FsFile, RealFile, RealFs, SyncData, DIRECT_ALIGN};
 pub use group::GroupWal;
 pub use log_store::DiskLog;
 pub use sim_fs::{SimFile, SimFs};

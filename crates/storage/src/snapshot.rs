@@ -17,7 +17,7 @@ use flotilla_raft::{LogIndex, SnapshotChunk, SnapshotInfo, SnapshotMeta, Term};
 
 use crate::codec;
 use crate::error::WalError;
-use crate::fs::{join, FileSystem, FsFile};
+use crate::fs::{join, FileSystem, FsFile, DIRECT_ALIGN};
 
 const MAGIC: &[u8; 8] = b"FLOTSNP1";
 
@@ -108,58 +108,91 @@ fn decode_info(buf: &[u8]) -> Option<SnapshotInfo> {
 /// WAL's fsyncs behind it.
 const SAVE_SYNC_BYTES: u64 = 4 << 20;
 
-/// Bytes a [`SnapshotSink`] gathers before it writes them to the file.
+/// Bytes a [`SnapshotSink`] gathers before it writes them to the file (a multiple of
+/// [`DIRECT_ALIGN`]).
 const SINK_BUFFER: usize = 1 << 20;
 
-/// Where [`SnapshotStore::save_streamed`] takes a snapshot's data: buffered, checksummed,
-/// written and synced every few MiB.
+/// Where [`SnapshotSink`]s take their data: buffered, checksummed, written and synced every
+/// few MiB.
+///
+/// The file is written whole blocks at a time from offset 0 (the head included), from a
+/// buffer aligned to [`DIRECT_ALIGN`], so that it can bypass the page cache
+/// ([`FsFile::set_direct`]): a snapshot holds the whole store and is read back only to
+/// restart or to catch a follower up, and copying it into the page cache was most of what
+/// saving one cost (docs/benchmarks.md).
 #[derive(Debug)]
 pub struct SnapshotSink<'a, F: FileSystem> {
     file: &'a mut F::File,
     path: &'a Path,
+    /// `SINK_BUFFER + DIRECT_ALIGN` bytes, of which the window `base..base + SINK_BUFFER` is
+    /// aligned.
     buf: Vec<u8>,
+    base: usize,
+    /// Bytes held in the window.
+    held: usize,
+    /// The file offset of the window's first byte (a multiple of the block size).
+    at: u64,
     crc: u32,
-    /// Where the data starts in the file (after the head).
-    start: u64,
+    /// Data bytes taken (the head and the checksum not counted).
     written: u64,
     unsynced: u64,
 }
 
-impl<F: FileSystem> SnapshotSink<'_, F> {
+impl<'a, F: FileSystem> SnapshotSink<'a, F> {
+    fn new(file: &'a mut F::File, path: &'a Path) -> Self {
+        let buf = vec![0u8; SINK_BUFFER + DIRECT_ALIGN];
+        let base = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        assert!(base < DIRECT_ALIGN, "a byte buffer can be aligned within one block");
+        SnapshotSink { file, path, buf, base, held: 0, at: 0, crc: 0, written: 0, unsynced: 0 }
+    }
+
     /// Appends data.
     pub fn write(&mut self, data: &[u8]) -> Result<(), WalError> {
-        if self.buf.len() + data.len() > SINK_BUFFER {
-            self.flush()?;
-        }
-        if data.len() >= SINK_BUFFER {
-            return self.put(data);
-        }
-        self.buf.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), WalError> {
-        let buf = std::mem::take(&mut self.buf);
-        self.put(&buf)?;
-        self.buf = buf;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn put(&mut self, data: &[u8]) -> Result<(), WalError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let at = self.start + self.written;
-        self.file.write_at(at, data).map_err(|e| WalError::io("write", self.path, e))?;
         self.crc = crc32c::crc32c_append(self.crc, data);
         self.written += data.len() as u64;
-        self.unsynced += data.len() as u64;
+        self.hold(data)
+    }
+
+    /// Appends bytes to the file: the window is written out each time it fills.
+    fn hold(&mut self, mut data: &[u8]) -> Result<(), WalError> {
+        while !data.is_empty() {
+            let n = data.len().min(SINK_BUFFER - self.held);
+            let at = self.base + self.held;
+            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            self.held += n;
+            data = &data[n..];
+            if self.held == SINK_BUFFER {
+                self.put(SINK_BUFFER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the first `len` bytes of the window (a multiple of the block size) and
+    /// moves the rest to its start.
+    fn put(&mut self, len: usize) -> Result<(), WalError> {
+        let window = &self.buf[self.base..self.base + len];
+        self.file.write_at(self.at, window).map_err(|e| WalError::io("write", self.path, e))?;
+        self.buf.copy_within(self.base + len..self.base + self.held, self.base);
+        self.held -= len;
+        self.at += len as u64;
+        self.unsynced += len as u64;
         if self.unsynced >= SAVE_SYNC_BYTES {
             self.file.sync_data().map_err(|e| WalError::io("fsync", self.path, e))?;
             self.unsynced = 0;
         }
         Ok(())
+    }
+
+    /// Writes what is held, the last block padded with zeros (the caller cuts the file to
+    /// its length); returns the file's length.
+    fn finish(&mut self) -> Result<u64, WalError> {
+        let size = self.at + self.held as u64;
+        let padded = self.held.next_multiple_of(DIRECT_ALIGN);
+        self.buf[self.base + self.held..self.base + padded].fill(0);
+        self.held = padded;
+        self.put(padded)?;
+        Ok(size)
     }
 }
 
@@ -261,35 +294,40 @@ impl<F: FileSystem> SnapshotStore<F> {
             Ok(()) => self.fs.open_append(&tmp).map_err(|e| WalError::io("open", &tmp, e))?,
             Err(_) => self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?,
         };
-        file.write_at(0, &head).map_err(|e| WalError::io("write", &tmp, e))?;
-        let mut sink = SnapshotSink {
-            file: &mut file,
-            path: &tmp,
-            buf: Vec::with_capacity(SINK_BUFFER),
-            crc: crc32c::crc32c(&head),
-            start: head.len() as u64,
-            written: 0,
-            unsynced: 0,
-        };
-        let filled = fill(&mut sink).and_then(|()| sink.flush()).and_then(|()| {
-            if sink.written == len {
-                return Ok(());
+        // Without direct I/O (the simulated file system, tmpfs) the same blocks are written
+        // through the page cache.
+        file.set_direct(true).map_err(|e| WalError::io("set O_DIRECT on", &tmp, e))?;
+        let mut sink = SnapshotSink::<F>::new(&mut file, &tmp);
+        sink.crc = crc32c::crc32c(&head);
+        let filled = sink
+            .hold(&head)
+            .and_then(|()| fill(&mut sink))
+            .and_then(|()| {
+                if sink.written == len {
+                    return Ok(());
+                }
+                Err(WalError::Invalid(format!(
+                    "snapshot {}: {} bytes written, {len} announced",
+                    meta.id(),
+                    sink.written
+                )))
+            })
+            .and_then(|()| {
+                let crc = sink.crc.to_le_bytes();
+                sink.hold(&crc)?;
+                sink.finish()
+            });
+        let size = match filled {
+            Ok(size) => size,
+            Err(e) => {
+                // An unfinished temporary file is never read; do not leave it taking space.
+                drop(file);
+                let _ = self.fs.remove(&tmp);
+                return Err(e);
             }
-            Err(WalError::Invalid(format!(
-                "snapshot {}: {} bytes written, {len} announced",
-                meta.id(),
-                sink.written
-            )))
-        });
-        let crc = sink.crc.to_le_bytes();
-        if let Err(e) = filled {
-            // An unfinished temporary file is never read; do not leave it taking space.
-            drop(file);
-            let _ = self.fs.remove(&tmp);
-            return Err(e);
-        }
-        let size = head.len() as u64 + len + crc.len() as u64;
-        file.write_at(size - crc.len() as u64, &crc).map_err(|e| WalError::io("write", &tmp, e))?;
+        };
+        debug_assert_eq!(size, head.len() as u64 + len + 4, "head, data and checksum");
+        // Written over a spare, or padded to a whole block: cut to length.
         file.truncate(size).map_err(|e| WalError::io("truncate", &tmp, e))?;
         file.sync_data().map_err(|e| WalError::io("fsync", &tmp, e))?;
         self.fs.rename(&tmp, &final_path).map_err(|e| WalError::io("rename", &tmp, e))?;
