@@ -577,8 +577,19 @@ impl Driver {
     /// and leaves a batch's sync to the sync thread.
     pub async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Input>) {
         let mut next_tick = Instant::now() + self.tick;
+        // One timer for the whole run, moved only when a tick passes: a new timer per wait
+        // (`timeout_at` around each `recv`) registered itself with tokio's timer each time,
+        // and each registration woke the runtime's own thread through its eventfd, a
+        // `write` and an extra `epoll_wait` for every wait of the loop (one per put at one
+        // client).
+        let tick = tokio::time::sleep_until(next_tick.into());
+        tokio::pin!(tick);
         loop {
-            match tokio::time::timeout_at(next_tick.into(), rx.recv()).await {
+            let next = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
+                std::task::Poll::Ready(input) => std::task::Poll::Ready(Ok(input)),
+                std::task::Poll::Pending => std::future::Future::poll(tick.as_mut(), cx).map(Err),
+            });
+            match next.await {
                 Ok(None | Some(Input::Stop)) => break,
                 Ok(Some(input)) => {
                     self.handle(input);
@@ -598,10 +609,11 @@ impl Driver {
                         break;
                     }
                 }
-                Err(_elapsed) => {}
+                Err(()) => {}
             }
             if Instant::now() >= next_tick {
                 next_tick += self.tick;
+                tick.as_mut().reset(next_tick.into());
                 if self.halted.is_none() {
                     if let Err(e) = self.node.tick() {
                         self.halt(e.to_string());
