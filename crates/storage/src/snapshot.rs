@@ -132,6 +132,8 @@ pub struct SnapshotSink<'a, F: FileSystem> {
     held: usize,
     /// The file offset of the window's first byte (a multiple of the block size).
     at: u64,
+    /// Whether writes bypass the page cache.
+    direct: bool,
     crc: u32,
     /// Data bytes taken (the head and the checksum not counted).
     written: u64,
@@ -139,11 +141,22 @@ pub struct SnapshotSink<'a, F: FileSystem> {
 }
 
 impl<'a, F: FileSystem> SnapshotSink<'a, F> {
-    fn new(file: &'a mut F::File, path: &'a Path) -> Self {
+    fn new(file: &'a mut F::File, path: &'a Path, direct: bool) -> Self {
         let buf = vec![0u8; SINK_BUFFER + DIRECT_ALIGN];
         let base = buf.as_ptr().align_offset(DIRECT_ALIGN);
         assert!(base < DIRECT_ALIGN, "a byte buffer can be aligned within one block");
-        SnapshotSink { file, path, buf, base, held: 0, at: 0, crc: 0, written: 0, unsynced: 0 }
+        SnapshotSink {
+            file,
+            path,
+            buf,
+            base,
+            held: 0,
+            at: 0,
+            direct,
+            crc: 0,
+            written: 0,
+            unsynced: 0,
+        }
     }
 
     /// Appends data.
@@ -172,7 +185,21 @@ impl<'a, F: FileSystem> SnapshotSink<'a, F> {
     /// moves the rest to its start.
     fn put(&mut self, len: usize) -> Result<(), WalError> {
         let window = &self.buf[self.base..self.base + len];
-        self.file.write_at(self.at, window).map_err(|e| WalError::io("write", self.path, e))?;
+        let mut wrote = self.file.write_at(self.at, window);
+        if self.direct
+            && wrote
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32))
+        {
+            // A device whose blocks are larger than DIRECT_ALIGN refuses these writes:
+            // the rest of the file goes through the page cache.
+            self.direct = false;
+            self.file
+                .set_direct(false)
+                .map_err(|e| WalError::io("clear O_DIRECT on", self.path, e))?;
+            wrote = self.file.write_at(self.at, window);
+        }
+        wrote.map_err(|e| WalError::io("write", self.path, e))?;
         self.buf.copy_within(self.base + len..self.base + self.held, self.base);
         self.held -= len;
         self.at += len as u64;
@@ -296,8 +323,8 @@ impl<F: FileSystem> SnapshotStore<F> {
         };
         // Without direct I/O (the simulated file system, tmpfs) the same blocks are written
         // through the page cache.
-        file.set_direct(true).map_err(|e| WalError::io("set O_DIRECT on", &tmp, e))?;
-        let mut sink = SnapshotSink::<F>::new(&mut file, &tmp);
+        let direct = file.set_direct(true).map_err(|e| WalError::io("set O_DIRECT on", &tmp, e))?;
+        let mut sink = SnapshotSink::<F>::new(&mut file, &tmp, direct);
         sink.crc = crc32c::crc32c(&head);
         let filled = sink
             .hold(&head)

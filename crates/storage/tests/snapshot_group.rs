@@ -239,3 +239,94 @@ fn snapshots_written_in_aligned_blocks_hold_exactly_the_encoded_snapshot() {
         assert_eq!(store.load_latest().unwrap().unwrap().1.len(), n);
     }
 }
+
+/// A file system whose direct writes need 8 KiB blocks (a device with larger blocks than
+/// the sink aligns to): the write it refuses, and every later one, goes through the page
+/// cache, and the snapshot is whole.
+#[derive(Clone)]
+struct LargeBlocks {
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct LargeBlockFile {
+    inner: flotilla_storage::RealFile,
+    direct: bool,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl flotilla_storage::FsFile for LargeBlockFile {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.append(buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        if self.direct && (offset % 8192 != 0 || buf.len() % 8192 != 0) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(22)); // EINVAL
+        }
+        self.inner.write_at(offset, buf)
+    }
+    fn allocate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn set_direct(&mut self, on: bool) -> std::io::Result<bool> {
+        self.direct = on;
+        Ok(on)
+    }
+}
+
+impl FileSystem for LargeBlocks {
+    type File = LargeBlockFile;
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        flotilla_storage::RealFs.create_dir_all(path)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<LargeBlockFile> {
+        let inner = flotilla_storage::RealFs.create(path)?;
+        Ok(LargeBlockFile { inner, direct: false, refused: self.refused.clone() })
+    }
+    fn open_append(&self, path: &Path) -> std::io::Result<LargeBlockFile> {
+        let inner = flotilla_storage::RealFs.open_append(path)?;
+        Ok(LargeBlockFile { inner, direct: false, refused: self.refused.clone() })
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        flotilla_storage::RealFs.read(path)
+    }
+    fn read_range(&self, path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        flotilla_storage::RealFs.read_range(path, offset, len)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        flotilla_storage::RealFs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        flotilla_storage::RealFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        flotilla_storage::RealFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        flotilla_storage::RealFs.sync_dir(dir)
+    }
+}
+
+#[test]
+fn a_direct_write_the_device_refuses_is_made_through_the_page_cache() {
+    use flotilla_storage::encode_snapshot;
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fs = LargeBlocks { refused: refused.clone() };
+    let store = SnapshotStore::new(fs, tmp.path(), 1).unwrap();
+    // Whole 1 MiB windows are 8 KiB multiples and go direct; the padded last block is not.
+    let data: Vec<u8> = (0..(2 << 20) + 100).map(|b| (b % 241) as u8).collect();
+    store.save(&meta(7), &data).unwrap();
+    assert_eq!(refused.load(Ordering::SeqCst), 1, "one refusal, then buffered writes");
+    let got = std::fs::read(store.path_of(LogIndex(7), Term(2))).unwrap();
+    assert!(got == encode_snapshot(&meta(7), &data), "the file is the encoded snapshot");
+}
