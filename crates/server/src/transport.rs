@@ -210,6 +210,17 @@ impl LinkState {
         }
     }
 
+    /// Queues the refusals `old` has not wholly written, and takes them from it.
+    fn take_refusals(&mut self, old: &mut LinkState) {
+        let sent = old.sent;
+        for (end, frame) in old.kept.drain(..) {
+            if end > sent {
+                self.buf.extend_from_slice(&frame);
+                self.kept.push((self.buf.len(), frame));
+            }
+        }
+    }
+
     /// Starts a new connection's bytes with `first` (its handshake), then what is pending.
     fn restart_with(&mut self, first: &[u8]) {
         let mut buf = Vec::with_capacity(first.len() + self.pending().len());
@@ -298,6 +309,11 @@ impl Peers {
             return;
         }
         let link = Rc::new(Link::default());
+        if let Some(old) = self.links.get(&id) {
+            // A new address for a known peer: the refusals not yet written to the old one
+            // go to the new (nothing else would resend them).
+            link.state.borrow_mut().take_refusals(&mut old.state.borrow_mut());
+        }
         let hs = Handshake { cluster_id: self.cluster_id, from: self.me, to: id };
         let tls = if addr.tls { Some(self.tls.clone()) } else { None };
         tokio::task::spawn_local(connection(addr.addr, tls, hs, link.clone()));
@@ -750,14 +766,36 @@ mod tests {
             wire::put_frame_with(&mut only_refusal, |out| refusal.encode_into(out));
             assert_eq!(link.state.borrow().pending(), only_refusal, "the refusal is kept");
 
-            let mut rx = receiver(addr, &stats).await;
-            let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                .await
-                .expect("the refusal arrives")
-                .expect("the listener runs");
-            assert!(matches!(&got, PeerFrame::Refused(d) if d.as_ref() == b"refused"), "{got:?}");
+            expect_refusal(&mut receiver(addr, &stats).await).await;
             assert!(link.state.borrow().kept.is_empty(), "a written refusal is let go");
         });
+    }
+
+    /// A peer given a new address (its link replaced) still gets the refusals queued for
+    /// its old one and not yet written; the Raft traffic queued with them is dropped.
+    #[test]
+    fn a_replaced_link_takes_over_the_refusals_not_yet_written() {
+        let (rt, local) = local_runtime();
+        local.block_on(&rt, async {
+            let (_, stats, mut peers) = unreachable_peer();
+            peers.send(NodeId(2), &PeerFrame::Forward(Bytes::from_static(b"stale")));
+            peers.send(NodeId(2), &PeerFrame::Refused(Bytes::from_static(b"refused")));
+            let old = peers.links[&NodeId(2)].clone();
+            let moved = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            peers.add(NodeId(2), plain(moved));
+            assert!(old.state.borrow().kept.is_empty(), "the old link gives its refusals up");
+            peers.flush();
+            expect_refusal(&mut receiver(moved, &stats).await).await;
+        });
+    }
+
+    /// The first frame `rx` receives (within 30 s) is the refusal "refused".
+    async fn expect_refusal(rx: &mut tokio::sync::mpsc::UnboundedReceiver<PeerFrame>) {
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a frame arrives")
+            .expect("the listener runs");
+        assert!(matches!(&got, PeerFrame::Refused(d) if d.as_ref() == b"refused"), "{got:?}");
     }
 
     /// Frames queued before the peer listens are sent once it does (the link connects with
