@@ -112,8 +112,8 @@ const SAVE_SYNC_BYTES: u64 = 4 << 20;
 /// [`DIRECT_ALIGN`]).
 const SINK_BUFFER: usize = 1 << 20;
 
-/// Where [`SnapshotSink`]s take their data: buffered, checksummed, written and synced every
-/// few MiB.
+/// Where [`SnapshotStore::save_streamed`] takes a snapshot's data: buffered, checksummed,
+/// written and synced every few MiB.
 ///
 /// The file is written whole blocks at a time from offset 0 (the head included), from a
 /// buffer aligned to [`DIRECT_ALIGN`], so that it can bypass the page cache
@@ -321,8 +321,8 @@ impl<F: FileSystem> SnapshotStore<F> {
             Ok(()) => self.fs.open_append(&tmp).map_err(|e| WalError::io("open", &tmp, e))?,
             Err(_) => self.fs.create(&tmp).map_err(|e| WalError::io("create", &tmp, e))?,
         };
-        // Without direct I/O (the simulated file system, tmpfs) the same blocks are written
-        // through the page cache.
+        // Without direct I/O (the simulated file system, or one refusing O_DIRECT) the same
+        // blocks are written through the page cache.
         let direct = file.set_direct(true).map_err(|e| WalError::io("set O_DIRECT on", &tmp, e))?;
         let mut sink = SnapshotSink::<F>::new(&mut file, &tmp, direct);
         sink.crc = crc32c::crc32c(&head);
