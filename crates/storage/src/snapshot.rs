@@ -175,15 +175,15 @@ impl<'a, F: FileSystem> SnapshotSink<'a, F> {
             self.held += n;
             data = &data[n..];
             if self.held == SINK_BUFFER {
-                self.put(SINK_BUFFER)?;
+                self.put()?;
             }
         }
         Ok(())
     }
 
-    /// Writes the first `len` bytes of the window (a multiple of the block size) and
-    /// moves the rest to its start.
-    fn put(&mut self, len: usize) -> Result<(), WalError> {
+    /// Writes what the window holds (a multiple of the block size) and empties it.
+    fn put(&mut self) -> Result<(), WalError> {
+        let len = self.held;
         let window = &self.buf[self.base..self.base + len];
         let mut wrote = self.file.write_at(self.at, window);
         if self.direct
@@ -200,8 +200,7 @@ impl<'a, F: FileSystem> SnapshotSink<'a, F> {
             wrote = self.file.write_at(self.at, window);
         }
         wrote.map_err(|e| WalError::io("write", self.path, e))?;
-        self.buf.copy_within(self.base + len..self.base + self.held, self.base);
-        self.held -= len;
+        self.held = 0;
         self.at += len as u64;
         self.unsynced += len as u64;
         if self.unsynced >= SAVE_SYNC_BYTES {
@@ -218,7 +217,7 @@ impl<'a, F: FileSystem> SnapshotSink<'a, F> {
         let padded = self.held.next_multiple_of(DIRECT_ALIGN);
         self.buf[self.base + self.held..self.base + padded].fill(0);
         self.held = padded;
-        self.put(padded)?;
+        self.put()?;
         Ok(size)
     }
 }
