@@ -667,40 +667,43 @@ impl ServerConfig {
     }
 }
 
+/// Flags for tests: a member `name` of `cluster` serving clients at `client`.
+#[cfg(test)]
+pub(crate) fn test_flags(name: &str, cluster: &str, client: &str) -> Flags {
+    Flags {
+        name: name.into(),
+        data_dir: "/tmp/x".into(),
+        listen_client_urls: client.into(),
+        advertise_client_urls: String::new(),
+        listen_peer_urls: "http://127.0.0.1:2380".into(),
+        initial_cluster: cluster.into(),
+        initial_cluster_token: "t".into(),
+        tick_ms: 50,
+        max_request_bytes: 1 << 20,
+        snapshot_count: 10_000,
+        listen_metrics_urls: String::new(),
+        initial_cluster_state: "new".into(),
+        auto_compaction_mode: "periodic".into(),
+        auto_compaction_retention: "0".into(),
+        watch_progress_notify_interval: "10m".into(),
+        cert_file: String::new(),
+        key_file: String::new(),
+        trusted_ca_file: String::new(),
+        client_cert_auth: false,
+        peer_cert_file: String::new(),
+        peer_key_file: String::new(),
+        peer_trusted_ca_file: String::new(),
+        peer_client_cert_auth: false,
+        peer_cert_allowed_cn: String::new(),
+        auth_token: "simple".into(),
+        auth_token_ttl: 300,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn flags(name: &str, cluster: &str, client: &str) -> Flags {
-        Flags {
-            name: name.into(),
-            data_dir: "/tmp/x".into(),
-            listen_client_urls: client.into(),
-            advertise_client_urls: String::new(),
-            listen_peer_urls: "http://127.0.0.1:2380".into(),
-            initial_cluster: cluster.into(),
-            initial_cluster_token: "t".into(),
-            tick_ms: 50,
-            max_request_bytes: 1 << 20,
-            snapshot_count: 10_000,
-            listen_metrics_urls: String::new(),
-            initial_cluster_state: "new".into(),
-            auto_compaction_mode: "periodic".into(),
-            auto_compaction_retention: "0".into(),
-            watch_progress_notify_interval: "10m".into(),
-            cert_file: String::new(),
-            key_file: String::new(),
-            trusted_ca_file: String::new(),
-            client_cert_auth: false,
-            peer_cert_file: String::new(),
-            peer_key_file: String::new(),
-            peer_trusted_ca_file: String::new(),
-            peer_client_cert_auth: false,
-            peer_cert_allowed_cn: String::new(),
-            auth_token: "simple".into(),
-            auth_token_ttl: 300,
-        }
-    }
+    use test_flags as flags;
 
     fn cfg(name: &str, cluster: &str, client: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_flags(&flags(name, cluster, client))

@@ -10,6 +10,7 @@ use thiserror::Error;
 use crate::api::Api;
 use crate::config::{parse_peer_url, ServerConfig};
 use crate::driver::{Driver, Input};
+use crate::h2c;
 use crate::transport::{self, Peers, TransportStats};
 
 /// Why the server stopped with an error.
@@ -243,7 +244,6 @@ fn driver_thread(
         // answer the client's connection, without a hand-off between threads.
         let api = Api::new(config.clone(), stop_driver.clone(), auth);
         let max = config.max_request_bytes;
-        let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let services = tonic::service::Routes::new(
             crate::rpc::k_v_server::KVServer::new(api.clone()).max_decoding_message_size(max),
         )
@@ -273,12 +273,19 @@ fn driver_thread(
         );
         // etcd serves /metrics, /health and /version on its client port too (HTTP/1.1 beside
         // gRPC's HTTP/2): monitoring and `etcdctl check datascale` read them there.
+        let h2c_api = api.clone();
         let routes = services
             .into_axum_router()
             .merge(crate::metrics::routes(stats.clone()))
             // etcd's JSON gateway (HTTP/1.1 or HTTP/2, `POST /v3/...`), beside gRPC.
             .merge(crate::gateway::routes(api, max))
             .fallback(crate::metrics::fallback);
+        // Plaintext HTTP/2 connections are served on h2 directly (crate::h2c); the rest
+        // (HTTP/1.1, and every connection when the port has TLS) by tonic's server.
+        let h2c = match config.client_tls {
+            Some(_) => None,
+            None => Some(h2c::Services { api: h2c_api, router: routes.clone(), max_message: max }),
+        };
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.client_tls {
             // Checked when the configuration was read: this cannot fail here.
@@ -286,11 +293,19 @@ fn driver_thread(
                 .tls_config(tls.server_config())
                 .expect("TLS settings checked by ServerConfig::from_flags");
         }
+        let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::watch::channel(false);
+        let (to_tonic, for_tonic) = tokio::sync::mpsc::unbounded_channel();
+        // Closed once the accept loop and every h2c connection have ended.
+        let (h2c_open, mut h2c_closed) = tokio::sync::mpsc::channel::<()>(1);
+        let listeners = Accept { listeners: client_listeners, next: 0 };
+        let stop_accepting = grpc_stop_rx.clone();
+        tokio::task::spawn_local(accept(listeners, h2c, to_tonic, stop_accepting, h2c_open));
+        let mut tonic_stop = grpc_stop_rx;
         let grpc = builder
             .accept_http1(true)
             .add_routes(routes.into())
-            .serve_with_incoming_shutdown(tokio_stream_from(client_listeners), async {
-                let _ = grpc_stop_rx.await;
+            .serve_with_incoming_shutdown(Handed(for_tonic), async move {
+                let _ = tonic_stop.wait_for(|stop| *stop).await;
             });
         // On the signal: stop accepting and let requests in flight finish, then stop the
         // driver, once every connection closed or after SHUTDOWN_GRACE, whichever is first
@@ -298,12 +313,15 @@ fn driver_thread(
         let stop_after_grace = stop_driver.clone();
         tokio::task::spawn_local(async move {
             let _ = stop.await;
-            let _ = grpc_stop_tx.send(());
+            let _ = grpc_stop_tx.send(true);
             tokio::time::sleep(SHUTDOWN_GRACE).await;
             let _ = stop_after_grace.send(Input::Stop);
         });
         let grpc = tokio::task::spawn_local(async move {
             let r = grpc.await;
+            if r.is_ok() {
+                let _ = h2c_closed.recv().await;
+            }
             let _ = stop_driver.send(Input::Stop);
             r
         });
@@ -320,47 +338,88 @@ fn driver_thread(
     })
 }
 
-/// The accepted connections of every client listener, as the one stream tonic serves.
-fn tokio_stream_from(
-    listeners: Vec<tokio::net::TcpListener>,
-) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    async_stream_accept(listeners)
-}
-
-fn async_stream_accept(
-    listeners: Vec<tokio::net::TcpListener>,
-) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    struct Accept {
-        listeners: Vec<tokio::net::TcpListener>,
-        /// Where the next poll starts, so that a busy listener does not starve the others.
-        next: usize,
-    }
-    impl futures_core::Stream for Accept {
-        type Item = Result<tokio::net::TcpStream, std::io::Error>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            let n = self.listeners.len();
-            for k in 0..n {
-                let i = (self.next + k) % n;
-                match self.listeners[i].poll_accept(cx) {
-                    std::task::Poll::Ready(Ok((s, _))) => {
-                        self.next = (i + 1) % n;
-                        let _ = s.set_nodelay(true);
-                        return std::task::Poll::Ready(Some(Ok(s)));
-                    }
-                    std::task::Poll::Ready(Err(e)) => {
-                        self.next = (i + 1) % n;
-                        return std::task::Poll::Ready(Some(Err(e)));
-                    }
-                    std::task::Poll::Pending => {}
+/// Accepts client connections until `stop` turns true. With `h2c` (a plaintext port), a
+/// connection that opens with HTTP/2's preface is served by [`h2c::serve`], and any other
+/// goes to tonic; without (TLS), every connection goes to tonic. `open` is held by the loop
+/// and by every connection it serves, so that its receiver learns when all have ended.
+async fn accept(
+    mut listeners: Accept,
+    h2c: Option<h2c::Services>,
+    to_tonic: tokio::sync::mpsc::UnboundedSender<tokio::net::TcpStream>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    open: tokio::sync::mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            s = std::future::poll_fn(|cx| listeners.poll_accept(cx)) => s,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, for one: wait a little rather than spin on it.
+                tracing::warn!(error = %e, "accepting a client connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(services) = &h2c else {
+            let _ = to_tonic.send(stream);
+            continue;
+        };
+        let (services, to_tonic) = (services.clone(), to_tonic.clone());
+        let (stop, open) = (stop.clone(), open.clone());
+        tokio::task::spawn_local(async move {
+            let _open = open;
+            match h2c::protocol(&stream).await {
+                h2c::Protocol::H2c => h2c::serve(stream, services, stop).await,
+                h2c::Protocol::Other => {
+                    let _ = to_tonic.send(stream);
                 }
             }
-            std::task::Poll::Pending
-        }
+        });
     }
-    Accept { listeners, next: 0 }
+}
+
+/// The client listeners, polled in turn.
+struct Accept {
+    listeners: Vec<tokio::net::TcpListener>,
+    /// Where the next poll starts, so that a busy listener does not starve the others.
+    next: usize,
+}
+
+impl Accept {
+    fn poll_accept(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<tokio::net::TcpStream>> {
+        let n = self.listeners.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if let std::task::Poll::Ready(r) = self.listeners[i].poll_accept(cx) {
+                self.next = (i + 1) % n;
+                return std::task::Poll::Ready(r.map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    s
+                }));
+            }
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// The connections handed to tonic, as the stream its server takes; it ends when the
+/// accept loop does.
+struct Handed(tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>);
+
+impl futures_core::Stream for Handed {
+    type Item = Result<tokio::net::TcpStream, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|s| s.map(Ok))
+    }
 }
 
 /// The seed of a member's election timeouts. Members must not time out in step: two that
