@@ -2,13 +2,14 @@
 //! it) served on `h2` directly, with a short path for the unary KV calls.
 //!
 //! Why not hyper and tonic for these: between h2 and the service, hyper's dispatcher, tower's
-//! layers, axum's router and tonic's codec cost the leader a few microseconds of CPU per
-//! request, and on a two-core machine that shares its cores with the whole cluster the
-//! leader's CPU is what bounds throughput. A unary KV call needs little of that machinery:
+//! layers, axum's router and tonic's codec cost a member a few microseconds of CPU per
+//! request it serves, and on a two-core machine that holds the whole cluster and its
+//! clients, CPU is what bounds throughput. A unary KV call needs little of that machinery:
 //! decode one length-prefixed message, call the service, answer with headers, one DATA frame
-//! and the `grpc-status` trailers. Measured with a prototype of this path at 256 clients
-//! (docs/benchmarks.md): 49.5-51.4k puts/s and 23.4-24.9 µs of member CPU per put, against
-//! 42.3-47.4k and 26.8-29.9 through tonic.
+//! and the `grpc-status` trailers. Measured against tonic's server, alternating fresh
+//! clusters at 256 clients: 3-7% less member CPU per put (44.1-44.5 µs against 44.9-50.0);
+//! throughput and single-client latency unchanged within the machine's noise
+//! (docs/benchmarks.md, the 08:30 run of 2026-12-01).
 //!
 //! Everything else on such a connection (the other gRPC methods, streams such as Watch and
 //! Snapshot, the JSON gateway spoken over HTTP/2) goes to the same axum router tonic serves,
