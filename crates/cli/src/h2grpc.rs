@@ -10,7 +10,7 @@
 //! frame holding the 5-byte gRPC prefix and the message, and the answer's DATA and trailers.
 //! The rest of the CLI, and the bench over TLS, use tonic.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 
 /// One HTTP/2 connection; cloned per client (clones share the connection).
@@ -92,16 +92,12 @@ impl Conn {
             request = request.header("token", t);
         }
         let request = request.body(()).map_err(CallError::transport)?;
-        let len = msg.encoded_len();
-        let mut body = BytesMut::with_capacity(5 + len);
-        body.put_u8(0); // not compressed
-        body.put_u32(len as u32);
-        msg.encode(&mut body).map_err(CallError::transport)?;
+        let body = flotilla_server::h2c::framed(msg);
 
         let mut send = self.send.clone().ready().await.map_err(CallError::transport)?;
         let (response, mut stream) =
             send.send_request(request, false).map_err(CallError::transport)?;
-        stream.send_data(body.freeze(), true).map_err(CallError::transport)?;
+        stream.send_data(body, true).map_err(CallError::transport)?;
         let response = response.await.map_err(CallError::transport)?;
         // A refusal may come as headers alone ("trailers-only").
         status(response.headers())?;

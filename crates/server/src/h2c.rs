@@ -234,7 +234,7 @@ fn grpc_head() -> http::Response<()> {
 }
 
 /// `m` with gRPC's framing: a byte saying "not compressed", the length, the message.
-pub(crate) fn framed(m: &impl prost::Message) -> Bytes {
+pub fn framed(m: &impl prost::Message) -> Bytes {
     let len = m.encoded_len();
     let mut out = BytesMut::with_capacity(5 + len);
     out.put_u8(0);

@@ -11,7 +11,7 @@ pub mod concurrency;
 pub mod config;
 pub mod driver;
 pub mod gateway;
-mod h2c;
+pub mod h2c;
 pub mod metrics;
 pub mod mvcc;
 pub mod pb;
